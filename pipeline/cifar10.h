@@ -1,0 +1,50 @@
+#pragma once
+// CIFAR-10 in its official binary layout, decoded into tensors.
+//
+// A batch file is a sequence of 3,073-byte records: 1 label byte (0-9), then the
+// 1,024 red, 1,024 green and 1,024 blue bytes of a 32x32 image, each plane row-major.
+// The training set is data_batch_1.bin ... data_batch_5.bin, the test set
+// test_batch.bin, all in one folder (cifar-10-batches-bin/). Rows keep file order.
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace pipeline {
+
+inline constexpr int64_t kCifarSide = 32;
+inline constexpr int64_t kCifarImageBytes = 3 * kCifarSide * kCifarSide;  // 3,072
+inline constexpr int64_t kCifarRecordBytes = 1 + kCifarImageBytes;        // 3,073
+inline constexpr int64_t kCifarClasses = 10;
+inline constexpr std::array<const char*, 10> kCifarClassNames = {
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
+
+enum class Split { Train, Test };
+std::string split_name(Split split);  // "train" | "test"
+
+struct CifarImages {
+  at::Tensor images;  // [N,3,32,32] uint8, contiguous
+  at::Tensor labels;  // [N] int64, values 0..9
+  int64_t size() const;
+};
+
+// The batch files of a split, in order, inside `dir`.
+std::vector<std::filesystem::path> cifar_files(const std::filesystem::path& dir, Split split);
+
+// Decodes `files` in order, keeping at most `limit` records (limit < 0: all).
+// Throws pipeline::Error naming the file (and record) for a missing file, a size that
+// is not a positive multiple of 3,073 bytes, or a label above 9.
+CifarImages decode_cifar_files(const std::vector<std::filesystem::path>& files, int64_t limit = -1);
+
+// decode_cifar_files(cifar_files(dir, split), limit).
+CifarImages load_cifar(const std::filesystem::path& dir, Split split, int64_t limit = -1);
+
+// SHA-256 over the split files' digests (train then test, in order): identifies the
+// dataset a cache or run was made from. Reads every file once.
+std::string cifar_digest(const std::filesystem::path& dir);
+
+}  // namespace pipeline

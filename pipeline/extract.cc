@@ -1,0 +1,189 @@
+#include "pipeline/extract.h"
+
+#include <H5public.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <ctime>
+
+#include "pipeline/alexnet.h"
+#include "pipeline/batches.h"
+#include "pipeline/cifar10.h"
+#include "pipeline/error.h"
+#include "pipeline/features.h"
+#include "pipeline/preprocess.h"
+#include "pipeline/progress.h"
+#include "pipeline/weights.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace pipeline {
+namespace {
+
+void validate(const ExtractOptions& o) {
+  if (o.out.empty()) usage_fail("--out is required (the cache file, e.g. cache/fc7.h5)");
+  if (o.image_size < kMinInputSide) {
+    usage_fail("--image-size {} is below {}, the smallest input AlexNet's layers accept", o.image_size, kMinInputSide);
+  }
+  if (o.batch_size < 1) usage_fail("--batch-size must be at least 1, got {}", o.batch_size);
+  parse_taps(o.taps);
+  parse_feature_dtype(o.dtype);
+  normalization_by_name(o.normalize);
+  parse_precision(o.compute.precision);
+}
+
+std::string now_utc() {
+  const std::time_t now = std::time(nullptr);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return text;
+}
+
+std::string hdf5_version() {
+  unsigned major = 0, minor = 0, release = 0;
+  H5get_libversion(&major, &minor, &release);
+  return fmt::format("HDF5 {}.{}.{}", major, minor, release);
+}
+
+// Moves a preprocessed batch to the model: device, memory format, dtype.
+at::Tensor to_model(const at::Tensor& batch, const Compute& compute) {
+  at::Tensor x = batch.to(compute.device, /*non_blocking=*/true);
+  if (!compute.cuda()) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  return compute.precision == Precision::Fp32 ? x : x.to(compute.dtype());
+}
+
+// Relative L2 error of each tap in reduced precision against fp32, on a sample.
+json measure_precision_error(AlexNet& model, const std::vector<Tap>& taps, const at::Tensor& sample,
+                             const Compute& compute) {
+  Compute fp32 = compute;
+  fp32.precision = Precision::Fp32;
+  const auto reference = model->forward_taps(to_model(sample, fp32), taps);
+  model->to(compute.dtype());
+  const auto reduced = model->forward_taps(to_model(sample, compute), taps);
+  json errors = json::object();
+  for (Tap tap : taps) {
+    const at::Tensor r = reference.at(tap).to(torch::kCPU, torch::kFloat);
+    const at::Tensor d = reduced.at(tap).to(torch::kCPU, torch::kFloat) - r;
+    errors[tap_name(tap)] = (d.norm() / r.norm().clamp_min(1e-30)).item<double>();
+  }
+  return errors;
+}
+
+}  // namespace
+
+ExtractSummary run_extract(const ExtractOptions& options) {
+  validate(options);
+  const std::vector<Tap> taps = parse_taps(options.taps);
+  const Normalization normalization = normalization_by_name(options.normalize);
+  const FeatureDtype dtype = parse_feature_dtype(options.dtype);
+  const Compute compute = resolve_compute(options.compute);
+  ExtractSummary summary;
+  summary.device = compute.describe();
+
+  AlexNet model;
+  const WeightsInfo weights = load_alexnet_weights(model, parse_weights_source(options.weights));
+  spdlog::info("weights: {}", weights.describe());
+  const CifarImages train = load_cifar(options.data, Split::Train, options.limit_train);
+  const CifarImages test = load_cifar(options.data, Split::Test, options.limit_test);
+
+  json tap_names = json::array();
+  for (Tap tap : taps) tap_names.push_back(tap_name(tap));
+  const json settings = {{"weights_sha256", weights.sha256},
+                         {"pretrained", weights.pretrained},
+                         {"dataset_sha256", cifar_digest(options.data)},
+                         {"image_size", options.image_size},
+                         {"normalization", normalization.name},
+                         {"mean", normalization.mean},
+                         {"std", normalization.stddev},
+                         {"taps", tap_names},
+                         {"dtype", to_string(dtype)},
+                         {"precision", to_string(compute.precision)},
+                         {"limit_train", options.limit_train},
+                         {"limit_test", options.limit_test},
+                         {"train_rows", train.size()},
+                         {"test_rows", test.size()}};
+  if (!options.force && cache_matches(options.out, settings)) {
+    spdlog::info("{} is complete and matches these settings: nothing to do (--force rebuilds)", options.out.string());
+    summary.up_to_date = true;
+    summary.file_bytes = static_cast<int64_t>(fs::file_size(options.out));
+    return summary;
+  }
+  if (options.force) {
+    std::error_code ignored;
+    fs::remove(options.out.string() + ".partial", ignored);
+  }
+
+  torch::NoGradGuard no_grad;
+  model->eval();
+  model->to(compute.device);
+  if (!compute.cuda()) to_channels_last(model);
+  const Preprocessor preprocess(options.image_size, normalization);
+
+  json provenance = {{"settings", settings},
+                     {"weights", weights.describe()},
+                     {"weights_file", weights.pretrained ? fs::absolute(options.weights).string() : ""},
+                     {"data", fs::absolute(options.data).string()},
+                     {"device", compute.describe()},
+                     {"library_versions", {{"torch", torch_version()}, {"hdf5", hdf5_version()}}},
+                     {"created", now_utc()}};
+  if (compute.precision != Precision::Fp32) {
+    const at::Tensor sample = preprocess(train.images.slice(0, 0, std::min<int64_t>(16, train.size())));
+    provenance["precision_error"] = measure_precision_error(model, taps, sample, compute);
+    spdlog::info("{} vs fp32 on {} images, relative L2 error: {}", to_string(compute.precision), sample.size(0),
+                 provenance["precision_error"].dump());
+  }
+
+  CacheLayout layout;
+  layout.train_rows = train.size();
+  layout.test_rows = test.size();
+  layout.dtype = dtype;
+  for (Tap tap : taps) layout.taps.emplace_back(tap_name(tap), tap_width(tap));
+  FeatureWriter writer(options.out, provenance, layout);
+  summary.resumed = writer.resumed();
+  if (writer.resumed()) {
+    spdlog::info("resuming {}: {} train and {} test rows already written", writer.partial_path().string(),
+                 writer.rows_done("train"), writer.rows_done("test"));
+  }
+
+  const auto start = std::chrono::steady_clock::now();
+  for (const auto& [split, images] : {std::pair<std::string, const CifarImages*>{"train", &train}, {"test", &test}}) {
+    const int64_t first = writer.rows_done(split), n = images->size();
+    if (first >= n) continue;
+    std::vector<int64_t> rows;
+    for (int64_t i = first; i < n; ++i) rows.push_back(i);
+    const auto batches = make_batches(rows, options.batch_size);
+    Progress progress("extract " + split, n - first);
+    Prefetcher<at::Tensor> source(
+        static_cast<int64_t>(batches.size()),
+        [&](int64_t k) {
+          const at::Tensor x = preprocess(images->images.slice(0, batches[k].front(), batches[k].back() + 1));
+          return compute.cuda() ? x.pin_memory() : x;
+        },
+        /*ahead=*/compute.cuda());
+    for (const auto& batch : batches) {
+      const at::Tensor x = to_model(source.next(), compute);
+      const auto outputs = model->forward_taps(x, taps);
+      std::map<std::string, at::Tensor> rows_out;
+      for (const auto& [tap, value] : outputs) rows_out[tap_name(tap)] = value.to(torch::kCPU, torch::kFloat);
+      const int64_t row = batch.front(), count = static_cast<int64_t>(batch.size());
+      writer.write(split, row, images->labels.slice(0, row, row + count), rows_out);
+      progress.advance(count);
+      summary.images += count;
+    }
+    progress.finish();
+  }
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  summary.images_per_second = summary.seconds > 0 ? summary.images / summary.seconds : 0;
+  // The one-time cost of approach 1, read back by transfer-compare.
+  writer.finish(json{{"extract_seconds", summary.seconds},
+                      {"extract_images", summary.images},
+                      {"extract_images_per_second", summary.images_per_second},
+                      {"resumed", summary.resumed}});
+  summary.file_bytes = static_cast<int64_t>(fs::file_size(options.out));
+  return summary;
+}
+
+}  // namespace pipeline

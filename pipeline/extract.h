@@ -1,0 +1,50 @@
+#pragma once
+// Approach 1, step 1 (transfer-extract): run the frozen AlexNet once over every CIFAR-10
+// image and keep the chosen layers' activations in the HDF5 feature cache
+// (pipeline/features.h), so that heads can then be trained on them in seconds.
+//
+// Eval mode, no autograd, CUDA when present. On a CPU the model runs in channels-last
+// memory format (oneDNN otherwise reorders weights and activations on every call) with
+// preprocessing between forward calls (a producer thread beside LibTorch's would take
+// cores the model needs); on a GPU the next batch is preprocessed into pinned memory
+// while the GPU works on this one.
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "pipeline/device.h"
+
+namespace pipeline {
+
+struct ExtractOptions {
+  std::filesystem::path data = "data/cifar-10-batches-bin";  // CIFAR-10 folder
+  std::string weights = "data/alexnet-owt-7be5be79.pth";     // file or random:SEED
+  std::filesystem::path out;                                 // the cache file (.h5)
+  bool force = false;                                        // rebuild even if up to date
+  std::string taps = "fc7";                                  // comma list: pool5,fc6,fc7,logits
+  int64_t image_size = 224;                                  // resize 32 -> this (>= 63)
+  std::string normalize = "imagenet";                        // imagenet | half
+  int64_t batch_size = 128;
+  ComputeOptions compute;                                    // device, precision, threads
+  int64_t limit_train = -1;                                  // first N training images (-1: all)
+  int64_t limit_test = -1;                                   // first M test images (-1: all)
+  std::string dtype = "float32";                             // storage: float32 | float16
+};
+
+struct ExtractSummary {
+  bool up_to_date = false;   // a complete cache with these settings was already there
+  bool resumed = false;      // continued an interrupted extraction
+  int64_t images = 0;        // images run through the model in this call
+  double seconds = 0;        // wall-clock of the extraction (model + preprocessing + writing)
+  double images_per_second = 0;
+  int64_t file_bytes = 0;
+  std::string device;        // Compute::describe()
+};
+
+// Builds or resumes the cache. Throws UsageError for bad settings (image size < 63,
+// unknown tap/dtype/precision, fp16 on a CPU) and Error for run-time failures
+// (missing data or weights, I/O).
+ExtractSummary run_extract(const ExtractOptions& options);
+
+}  // namespace pipeline

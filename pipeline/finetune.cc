@@ -1,0 +1,267 @@
+#include "pipeline/finetune.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "pipeline/alexnet.h"
+#include "pipeline/batches.h"
+#include "pipeline/cifar10.h"
+#include "pipeline/error.h"
+#include "pipeline/files.h"
+#include "pipeline/preprocess.h"
+#include "pipeline/train.h"
+#include "pipeline/weights.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace pipeline {
+namespace {
+
+// The whole network as the loop's single member.
+class FinetuneModel : public Trainable {
+ public:
+  FinetuneModel(AlexNet model, const Compute& compute, double lr)
+      : model_(std::move(model)), compute_(compute), optimizer_(model_->parameters(), torch::optim::AdamOptions(lr)) {
+    for (const auto& p : model_->parameters()) best_.push_back(p.detach().clone());
+  }
+
+  int64_t members() const override { return 1; }
+  void set_training(bool training) override { model_->train(training); }
+
+  at::Tensor train_step(const Batch& batch) override {
+    const at::Tensor labels = batch.labels.to(compute_.device);
+    at::Tensor logits, loss;
+    {
+      AutocastGuard autocast(compute_);
+      logits = model_->forward(to_model(batch.inputs));
+      loss = torch::cross_entropy_loss(logits.to(torch::kFloat), labels);
+    }
+    optimizer_.zero_grad();
+    if (compute_.precision == Precision::Fp16) {
+      step_scaled(loss);
+    } else {
+      loss.backward();
+      optimizer_.step();
+    }
+    return logits.detach().to(torch::kCPU, torch::kFloat).unsqueeze(0);
+  }
+
+  at::Tensor predict(const at::Tensor& inputs) override {
+    torch::NoGradGuard no_grad;
+    AutocastGuard autocast(compute_);
+    return model_->forward(to_model(inputs)).to(torch::kCPU, torch::kFloat).unsqueeze(0);
+  }
+
+  void keep_best(int64_t) override {
+    torch::NoGradGuard no_grad;
+    const auto params = model_->parameters();
+    for (size_t i = 0; i < params.size(); ++i) best_[i].copy_(params[i]);
+  }
+
+  void use_best() override {
+    torch::NoGradGuard no_grad;
+    auto params = model_->parameters();
+    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(best_[i]);
+  }
+
+  void save_state(const fs::path& dir) const override {
+    torch::save(model_, (dir / "model.pt").string());
+    torch::save(optimizer_, (dir / "optimizer.pt").string());
+    torch::save(best_, (dir / "best.pt").string());
+    // Dropout draws from the default CPU generator: saving it makes a resumed CPU run
+    // draw the same masks as an uninterrupted one.
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    std::vector<at::Tensor> extra = {generator.get_state(),
+                                     torch::tensor({loss_scale_, static_cast<double>(good_steps_)}, torch::kFloat64)};
+    torch::save(extra, (dir / "rng.pt").string());
+  }
+
+  void load_state(const fs::path& dir) override {
+    torch::load(model_, (dir / "model.pt").string(), compute_.device);
+    torch::load(optimizer_, (dir / "optimizer.pt").string(), compute_.device);
+    std::vector<at::Tensor> best, extra;
+    torch::load(best, (dir / "best.pt").string(), compute_.device);
+    torch::load(extra, (dir / "rng.pt").string());
+    if (best.size() != best_.size()) fail("checkpoint {} does not match this model", dir.string());
+    best_ = best;
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    generator.set_state(extra.at(0));
+    loss_scale_ = extra.at(1)[0].item<double>();
+    good_steps_ = static_cast<int64_t>(extra.at(1)[1].item<double>());
+  }
+
+  AlexNet& model() { return model_; }
+
+ private:
+  at::Tensor to_model(const at::Tensor& x) const {
+    at::Tensor on_device = x.to(compute_.device, /*non_blocking=*/true);
+    return compute_.cuda() ? on_device : on_device.contiguous(torch::MemoryFormat::ChannelsLast);
+  }
+
+  // fp16 (CUDA): dynamic loss scaling, as torch.cuda.amp.GradScaler does it: scale the
+  // loss, unscale the gradients, skip the step and halve the scale on inf/NaN, double it
+  // after 2000 good steps.
+  void step_scaled(const at::Tensor& loss) {
+    (loss * loss_scale_).backward();
+    bool finite = true;
+    for (auto& p : model_->parameters()) {
+      if (!p.grad().defined()) continue;
+      p.mutable_grad().div_(loss_scale_);
+      finite = finite && torch::isfinite(p.grad()).all().item<bool>();
+    }
+    if (!finite) {
+      loss_scale_ /= 2;
+      good_steps_ = 0;
+      return;
+    }
+    optimizer_.step();
+    if (++good_steps_ == 2000) {
+      loss_scale_ *= 2;
+      good_steps_ = 0;
+    }
+  }
+
+  AlexNet model_;
+  Compute compute_;
+  torch::optim::Adam optimizer_;
+  std::vector<at::Tensor> best_;
+  double loss_scale_ = 65536.0;
+  int64_t good_steps_ = 0;
+};
+
+void validate(const FinetuneOptions& o) {
+  if (o.out.empty()) usage_fail("--out is required (the run folder)");
+  if (o.epochs < 1) usage_fail("--epochs must be at least 1, got {}", o.epochs);
+  if (!(o.lr > 0)) usage_fail("--lr must be > 0, got {}", o.lr);
+  if (o.batch_size < 1) usage_fail("--batch-size must be at least 1, got {}", o.batch_size);
+  if (o.image_size < kMinInputSide) {
+    usage_fail("--image-size {} is below {}, the smallest input AlexNet's layers accept", o.image_size, kMinInputSide);
+  }
+  normalization_by_name(o.normalize);
+}
+
+bool up_to_date(const fs::path& out, const json& config) {
+  if (!fs::exists(out / "metrics.json") || !fs::exists(out / "config.json")) return false;
+  try {
+    return json::parse(read_file(out / "config.json")) == config;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+}  // namespace
+
+FinetuneSummary run_finetune(const FinetuneOptions& options) {
+  validate(options);
+  const Compute compute = resolve_compute(options.compute);
+  const Normalization normalization = normalization_by_name(options.normalize);
+  const WeightsSource source = parse_weights_source(options.weights);
+  const CifarImages train = load_cifar(options.data, Split::Train, options.limit_train);
+  const CifarImages test = load_cifar(options.data, Split::Test, options.limit_test);
+
+  AlexNet model;
+  const WeightsInfo weights = load_alexnet_weights(model, source);
+  spdlog::info("weights: {}", weights.describe());
+  const json config = {{"stage", "transfer-finetune"},
+                       {"data", fs::absolute(options.data).lexically_normal().string()},
+                       {"dataset_sha256", cifar_digest(options.data)},
+                       {"weights", options.weights},
+                       {"weights_sha256", weights.sha256},
+                       {"pretrained", weights.pretrained},
+                       {"epochs", options.epochs},
+                       {"lr", options.lr},
+                       {"batch_size", options.batch_size},
+                       {"image_size", options.image_size},
+                       {"normalization", normalization.name},
+                       {"val_fraction", options.val_fraction},
+                       {"seed", options.seed},
+                       {"precision", to_string(compute.precision)},
+                       {"limit_train", options.limit_train},
+                       {"limit_test", options.limit_test},
+                       {"train_rows", train.size()},
+                       {"test_rows", test.size()},
+                       {"test_every_epoch", options.test_every_epoch},
+                       {"optimizer", "Adam(beta1 0.9, beta2 0.999, eps 1e-8), every layer"}};
+  FinetuneSummary summary;
+  if (!options.force && up_to_date(options.out, config)) {
+    spdlog::info("{} is up to date with these settings: nothing to do (--force retrains)", options.out.string());
+    summary.up_to_date = summary.finished = true;
+    summary.metrics = read_metrics(options.out);
+    return summary;
+  }
+
+  const fs::path checkpoint = options.out / "checkpoint";
+  const fs::path checkpoint_config = options.out / "checkpoint-config.json";
+  std::error_code ignored;
+  if (options.resume && fs::exists(checkpoint_config)) {
+    if (json::parse(read_file(checkpoint_config)) != config) {
+      usage_fail("{} holds a checkpoint of other settings; run without --resume to start over",
+                 options.out.string());
+    }
+  } else {
+    if (fs::exists(checkpoint)) spdlog::info("starting over: discarding the checkpoint in {}", checkpoint.string());
+    fs::remove_all(checkpoint, ignored);
+    fs::remove(options.out / "config.json", ignored);
+    write_file_atomic(checkpoint_config, config.dump(2) + "\n");
+  }
+
+  // The new last layer's init and the dropout masks come from the global generator.
+  torch::manual_seed(options.seed);
+  model->replace_last_layer(kCifarClasses);
+  model->to(compute.device);
+  if (!compute.cuda()) to_channels_last(model);
+  FinetuneModel trainable(model, compute, options.lr);
+
+  const Preprocessor preprocess(options.image_size, normalization);
+  const TrainValSplit split = split_train_val(train.size(), options.val_fraction, options.seed);
+  TrainData data;
+  data.train_rows = split.train;
+  data.val_rows = split.val;
+  for (int64_t i = 0; i < test.size(); ++i) data.test_rows.push_back(i);
+  data.make_batch = [&](Part part, const std::vector<int64_t>& rows) {
+    const CifarImages& source_images = part == Part::Test ? test : train;
+    const at::Tensor index = torch::tensor(rows, torch::kInt64);
+    at::Tensor x = preprocess(source_images.images.index_select(0, index));
+    if (compute.cuda()) x = x.pin_memory();
+    return Batch{x, source_images.labels.index_select(0, index)};
+  };
+
+  LoopOptions loop;
+  loop.epochs = options.epochs;
+  loop.batch_size = options.batch_size;
+  loop.seed = options.seed;
+  loop.prefetch = compute.cuda();  // on a CPU a producer thread would take the model's cores
+  loop.test_every_epoch = options.test_every_epoch;
+  loop.checkpoint_dir = checkpoint;
+  loop.resume = options.resume;
+  loop.stop_after_epochs = options.stop_after_epochs;
+  loop.label = "fine-tune";
+  const LoopResult result = run_training(trainable, data, loop);
+  if (!result.finished) {
+    spdlog::info("stopped after {} epochs as asked; --resume continues from {}", result.members[0].epochs.size(),
+                 checkpoint.string());
+    return summary;
+  }
+
+  RunMetrics& metrics = summary.metrics;
+  metrics.approach = "fine-tune";
+  metrics.config = config;
+  metrics.epochs = result.members[0].epochs;
+  metrics.best_epoch = result.members[0].best_epoch;
+  metrics.test_loss = result.members[0].test_loss;
+  metrics.test_acc = result.members[0].test_acc;
+  metrics.train_seconds = result.train_seconds;
+  metrics.images_per_second = result.images_per_second;
+  metrics.device = compute.describe();
+  metrics.confusion = result.members[0].confusion;
+  write_metrics(options.out, metrics);
+  const fs::path model_file = options.out / "model.pt";
+  torch::save(trainable.model(), model_file.string() + ".tmp");
+  fs::rename(model_file.string() + ".tmp", model_file);
+  write_file_atomic(options.out / "config.json", config.dump(2) + "\n");
+  summary.finished = true;
+  return summary;
+}
+
+}  // namespace pipeline

@@ -1,0 +1,87 @@
+#pragma once
+// Approach 1 on the cache: train new heads on cached backbone features
+// (transfer-head). The features are read once into memory; training one head for
+// 10 epochs then takes seconds, so a grid of learning rates x weight decays x init
+// seeds can be trained together in one pass (the heads stacked as one wider layer,
+// each with its own Adam settings) and ranked on validation.
+//
+// Run folder (DESIGN.md): metrics.json, history.csv and config.json of the lone head
+// (or of the best head of a sweep), head.pt (its weight [10,D] and bias [10]), and for
+// a sweep sweep.csv, the leaderboard of every head, best validation accuracy first.
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "pipeline/train.h"
+
+namespace pipeline {
+
+struct HeadOptions {
+  std::filesystem::path features;           // the cache (transfer-extract's output)
+  std::filesystem::path out;                // run folder
+  std::string tap = "fc7";                  // which cached layer feeds the head
+  std::string head = "linear";              // linear: Linear(D,10); classifier: torchvision's 3-layer classifier (pool5 cache)
+  int64_t epochs = 10;
+  double lr = 1e-3;                         // Adam
+  double weight_decay = 0.0;                // Adam's L2 term, as torch.optim.Adam
+  int64_t batch_size = 128;
+  double val_fraction = 0.2;                // of the cache's training rows
+  uint64_t seed = 0;                        // split, batch order and the head's init
+  std::vector<double> sweep_lr;             // non-empty: sweep these learning rates
+  std::vector<double> sweep_wd;             // non-empty: sweep these weight decays
+  int64_t sweep_seeds = 0;                  // > 0: that many init seeds per setting (seed, seed+1, ...)
+  bool test_every_epoch = false;
+  int threads = 0;                          // 0: every core
+  bool force = false;                       // retrain even if the run folder is up to date
+};
+
+// One member of a head sweep.
+struct HeadSetting {
+  double lr = 1e-3, weight_decay = 0.0;
+  uint64_t init_seed = 0;
+};
+
+// The grid the options describe (a single setting without sweep flags).
+std::vector<HeadSetting> head_grid(const HeadOptions& options);
+
+// K linear heads of width D -> C stacked as one [K*C, D] layer, trained with a fused
+// Adam step whose learning rate and weight decay are per head. Head k's gradient is
+// exactly that of a lone head (per-head mean cross-entropy), so each head of a stack
+// equals the same head trained alone, up to float rounding.
+class LinearHeads : public Trainable {
+ public:
+  // Initialised like torch.nn.Linear (uniform in +-1/sqrt(D)), from each setting's seed.
+  LinearHeads(int64_t inputs, int64_t classes, std::vector<HeadSetting> settings);
+  int64_t members() const override;
+  void set_training(bool) override {}
+  at::Tensor train_step(const Batch& batch) override;  // inputs [B,D] float32 CPU
+  at::Tensor predict(const at::Tensor& inputs) override;
+  void keep_best(int64_t member) override;
+  void use_best() override;
+  at::Tensor weight(int64_t member) const;  // [C, D]
+  at::Tensor bias(int64_t member) const;    // [C]
+
+ private:
+  int64_t inputs_, classes_;
+  std::vector<HeadSetting> settings_;
+  at::Tensor weight_, bias_, weight_m_, weight_v_, bias_m_, bias_v_, best_weight_, best_bias_;
+  at::Tensor row_lr_, row_wd_;  // [K*C] float32: each row's head's settings
+  int64_t step_ = 0;
+};
+
+struct HeadSummary {
+  bool up_to_date = false;   // nothing was trained: the run folder already matched
+  RunMetrics best;           // the lone head, or the best of the sweep
+  int64_t heads = 1;
+  double read_seconds = 0;   // reading the cache
+};
+
+// Trains the head(s) and writes the run folder. Throws UsageError for bad settings
+// (epochs < 1, lr <= 0, unknown tap), Error for a missing/incomplete cache.
+HeadSummary run_head(const HeadOptions& options);
+
+}  // namespace pipeline

@@ -1,0 +1,110 @@
+#include "pipeline/metrics.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "pipeline/error.h"
+#include "pipeline/files.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace pipeline {
+namespace {
+
+// JSON has no NaN: absent per-epoch test scores are written as null.
+json number_or_null(double value) { return std::isfinite(value) ? json(value) : json(nullptr); }
+
+double number_at(const json& object, const char* key, const std::string& source, const std::string& where) {
+  if (!object.contains(key)) fail("{}: {} has no \"{}\"", source, where, key);
+  const json& value = object.at(key);
+  if (value.is_null()) return std::numeric_limits<double>::quiet_NaN();
+  if (!value.is_number()) fail("{}: {}.{} is not a number", source, where, key);
+  return value.get<double>();
+}
+
+std::string csv_number(double value) { return std::isfinite(value) ? fmt::format("{:.6g}", value) : ""; }
+
+}  // namespace
+
+json to_json(const RunMetrics& m) {
+  json epochs = json::array();
+  for (const EpochRecord& e : m.epochs) {
+    epochs.push_back({{"epoch", e.epoch}, {"train_loss", e.train_loss}, {"train_acc", e.train_acc},
+                      {"val_loss", e.val_loss}, {"val_acc", e.val_acc}, {"seconds", e.seconds},
+                      {"test_loss", number_or_null(e.test_loss)}, {"test_acc", number_or_null(e.test_acc)}});
+  }
+  return {{"approach", m.approach}, {"config", m.config}, {"epochs", epochs}, {"best_epoch", m.best_epoch},
+          {"test_loss", m.test_loss}, {"test_acc", m.test_acc}, {"train_seconds", m.train_seconds},
+          {"images_per_second", m.images_per_second}, {"device", m.device}, {"confusion", m.confusion}};
+}
+
+RunMetrics metrics_from_json(const json& j, const std::string& source) {
+  if (!j.is_object()) fail("{}: not a JSON object", source);
+  RunMetrics m;
+  if (!j.contains("approach") || !j["approach"].is_string()) fail("{}: missing \"approach\"", source);
+  m.approach = j["approach"];
+  m.config = j.value("config", json::object());
+  if (!j.contains("epochs") || !j["epochs"].is_array() || j["epochs"].empty()) {
+    fail("{}: \"epochs\" must be a non-empty list", source);
+  }
+  for (size_t i = 0; i < j["epochs"].size(); ++i) {
+    const json& e = j["epochs"][i];
+    const std::string where = fmt::format("epochs[{}]", i);
+    EpochRecord r;
+    r.epoch = static_cast<int64_t>(number_at(e, "epoch", source, where));
+    r.train_loss = number_at(e, "train_loss", source, where);
+    r.train_acc = number_at(e, "train_acc", source, where);
+    r.val_loss = number_at(e, "val_loss", source, where);
+    r.val_acc = number_at(e, "val_acc", source, where);
+    r.seconds = number_at(e, "seconds", source, where);
+    if (e.contains("test_loss")) r.test_loss = number_at(e, "test_loss", source, where);
+    if (e.contains("test_acc")) r.test_acc = number_at(e, "test_acc", source, where);
+    m.epochs.push_back(r);
+  }
+  m.best_epoch = static_cast<int64_t>(number_at(j, "best_epoch", source, "metrics"));
+  m.test_loss = number_at(j, "test_loss", source, "metrics");
+  m.test_acc = number_at(j, "test_acc", source, "metrics");
+  m.train_seconds = number_at(j, "train_seconds", source, "metrics");
+  m.images_per_second = number_at(j, "images_per_second", source, "metrics");
+  m.device = j.value("device", "");
+  if (j.contains("confusion")) {
+    try {
+      m.confusion = j["confusion"].get<std::vector<std::vector<int64_t>>>();
+    } catch (const json::exception&) {
+      fail("{}: \"confusion\" is not a matrix of counts", source);
+    }
+  }
+  if (!(m.test_acc >= 0 && m.test_acc <= 1)) fail("{}: test_acc {} is not a fraction in [0,1]", source, m.test_acc);
+  return m;
+}
+
+std::string history_csv(const std::vector<EpochRecord>& epochs) {
+  std::string csv = "epoch,train_loss,train_acc,val_loss,val_acc,seconds,test_loss,test_acc\n";
+  for (const EpochRecord& e : epochs) {
+    csv += fmt::format("{},{},{},{},{},{},{},{}\n", e.epoch, csv_number(e.train_loss), csv_number(e.train_acc),
+                       csv_number(e.val_loss), csv_number(e.val_acc), csv_number(e.seconds), csv_number(e.test_loss),
+                       csv_number(e.test_acc));
+  }
+  return csv;
+}
+
+void write_metrics(const fs::path& dir, const RunMetrics& metrics) {
+  write_file_atomic(dir / "history.csv", history_csv(metrics.epochs));
+  write_file_atomic(dir / "metrics.json", to_json(metrics).dump(2) + "\n");
+}
+
+RunMetrics read_metrics(const fs::path& dir) {
+  const fs::path file = dir / "metrics.json";
+  if (!fs::exists(file)) fail("{} does not exist: is {} a finished run folder?", file.string(), dir.string());
+  json j;
+  try {
+    j = json::parse(read_file(file));
+  } catch (const json::parse_error& e) {
+    fail("{} is not valid JSON: {}", file.string(), e.what());
+  }
+  return metrics_from_json(j, file.string());
+}
+
+}  // namespace pipeline

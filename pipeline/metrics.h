@@ -1,0 +1,51 @@
+#pragma once
+// What a training run produced, as data (DESIGN.md "metrics.json"):
+//   metrics.json  approach, config (every resolved setting), epochs, best_epoch,
+//                 test_loss, test_acc (of the best-validation weights), train_seconds,
+//                 images_per_second, device, confusion (10x10 on test, rows = true class)
+//   history.csv   epoch,train_loss,train_acc,val_loss,val_acc,seconds,test_loss,test_acc
+// Accuracies are fractions in [0,1]; losses are mean cross-entropy (nats); seconds are
+// wall-clock. test_* per epoch are NaN (empty in the CSV) unless scored every epoch.
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace pipeline {
+
+struct EpochRecord {
+  int64_t epoch = 0;  // 1-based
+  double train_loss = 0, train_acc = 0, val_loss = 0, val_acc = 0;
+  double seconds = 0;  // wall-clock of this epoch (training + validation)
+  double test_loss = std::numeric_limits<double>::quiet_NaN();
+  double test_acc = std::numeric_limits<double>::quiet_NaN();
+};
+
+struct RunMetrics {
+  std::string approach;  // "linear-probe" | "fine-tune" | "classifier-head"
+  nlohmann::json config = nlohmann::json::object();
+  std::vector<EpochRecord> epochs;
+  int64_t best_epoch = 0;  // 1-based epoch whose validation accuracy was best
+  double test_loss = 0, test_acc = 0;
+  double train_seconds = 0;      // all epochs, training and validation
+  double images_per_second = 0;  // training images per second of training
+  std::string device;
+  std::vector<std::vector<int64_t>> confusion;  // [10][10]
+};
+
+nlohmann::json to_json(const RunMetrics& metrics);
+// Validates every field; throws pipeline::Error naming `source` and the field.
+RunMetrics metrics_from_json(const nlohmann::json& json, const std::string& source);
+
+std::string history_csv(const std::vector<EpochRecord>& epochs);
+
+// Writes dir/metrics.json and dir/history.csv (each atomically).
+void write_metrics(const std::filesystem::path& dir, const RunMetrics& metrics);
+// Reads and validates dir/metrics.json; a missing or malformed file is a pipeline::Error
+// naming it.
+RunMetrics read_metrics(const std::filesystem::path& dir);
+
+}  // namespace pipeline

@@ -1,0 +1,169 @@
+#include "pipeline/preprocess.h"
+
+#include <tbb/parallel_for.h>
+#include <torch/types.h>
+
+#include <cmath>
+
+#include "pipeline/cifar10.h"
+#include "pipeline/error.h"
+
+namespace pipeline {
+namespace {
+
+constexpr int kPrecisionBits = 32 - 8 - 2;  // PIL's PRECISION_BITS for 8-bit images
+constexpr int32_t kHalf = 1 << (kPrecisionBits - 1);
+
+inline uint8_t clip8(int32_t sum) {
+  if (sum >= (1 << kPrecisionBits << 8)) return 255;
+  if (sum <= 0) return 0;
+  return static_cast<uint8_t>(sum >> kPrecisionBits);
+}
+
+void check_images(const at::Tensor& images) {
+  if (images.dim() != 4 || images.size(1) != 3 || images.size(2) != kCifarSide || images.size(3) != kCifarSide ||
+      images.scalar_type() != torch::kUInt8 || !images.device().is_cpu()) {
+    fail("preprocess expects CPU uint8 images [B,3,32,32], got {} {}", images.sizes().vec(),
+         std::string(c10::toString(images.scalar_type())));
+  }
+}
+
+}  // namespace
+
+Normalization normalization_by_name(const std::string& name) {
+  if (name == "imagenet") return {name, {0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}};
+  if (name == "half") return {name, {0.5f, 0.5f, 0.5f}, {0.5f, 0.5f, 0.5f}};
+  usage_fail("unknown normalization '{}': use imagenet or half", name);
+}
+
+// Mirrors PIL's precompute_coeffs + normalize_coeffs_8bpc (Resample.c) for the
+// bilinear filter: same centres, same rounding of bounds, same fixed-point rounding,
+// so that the integer sums below equal PIL's bit for bit.
+ResampleTaps bilinear_taps(int64_t in_size, int64_t out_size) {
+  ResampleTaps taps;
+  taps.in_size = in_size;
+  taps.out_size = out_size;
+  const double scale = static_cast<double>(in_size) / static_cast<double>(out_size);
+  const double filter_scale = std::max(scale, 1.0);
+  const double support = 1.0 * filter_scale;
+  taps.taps_per_output = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
+  taps.first.resize(out_size);
+  taps.count.resize(out_size);
+  taps.weight.assign(out_size * taps.taps_per_output, 0);
+  std::vector<double> w(taps.taps_per_output);
+  for (int64_t out = 0; out < out_size; ++out) {
+    const double center = (static_cast<double>(out) + 0.5) * scale;
+    const int xmin = std::max(static_cast<int>(center - support + 0.5), 0);
+    const int xmax = std::min(static_cast<int>(center + support + 0.5), static_cast<int>(in_size)) - xmin;
+    double total = 0.0;
+    for (int x = 0; x < xmax; ++x) {
+      const double d = std::abs((x + xmin - center + 0.5) / filter_scale);
+      w[x] = d < 1.0 ? 1.0 - d : 0.0;
+      total += w[x];
+    }
+    for (int x = 0; x < xmax; ++x) {
+      const double k = total != 0.0 ? w[x] / total : w[x];
+      const double scaled = k * (1 << kPrecisionBits);
+      taps.weight[out * taps.taps_per_output + x] = static_cast<int32_t>(k < 0 ? scaled - 0.5 : scaled + 0.5);
+    }
+    taps.first[out] = xmin;
+    taps.count[out] = xmax;
+  }
+  return taps;
+}
+
+Preprocessor::Preprocessor(int64_t size, Normalization normalization)
+    : size_(size),
+      normalization_(std::move(normalization)),
+      horizontal_(bilinear_taps(kCifarSide, size)),
+      vertical_(bilinear_taps(kCifarSide, size)) {
+  if (size < 1) usage_fail("image size must be positive, got {}", size);
+}
+
+// Runs both passes for every image of the batch and hands each finished output row
+// (uint8, S pixels) to sink(image, channel, row, pixels).
+template <typename Sink>
+void Preprocessor::run(const at::Tensor& images, Sink sink) const {
+  check_images(images);
+  const at::Tensor source = images.contiguous();
+  const uint8_t* pixels = source.data_ptr<uint8_t>();
+  const int64_t n = source.size(0), s = size_, side = kCifarSide;
+  const ResampleTaps& h = horizontal_;
+  const ResampleTaps& v = vertical_;
+
+  auto one_image = [&](int64_t i) {
+    std::vector<uint8_t> rows(3 * side * s);  // horizontal pass output: [3][32][S]
+    std::vector<int32_t> sums(s);
+    std::vector<uint8_t> line(s);
+    const uint8_t* image = pixels + i * kCifarImageBytes;
+    for (int64_t c = 0; c < 3; ++c) {
+      for (int64_t y = 0; y < side; ++y) {
+        const uint8_t* in = image + (c * side + y) * side;
+        uint8_t* out = rows.data() + (c * side + y) * s;
+        for (int64_t x = 0; x < s; ++x) {
+          const int32_t* k = &h.weight[x * h.taps_per_output];
+          const uint8_t* src = in + h.first[x];
+          int32_t sum = kHalf;
+          for (int32_t t = 0; t < h.count[x]; ++t) sum += src[t] * k[t];
+          out[x] = clip8(sum);
+        }
+      }
+      for (int64_t y = 0; y < s; ++y) {
+        // Vertical taps: whole rows at a time, so the inner loop runs over contiguous
+        // pixels and vectorizes.
+        std::fill(sums.begin(), sums.end(), kHalf);
+        const int32_t* k = &v.weight[y * v.taps_per_output];
+        for (int32_t t = 0; t < v.count[y]; ++t) {
+          const uint8_t* src = rows.data() + (c * side + v.first[y] + t) * s;
+          const int32_t kt = k[t];
+          for (int64_t x = 0; x < s; ++x) sums[x] += src[x] * kt;
+        }
+        for (int64_t x = 0; x < s; ++x) line[x] = clip8(sums[x]);
+        sink(i, c, y, line.data());
+      }
+    }
+  };
+  if (parallel_) {
+    tbb::parallel_for(int64_t{0}, n, one_image);
+  } else {
+    for (int64_t i = 0; i < n; ++i) one_image(i);
+  }
+}
+
+at::Tensor Preprocessor::operator()(const at::Tensor& images) const {
+  at::Tensor out = torch::empty({images.size(0), 3, size_, size_}, torch::kFloat32);
+  into(images, out);
+  return out;
+}
+
+void Preprocessor::into(const at::Tensor& images, at::Tensor& out) const {
+  if (out.dim() != 4 || out.size(0) != images.size(0) || out.size(1) != 3 || out.size(2) != size_ ||
+      out.size(3) != size_ || out.scalar_type() != torch::kFloat32 || !out.is_contiguous()) {
+    fail("preprocess output must be a contiguous float32 [{},3,{},{}] tensor", images.size(0), size_, size_);
+  }
+  float* dst = out.data_ptr<float>();
+  const int64_t s = size_;
+  // ToTensor + Normalize as one multiply-add: (v/255 - mean)/std = v*a + b.
+  std::array<float, 3> a{}, b{};
+  for (int c = 0; c < 3; ++c) {
+    a[c] = 1.0f / (255.0f * normalization_.stddev[c]);
+    b[c] = -normalization_.mean[c] / normalization_.stddev[c];
+  }
+  run(images, [&](int64_t i, int64_t c, int64_t y, const uint8_t* line) {
+    float* row = dst + ((i * 3 + c) * s + y) * s;
+    const float ac = a[c], bc = b[c];
+    for (int64_t x = 0; x < s; ++x) row[x] = static_cast<float>(line[x]) * ac + bc;
+  });
+}
+
+at::Tensor Preprocessor::resize(const at::Tensor& images) const {
+  at::Tensor out = torch::empty({images.size(0), 3, size_, size_}, torch::kUInt8);
+  uint8_t* dst = out.data_ptr<uint8_t>();
+  const int64_t s = size_;
+  run(images, [&](int64_t i, int64_t c, int64_t y, const uint8_t* line) {
+    std::copy(line, line + s, dst + ((i * 3 + c) * s + y) * s);
+  });
+  return out;
+}
+
+}  // namespace pipeline

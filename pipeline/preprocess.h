@@ -1,0 +1,70 @@
+#pragma once
+// Resize + normalize CIFAR images into model-ready float batches, in parallel (TBB).
+//
+// Pixel-exact with torchvision's PIL path: transforms.Resize((S,S)) on a PIL RGB image
+// (PIL's two-pass bilinear resample in 8-bit fixed point: horizontal pass rounded to
+// uint8, then vertical pass rounded to uint8), then ToTensor() (/255) and
+// Normalize(mean, std). The resize is separable with its tap tables computed once per
+// size; each image is independent, so a batch is split across TBB's worker threads.
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pipeline {
+
+struct Normalization {
+  std::string name;              // "imagenet" | "half"
+  std::array<float, 3> mean{};   // per RGB channel, on the [0,1] scale
+  std::array<float, 3> stddev{};
+};
+
+// "imagenet": mean (0.485,0.456,0.406), std (0.229,0.224,0.225) — the study's approach 1
+// and torchvision's pretrained weights. "half": 0.5/0.5 (the study's approach 2).
+// Throws pipeline::UsageError for another name.
+Normalization normalization_by_name(const std::string& name);
+
+// PIL's bilinear resample of one axis, as fixed-point taps (22 fractional bits).
+struct ResampleTaps {
+  int64_t in_size = 0, out_size = 0, taps_per_output = 0;
+  std::vector<int32_t> first;   // [out_size] first input index of each output
+  std::vector<int32_t> count;   // [out_size] taps used
+  std::vector<int32_t> weight;  // [out_size * taps_per_output] fixed-point weights
+};
+ResampleTaps bilinear_taps(int64_t in_size, int64_t out_size);
+
+class Preprocessor {
+ public:
+  // size: output side S in pixels (>= 1). Thread-safe after construction.
+  Preprocessor(int64_t size, Normalization normalization);
+
+  int64_t size() const { return size_; }
+  const Normalization& normalization() const { return normalization_; }
+
+  // images: [B,3,32,32] uint8 (CPU) -> [B,3,S,S] float32, contiguous NCHW.
+  // Throws pipeline::Error for another shape or dtype.
+  at::Tensor operator()(const at::Tensor& images) const;
+
+  // Same, writing into `out` ([B,3,S,S] float32 contiguous CPU, e.g. pinned memory).
+  void into(const at::Tensor& images, at::Tensor& out) const;
+
+  // The resize alone: [B,3,32,32] uint8 -> [B,3,S,S] uint8 (what PIL's resize returns).
+  at::Tensor resize(const at::Tensor& images) const;
+
+  // Run on the calling thread only (no TBB); for the single-thread benchmark.
+  void set_parallel(bool parallel) { parallel_ = parallel; }
+
+ private:
+  template <typename Sink>
+  void run(const at::Tensor& images, Sink sink) const;
+
+  int64_t size_;
+  Normalization normalization_;
+  ResampleTaps horizontal_, vertical_;
+  bool parallel_ = true;
+};
+
+}  // namespace pipeline

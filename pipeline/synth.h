@@ -1,0 +1,24 @@
+#pragma once
+// Synthetic CIFAR-10-format data whose classes are learnable: each class has its own
+// background/foreground colours and shape (stripes, disc, square, diagonal, cross...),
+// drawn at a random offset and scale with per-pixel noise. For tests, CI and demos
+// without a download. Deterministic for a seed.
+
+#include <cstdint>
+#include <filesystem>
+
+namespace pipeline {
+
+struct SynthOptions {
+  std::filesystem::path out;  // folder to create: data_batch_1..5.bin, test_batch.bin, batches.meta.txt
+  int64_t train = 5000;       // training records, spread over the 5 batch files (>= 5)
+  int64_t test = 1000;        // test records (>= 1)
+  uint64_t seed = 0;
+};
+
+// Writes the folder through a temporary sibling and a rename; an existing `out` is
+// replaced. Labels are balanced (round robin) and shuffled. Throws pipeline::Error
+// on I/O failure and pipeline::UsageError for counts out of range.
+void write_synthetic_cifar(const SynthOptions& options);
+
+}  // namespace pipeline

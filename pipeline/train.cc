@@ -1,0 +1,259 @@
+#include "pipeline/train.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "pipeline/batches.h"
+#include "pipeline/error.h"
+#include "pipeline/files.h"
+#include "pipeline/progress.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace pipeline {
+
+void Trainable::save_state(const fs::path&) const { fail("this model does not support checkpoints"); }
+void Trainable::load_state(const fs::path&) { fail("this model does not support checkpoints"); }
+
+std::pair<at::Tensor, at::Tensor> score_logits(const at::Tensor& logits, const at::Tensor& labels) {
+  const int64_t k = logits.size(0), b = logits.size(1);
+  const at::Tensor log_probs = torch::log_softmax(logits.to(torch::kFloat64), -1);
+  const at::Tensor index = labels.view({1, b, 1}).expand({k, b, 1});
+  const at::Tensor loss_sum = -log_probs.gather(2, index).squeeze(2).sum(1);
+  const at::Tensor correct = (logits.argmax(-1) == labels.view({1, b})).sum(1);
+  return {loss_sum, correct};
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+struct Scores {
+  std::vector<double> loss, acc;
+  std::vector<std::vector<std::vector<int64_t>>> confusion;  // [K][C][C]
+};
+
+// Scores every member on `rows` of `part` in eval mode.
+Scores evaluate(Trainable& model, const TrainData& data, Part part, const std::vector<int64_t>& rows,
+                const LoopOptions& options, bool want_confusion) {
+  const int64_t k = model.members();
+  Scores scores{std::vector<double>(k, std::nan("")), std::vector<double>(k, std::nan("")), {}};
+  if (rows.empty()) return scores;
+  model.set_training(false);
+  const auto batches = make_batches(rows, options.batch_size);
+  Prefetcher<Batch> source(static_cast<int64_t>(batches.size()),
+                           [&](int64_t i) { return data.make_batch(part, batches[i]); }, options.prefetch);
+  at::Tensor loss = torch::zeros({k}, torch::kFloat64), correct = torch::zeros({k}, torch::kInt64);
+  at::Tensor confusion;
+  while (source.has_next()) {
+    const Batch batch = source.next();
+    const at::Tensor logits = model.predict(batch.inputs);
+    const auto [l, c] = score_logits(logits, batch.labels);
+    loss += l;
+    correct += c;
+    if (want_confusion) {
+      const int64_t classes = logits.size(2);
+      if (!confusion.defined()) confusion = torch::zeros({k, classes * classes}, torch::kInt64);
+      const at::Tensor cell = batch.labels.view({1, -1}) * classes + logits.argmax(-1);
+      confusion.scatter_add_(1, cell, torch::ones_like(cell));
+    }
+  }
+  const auto n = static_cast<double>(rows.size());
+  for (int64_t m = 0; m < k; ++m) {
+    scores.loss[m] = loss[m].item<double>() / n;
+    scores.acc[m] = static_cast<double>(correct[m].item<int64_t>()) / n;
+    if (want_confusion) {
+      const int64_t classes = static_cast<int64_t>(std::lround(std::sqrt(confusion.size(1))));
+      const at::Tensor matrix = confusion[m].view({classes, classes});
+      std::vector<std::vector<int64_t>> rows_out(classes, std::vector<int64_t>(classes));
+      for (int64_t i = 0; i < classes; ++i)
+        for (int64_t j = 0; j < classes; ++j) rows_out[i][j] = matrix[i][j].item<int64_t>();
+      scores.confusion.push_back(rows_out);
+    }
+  }
+  return scores;
+}
+
+json record_json(const EpochRecord& e) {
+  auto nan_null = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+  return {{"epoch", e.epoch}, {"train_loss", nan_null(e.train_loss)}, {"train_acc", nan_null(e.train_acc)},
+          {"val_loss", nan_null(e.val_loss)}, {"val_acc", nan_null(e.val_acc)}, {"seconds", e.seconds},
+          {"test_loss", nan_null(e.test_loss)}, {"test_acc", nan_null(e.test_acc)}};
+}
+
+EpochRecord record_from_json(const json& j) {
+  auto get = [&](const char* key) { return j.at(key).is_null() ? std::nan("") : j.at(key).get<double>(); };
+  EpochRecord e;
+  e.epoch = j.at("epoch").get<int64_t>();
+  e.train_loss = get("train_loss");
+  e.train_acc = get("train_acc");
+  e.val_loss = get("val_loss");
+  e.val_acc = get("val_acc");
+  e.seconds = get("seconds");
+  e.test_loss = get("test_loss");
+  e.test_acc = get("test_acc");
+  return e;
+}
+
+// The loop's own resume state, beside the model's files in the checkpoint folder.
+struct LoopState {
+  int64_t epochs_done = 0;
+  double train_seconds = 0, phase_seconds = 0;  // phase: training batches, data included
+  int64_t images_trained = 0;
+  std::vector<MemberResult> members;
+  std::vector<double> best_val;
+};
+
+void save_checkpoint(const Trainable& model, const LoopState& state, const fs::path& dir) {
+  // Written beside the old checkpoint and swapped in by renames: an interruption at any
+  // point leaves either the previous complete checkpoint or the new one.
+  const fs::path fresh = dir.string() + ".new", old = dir.string() + ".old";
+  std::error_code ignored;
+  fs::remove_all(fresh, ignored);
+  fs::create_directories(fresh);
+  model.save_state(fresh);
+  json members = json::array();
+  for (size_t m = 0; m < state.members.size(); ++m) {
+    json epochs = json::array();
+    for (const auto& e : state.members[m].epochs) epochs.push_back(record_json(e));
+    members.push_back({{"epochs", epochs}, {"best_epoch", state.members[m].best_epoch}, {"best_val", state.best_val[m]}});
+  }
+  write_file_atomic(fresh / "loop.json", json{{"epochs_done", state.epochs_done}, {"train_seconds", state.train_seconds},
+                                               {"phase_seconds", state.phase_seconds},
+                                               {"images_trained", state.images_trained}, {"members", members}}
+                                             .dump(1));
+  fs::remove_all(old, ignored);
+  if (fs::exists(dir)) fs::rename(dir, old);
+  fs::rename(fresh, dir);
+  fs::remove_all(old, ignored);
+}
+
+bool load_checkpoint(Trainable& model, LoopState& state, const fs::path& dir) {
+  if (!fs::exists(dir / "loop.json")) {
+    // An interruption between the two renames leaves only the .old copy.
+    const fs::path old = dir.string() + ".old";
+    if (!fs::exists(old / "loop.json")) return false;
+    fs::rename(old, dir);
+  }
+  const json j = json::parse(read_file(dir / "loop.json"));
+  state.epochs_done = j.at("epochs_done");
+  state.train_seconds = j.at("train_seconds");
+  state.phase_seconds = j.at("phase_seconds");
+  state.images_trained = j.at("images_trained");
+  if (static_cast<int64_t>(j.at("members").size()) != model.members()) {
+    fail("checkpoint {} holds {} members, this run has {}", dir.string(), j.at("members").size(), model.members());
+  }
+  for (size_t m = 0; m < j.at("members").size(); ++m) {
+    const json& member = j["members"][m];
+    for (const json& e : member.at("epochs")) state.members[m].epochs.push_back(record_from_json(e));
+    state.members[m].best_epoch = member.at("best_epoch");
+    state.best_val[m] = member.at("best_val").is_null() ? -1.0 : member.at("best_val").get<double>();
+  }
+  model.load_state(dir);
+  return true;
+}
+
+}  // namespace
+
+LoopResult run_training(Trainable& model, const TrainData& data, const LoopOptions& options) {
+  if (options.epochs < 1) usage_fail("--epochs must be at least 1, got {}", options.epochs);
+  if (data.train_rows.empty()) fail("no training rows: the training set (after the validation split) is empty");
+  const int64_t k = model.members();
+  LoopState state;
+  state.members.resize(k);
+  state.best_val.assign(k, -1.0);
+  if (!options.checkpoint_dir.empty() && options.resume && load_checkpoint(model, state, options.checkpoint_dir)) {
+    spdlog::info("resuming from {} after epoch {}", options.checkpoint_dir.string(), state.epochs_done);
+  }
+
+  int64_t epochs_this_call = 0;
+  for (int64_t epoch = state.epochs_done; epoch < options.epochs; ++epoch) {
+    if (options.stop_after_epochs > 0 && epochs_this_call == options.stop_after_epochs) break;
+    const auto epoch_start = Clock::now();
+    const auto batches = make_batches(epoch_order(data.train_rows, options.seed, epoch), options.batch_size);
+    Progress progress(fmt::format("{} epoch {}/{}", options.label, epoch + 1, options.epochs),
+                      static_cast<int64_t>(data.train_rows.size()));
+    Prefetcher<Batch> source(static_cast<int64_t>(batches.size()),
+                             [&](int64_t i) { return data.make_batch(Part::Train, batches[i]); }, options.prefetch);
+    at::Tensor loss = torch::zeros({k}, torch::kFloat64), correct = torch::zeros({k}, torch::kInt64);
+    model.set_training(true);
+    const auto phase_start = Clock::now();
+    while (source.has_next()) {
+      const Batch batch = source.next();
+      const at::Tensor logits = model.train_step(batch);
+      const auto [l, c] = score_logits(logits, batch.labels);
+      if (!torch::isfinite(l).all().item<bool>()) {
+        fail("{}: the training loss became non-finite in epoch {} (learning rate too high?); {}", options.label,
+             epoch + 1,
+             options.checkpoint_dir.empty() ? "nothing was saved"
+                                            : "the last good checkpoint is kept in " + options.checkpoint_dir.string());
+      }
+      loss += l;
+      correct += c;
+      progress.advance(batch.labels.size(0), fmt::format("loss {:.4f}", l.min().item<double>() / batch.labels.size(0)));
+    }
+    progress.finish();
+    const double phase_seconds = seconds_since(phase_start);
+    const auto n = static_cast<double>(data.train_rows.size());
+    const Scores val = evaluate(model, data, Part::Val, data.val_rows, options, false);
+    Scores test;
+    if (options.test_every_epoch) test = evaluate(model, data, Part::Test, data.test_rows, options, false);
+    const double seconds = seconds_since(epoch_start);
+    for (int64_t m = 0; m < k; ++m) {
+      EpochRecord r;
+      r.epoch = epoch + 1;
+      r.train_loss = loss[m].item<double>() / n;
+      r.train_acc = static_cast<double>(correct[m].item<int64_t>()) / n;
+      r.val_loss = val.loss[m];
+      r.val_acc = val.acc[m];
+      r.seconds = seconds;
+      if (options.test_every_epoch) {
+        r.test_loss = test.loss[m];
+        r.test_acc = test.acc[m];
+      }
+      state.members[m].epochs.push_back(r);
+      // Best by validation accuracy; without a validation set, the latest epoch.
+      const double score = std::isfinite(r.val_acc) ? r.val_acc : static_cast<double>(epoch);
+      if (score > state.best_val[m]) {
+        state.best_val[m] = score;
+        state.members[m].best_epoch = epoch + 1;
+        model.keep_best(m);
+      }
+    }
+    if (k == 1) {
+      const EpochRecord& r = state.members[0].epochs.back();
+      spdlog::info("{} epoch {}/{}: train loss {:.4f} acc {:.2f}%, val loss {:.4f} acc {:.2f}%, {:.1f} s", options.label,
+                   r.epoch, options.epochs, r.train_loss, 100 * r.train_acc, r.val_loss, 100 * r.val_acc, r.seconds);
+    }
+    state.train_seconds += seconds;
+    state.phase_seconds += phase_seconds;
+    state.images_trained += static_cast<int64_t>(data.train_rows.size());
+    state.epochs_done = epoch + 1;
+    ++epochs_this_call;
+    if (!options.checkpoint_dir.empty()) save_checkpoint(model, state, options.checkpoint_dir);
+  }
+
+  LoopResult result;
+  result.train_seconds = state.train_seconds;
+  result.images_per_second = state.phase_seconds > 0 ? state.images_trained / state.phase_seconds : 0.0;
+  result.members = std::move(state.members);
+  if (state.epochs_done < options.epochs) return result;
+
+  model.use_best();
+  const Scores test = evaluate(model, data, Part::Test, data.test_rows, options, true);
+  for (int64_t m = 0; m < k; ++m) {
+    result.members[m].test_loss = test.loss[m];
+    result.members[m].test_acc = test.acc[m];
+    if (!test.confusion.empty()) result.members[m].confusion = test.confusion[m];
+  }
+  result.finished = true;
+  return result;
+}
+
+}  // namespace pipeline

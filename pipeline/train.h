@@ -1,0 +1,89 @@
+#pragma once
+// The one training loop behind transfer-head and transfer-finetune.
+//
+// Epochs of seeded-shuffled batches, an optimizer step per batch, validation after
+// every epoch, per-epoch records, the best-validation weights kept, and a final test
+// evaluation with those weights (with its confusion matrix). The loop trains K
+// "members" in lockstep on the same batches: K = 1 for one model, K > 1 for a head
+// sweep (the heads are stacked into one wider layer by the Trainable).
+//
+// A run stops with pipeline::Error on a non-finite loss; the last checkpoint (if
+// checkpoints are on) is kept, so nothing good is lost.
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <vector>
+
+#include "pipeline/metrics.h"
+
+namespace pipeline {
+
+struct Batch {
+  at::Tensor inputs;  // on the model's device, whatever the model takes
+  at::Tensor labels;  // [B] int64, CPU
+};
+
+// What the loop trains. Logits are [K, B, C] float32 on the CPU.
+class Trainable {
+ public:
+  virtual ~Trainable() = default;
+  virtual int64_t members() const = 0;
+  virtual void set_training(bool training) = 0;
+  // One optimizer step of every member on the batch; returns the logits of the
+  // forward pass that the step used (train mode: dropout included).
+  virtual at::Tensor train_step(const Batch& batch) = 0;
+  // Logits without gradients, in the current mode.
+  virtual at::Tensor predict(const at::Tensor& inputs) = 0;
+  // Remembers member k's current weights as its best; use_best() loads them back.
+  virtual void keep_best(int64_t member) = 0;
+  virtual void use_best() = 0;
+  // Everything needed to resume after the current epoch (weights, optimizer, RNG,
+  // best snapshots). Only called when LoopOptions::checkpoint_dir is set.
+  virtual void save_state(const std::filesystem::path& dir) const;
+  virtual void load_state(const std::filesystem::path& dir);
+};
+
+enum class Part { Train, Val, Test };
+
+struct TrainData {
+  std::vector<int64_t> train_rows, val_rows, test_rows;  // ids passed to make_batch
+  // Builds the batch for `rows` of `part`. Must be thread-safe when prefetching.
+  std::function<Batch(Part part, const std::vector<int64_t>& rows)> make_batch;
+};
+
+struct LoopOptions {
+  int64_t epochs = 10;
+  int64_t batch_size = 128;
+  uint64_t seed = 0;                      // batch order: epoch_order(train_rows, seed, epoch)
+  bool prefetch = false;                  // build batch k+1 on a background thread
+  bool test_every_epoch = false;          // also score test each epoch (curves only; never for selection)
+  std::filesystem::path checkpoint_dir;   // empty: no checkpoints
+  bool resume = false;                    // continue from checkpoint_dir if it holds one
+  int64_t stop_after_epochs = 0;          // > 0: return after this many epochs of this call (tests: an interruption)
+  std::string label = "train";            // progress label
+};
+
+struct MemberResult {
+  std::vector<EpochRecord> epochs;
+  int64_t best_epoch = 0;
+  double test_loss = 0, test_acc = 0;
+  std::vector<std::vector<int64_t>> confusion;  // [C][C], rows = true class
+};
+
+struct LoopResult {
+  std::vector<MemberResult> members;
+  double train_seconds = 0;      // all epochs, training + validation
+  double images_per_second = 0;  // training images / seconds of the training phases (batches built + steps)
+  bool finished = false;         // false when stopped by stop_after_epochs
+};
+
+LoopResult run_training(Trainable& model, const TrainData& data, const LoopOptions& options);
+
+// Mean cross-entropy and accuracy per member of logits [K,B,C] against labels [B]:
+// returns {loss_sum [K] double, correct [K] int64} summed over the batch.
+std::pair<at::Tensor, at::Tensor> score_logits(const at::Tensor& logits, const at::Tensor& labels);
+
+}  // namespace pipeline

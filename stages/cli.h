@@ -1,0 +1,62 @@
+#pragma once
+// The shared door of every stage: CLI11 parses flags into an options struct, one
+// pipeline call does the work, and errors map to the exit codes of DESIGN.md:
+//   0 done (or already up to date; --help), 1 failure at run time, 2 bad usage.
+// CLI11 reports its parse/validation errors with codes of 100 and up; they become 2.
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <exception>
+#include <string>
+
+#include "pipeline/device.h"
+#include "pipeline/error.h"
+
+namespace stages {
+
+// Adds --config FILE (TOML or INI, CLI11's format: `flag = value` lines) to `app`.
+inline void add_config_flag(CLI::App& app) {
+  app.set_config("--config", "", "read flags from a TOML file (key = value per flag)", false);
+}
+
+// The flags every model-running stage shares, with the same meaning everywhere.
+inline void add_compute_flags(CLI::App& app, pipeline::ComputeOptions& compute) {
+  app.add_option("--device", compute.device, "auto (CUDA when present), cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("--precision", compute.precision, "fp32, bf16 (CPU with AVX512-BF16/AMX, or CUDA) or fp16 (CUDA)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  app.add_option("--threads", compute.threads, "CPU threads for LibTorch (0: every core)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+}
+
+// Parses argv into `app`, then runs body() (which returns the exit code) and maps
+// exceptions: pipeline::UsageError -> 2, pipeline::Error and any other std::exception
+// -> 1, each printed once on stderr without a stack trace.
+template <typename Body>
+int run(CLI::App& app, int argc, char** argv, Body body) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  try {
+    return body();
+  } catch (const pipeline::UsageError& e) {
+    spdlog::error("{}", e.what());
+    spdlog::error("run '{} --help' for the flags", app.get_name());
+    return 2;
+  } catch (const pipeline::Error& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    spdlog::error("{} failed: {}", app.get_name(), e.what());
+    return 1;
+  }
+}
+
+}  // namespace stages
