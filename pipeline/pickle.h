@@ -1,0 +1,66 @@
+#pragma once
+// Reads what Python's torch.save writes for a dict of tensors (a state dict), with no
+// Python and the same on LibTorch 1.13 and 2.x. (LibTorch 1.13's torch::pickle_load
+// cannot read torchvision's weights: its unpickler turns collections.OrderedDict, which
+// every state dict is, into None.)
+//
+// File format: torch.save's zip archive (PyTorch >= 1.6), entries stored uncompressed:
+//   <prefix>/data.pkl        the saved object, pickled (protocol 2); each tensor's storage
+//                            is a persistent id ('storage', torch.<T>Storage, key,
+//                            location, numel) naming the entry below
+//   <prefix>/data/<key>      the storage's raw elements, little-endian, numel * itemsize bytes
+//   <prefix>/version         "3\n"; 2.x adds byteorder ("little"), .format_version, ...
+// <prefix> is the archive name chosen at save time: "archive", or the file's stem
+// (torchvision's weights use "alexnet-owt-7be5be79"). Entries other than these are ignored.
+//
+// The pickle reader is deliberately small: it interprets exactly the opcodes torch.save
+// emits for a dict of tensors -- PROTO, GLOBAL, BINPUT, LONG_BINPUT, BINGET, LONG_BINGET,
+// MARK, EMPTY_DICT, EMPTY_TUPLE, EMPTY_LIST, TUPLE, TUPLE1-3, BINUNICODE,
+// SHORT_BINUNICODE, BININT, BININT1, BININT2, LONG1 (up to 8 bytes), NEWTRUE, NEWFALSE,
+// NONE, BINFLOAT, REDUCE, BINPERSID, SETITEM, SETITEMS, APPEND, APPENDS, BUILD, STOP --
+// and these globals only: collections.OrderedDict, torch._utils._rebuild_tensor_v2,
+// torch._utils._rebuild_parameter, torch.{Float,Double,Half,BFloat16,Long,Int,Short,
+// Char,Byte,Bool}Storage. Nothing is executed; any other opcode or global is an Error
+// naming the file, the opcode (or global) and its byte offset in data.pkl. BUILD on a
+// dict (the state dict's `_metadata` attribute) is accepted and its state ignored.
+// Every length, index, shape and stride is bounds-checked, so bad input throws, never
+// crashes.
+//
+// Thread safety: the functions below share no state; call them from any thread.
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace pipeline {
+
+// (key, tensor) pairs in the saved dict's order.
+using TensorDict = std::vector<std::pair<std::string, at::Tensor>>;
+
+// Reads a torch.save zip file whose object is a dict (or OrderedDict) of str -> tensor.
+// Tensors come back on the CPU with the saved dtype, shape, strides and storage offset;
+// tensors that shared a storage when saved share one here (like torch.load).
+// Throws pipeline::Error naming `file` when it is missing or unreadable, in the legacy
+// pre-1.6 format (says so and how to re-save it), a truncated or corrupt zip archive,
+// lacks data.pkl or a storage it refers to, uses pickle features outside the list
+// above, or holds something other than a dict of tensors.
+TensorDict read_torch_save_dict(const std::filesystem::path& file);
+
+// Resolves a persistent id: returns the storage saved under `key` as a 1-D CPU tensor
+// of `dtype` with exactly `numel` elements, or throws pipeline::Error.
+using StorageLoader =
+    std::function<at::Tensor(const std::string& key, at::ScalarType dtype, int64_t numel)>;
+
+// Interprets the bytes of a data.pkl (the part of read_torch_save_dict that does not
+// touch files; tests feed it hand-made pickles). `source` names the file in errors.
+// Each storage key is loaded once, however many tensors refer to it.
+TensorDict unpickle_tensor_dict(std::string_view pickle, const StorageLoader& storages,
+                                const std::string& source);
+
+}  // namespace pipeline
