@@ -1,1 +1,337 @@
-// placeholder: written in progress
+#include "pipeline/fetch.h"
+
+#include <spdlog/spdlog.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <system_error>
+#include <vector>
+
+#include "pipeline/archive.h"
+#include "pipeline/digest.h"
+#include "pipeline/download.h"
+#include "pipeline/error.h"
+
+namespace pipeline {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kCifar10Files[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
+                                         "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"};
+
+std::string lowercase(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text;
+}
+
+bool all_hex(const std::string& text) {
+  return std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isxdigit(c) != 0; });
+}
+
+// Removes a temporary file or folder when it goes out of scope, unless released.
+class TempPath {
+ public:
+  explicit TempPath(fs::path path) : path_(std::move(path)) {}
+  TempPath(const TempPath&) = delete;
+  TempPath& operator=(const TempPath&) = delete;
+  ~TempPath() {
+    std::error_code ignored;
+    if (!path_.empty()) fs::remove_all(path_, ignored);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::vector<char> template_for(const fs::path& parent, const std::string& prefix) {
+  const std::string pattern = (parent / (prefix + "XXXXXX")).string();
+  std::vector<char> buffer(pattern.begin(), pattern.end());
+  buffer.push_back('\0');
+  return buffer;
+}
+
+fs::path make_temp_dir(const fs::path& parent, const std::string& prefix) {
+  std::vector<char> name = template_for(parent, prefix);
+  if (mkdtemp(name.data()) == nullptr) {
+    fail("cannot create a temporary folder in {}: {}; choose a writable --out folder", parent.string(),
+         std::strerror(errno));
+  }
+  return fs::path(name.data());
+}
+
+fs::path make_temp_file(const fs::path& parent, const std::string& prefix) {
+  std::vector<char> name = template_for(parent, prefix);
+  const int fd = mkstemp(name.data());
+  if (fd < 0) {
+    fail("cannot create a temporary file in {}: {}; choose a writable --out folder", parent.string(),
+         std::strerror(errno));
+  }
+  close(fd);
+  return fs::path(name.data());
+}
+
+void ensure_dir(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir)) {
+    fail("cannot create the output folder {}: {}; choose a writable --out folder", dir.string(),
+         ec ? ec.message() : "a file of that name is in the way");
+  }
+}
+
+// What is wrong with the CIFAR-10 files in `dir` ("" if nothing); names files as
+// `shown_as`/NAME.
+std::string cifar_problem(const fs::path& dir, const std::string& shown_as) {
+  for (const char* name : kCifar10Files) {
+    const fs::path file = dir / name;
+    std::error_code ec;
+    const auto status = fs::symlink_status(file, ec);
+    if (ec || !fs::exists(status)) return fmt::format("{}/{} is missing", shown_as, name);
+    if (!fs::is_regular_file(status)) return fmt::format("{}/{} is not a regular file", shown_as, name);
+    const auto size = fs::file_size(file, ec);
+    if (ec) return fmt::format("{}/{} cannot be read: {}", shown_as, name, ec.message());
+    if (size == 0 || size % kCifar10RecordBytes != 0) {
+      return fmt::format("{}/{} has {} bytes, not a positive multiple of the {}-byte record", shown_as, name, size,
+                         kCifar10RecordBytes);
+    }
+  }
+  return "";
+}
+
+std::string read_marker(const fs::path& dir) {
+  std::ifstream in(dir / kCifar10VerifiedMarker);
+  std::string md5;
+  if (in) in >> md5;
+  return lowercase(md5);
+}
+
+bool cifar_verified(const fs::path& dir, const std::string& md5) {
+  return read_marker(dir) == md5 && cifar_problem(dir, dir.string()).empty();
+}
+
+std::string checked_md5(const std::string& md5) {
+  const std::string lower = lowercase(md5);
+  if (lower.size() != 32 || !all_hex(lower)) usage_fail("--md5 must be 32 hexadecimal digits, not '{}'", md5);
+  return lower;
+}
+
+std::string file_name_of_url(const std::string& url, const char* flag) {
+  try {
+    return url_file_name(url);
+  } catch (const Error& e) {
+    usage_fail("{} {}: {}", flag, url, e.what());
+  }
+}
+
+DownloadOptions download_options(const FetchOptions& options) {
+  DownloadOptions out;
+  out.retries = options.retries;
+  out.connect_timeout_seconds = options.timeout_seconds;
+  out.low_speed_seconds = options.timeout_seconds;
+  out.show_progress = options.show_progress;
+  return out;
+}
+
+// Unpacks `archive` next to the target, checks it, marks it, and renames it into place.
+void unpack_cifar(const fs::path& archive, const std::string& md5, const fs::path& target) {
+  const fs::path out_dir = target.parent_path();
+  TempPath temp(make_temp_dir(out_dir, fmt::format(".{}.tmp-", kCifar10DirName)));
+  spdlog::info("unpacking {} into {}", archive.string(), target.string());
+  extract_archive(archive, temp.path());
+
+  const fs::path unpacked = temp.path() / kCifar10DirName;
+  if (!fs::is_directory(fs::symlink_status(unpacked))) {
+    fail("{} has no top folder {}/: it is not the binary version of CIFAR-10 (the python and matlab versions "
+         "will not do)",
+         archive.string(), kCifar10DirName);
+  }
+  const std::string problem = cifar_problem(unpacked, kCifar10DirName);
+  if (!problem.empty()) fail("{} is not a complete CIFAR-10 binary archive: {}", archive.string(), problem);
+
+  const fs::path marker = unpacked / kCifar10VerifiedMarker;
+  {
+    std::ofstream out(marker, std::ios::trunc);
+    out << md5 << '\n';
+    out.close();
+    if (!out) fail("cannot write {}", marker.string());
+  }
+
+  std::error_code ec;
+  if (fs::exists(fs::symlink_status(target, ec))) {
+    spdlog::warn("replacing {}: it is not a verified unpack of the archive with MD5 {}", target.string(), md5);
+    fs::remove_all(target, ec);
+    if (ec) fail("cannot remove the unverified folder {}: {}; remove it by hand", target.string(), ec.message());
+  }
+  fs::rename(unpacked, target, ec);
+  if (ec) {
+    // Another run may have finished the same work a moment earlier.
+    if (cifar_verified(target, md5)) return;
+    fail("cannot rename {} to {}: {}", unpacked.string(), target.string(), ec.message());
+  }
+}
+
+void fetch_cifar(const FetchOptions& options, const std::string& md5, FetchResult& result) {
+  const fs::path target = options.out_dir / kCifar10DirName;
+  result.cifar_dir = target;
+  result.archive_md5 = md5;
+  if (cifar_verified(target, md5)) {
+    spdlog::info("{} is already present and verified (archive MD5 {}); nothing to do", target.string(), md5);
+    result.cifar_already_present = true;
+    return;
+  }
+  const std::string previous = read_marker(target);
+  if (!previous.empty() && previous != md5) {
+    spdlog::info("{} was unpacked from an archive with MD5 {}, not the expected {}; fetching again", target.string(),
+                 previous, md5);
+  }
+
+  fs::path archive;
+  if (!options.archive.empty()) {
+    archive = options.archive;
+    if (!fs::is_regular_file(archive)) fail("the archive {} does not exist or is not a file", archive.string());
+    const std::string actual = file_digest(archive, DigestAlgorithm::Md5);
+    if (actual != md5) {
+      fail("{} has MD5 {} but {} was expected: the file is damaged or not the official archive (pass --md5 {} if it "
+           "is a deliberate repack)",
+           archive.string(), actual, md5, actual);
+    }
+  } else {
+    archive = options.out_dir / file_name_of_url(options.url, "--url");
+    if (fs::exists(archive)) {
+      const std::string actual = file_digest(archive, DigestAlgorithm::Md5);
+      if (actual == md5) {
+        spdlog::info("reusing the downloaded archive {} (MD5 verified)", archive.string());
+      } else {
+        spdlog::warn("{} has MD5 {}, not {}; deleting it and downloading again", archive.string(), actual, md5);
+        std::error_code ec;
+        fs::remove(archive, ec);
+      }
+    }
+    if (!fs::exists(archive)) {
+      DownloadOptions download_opts = download_options(options);
+      download_opts.verify = [&](const fs::path& part) {
+        const std::string actual = file_digest(part, DigestAlgorithm::Md5);
+        if (actual != md5) {
+          fail("the download of {} has MD5 {} but {} was expected; the file was deleted (run again to download it "
+               "again, or pass --md5 {} if this mirror serves a deliberate repack)",
+               options.url, actual, md5, actual);
+        }
+      };
+      spdlog::info("downloading {} to {}", options.url, archive.string());
+      download(options.url, archive, download_opts);
+    }
+  }
+  unpack_cifar(archive, md5, target);
+  spdlog::info("{} is ready and verified (archive MD5 {})", target.string(), md5);
+}
+
+// The hex digits after the last '-' of the stem of `name`, lowercase; "" if none.
+std::string name_prefix(const std::string& name) {
+  const std::string stem = fs::path(name).stem().string();
+  const auto dash = stem.rfind('-');
+  if (dash == std::string::npos) return "";
+  const std::string hex = lowercase(stem.substr(dash + 1));
+  if (hex.size() < 8 || hex.size() > 64 || !all_hex(hex)) return "";
+  return hex;
+}
+
+// SHA-256 of `file`, checked against the prefix in `name` (the name it has, or will
+// have). Messages call the file `shown_as` and end with `advice`.
+std::string checked_weights_digest(const fs::path& file, const std::string& name, const std::string& shown_as,
+                                   const std::string& advice = "") {
+  const std::string sha = file_digest(file, DigestAlgorithm::Sha256);
+  const std::string prefix = name_prefix(name);
+  if (prefix.empty()) {
+    spdlog::warn("cannot verify {}: its name has no '-<hex>' part to compare with its SHA-256 {}", shown_as, sha);
+  } else if (sha.compare(0, prefix.size(), prefix) != 0) {
+    fail("{} has SHA-256 {}, which does not begin with {} as the name {} says: the file is damaged or not the one "
+         "named{}",
+         shown_as, sha, prefix, name, advice);
+  }
+  return sha;
+}
+
+void fetch_weights(const FetchOptions& options, FetchResult& result) {
+  const bool local = !options.weights_file.empty();
+  const std::string name = local ? options.weights_file.filename().string()
+                                 : file_name_of_url(options.weights_url, "--weights-url");
+  const fs::path dest = options.out_dir / name;
+  result.weights_path = dest;
+
+  std::error_code ec;
+  if (fs::exists(dest)) {
+    if (local && fs::equivalent(options.weights_file, dest, ec)) {
+      result.weights_sha256 = verify_weights_file(dest);  // the user's own file: never deleted
+      result.weights_already_present = true;
+      return;
+    }
+    try {
+      result.weights_sha256 = verify_weights_file(dest);
+      result.weights_already_present = true;
+      spdlog::info("{} is already present and verified (SHA-256 {}); nothing to do", dest.string(),
+                   result.weights_sha256);
+      return;
+    } catch (const Error& e) {
+      spdlog::warn("{}; deleting it and fetching it again", e.what());
+      fs::remove(dest, ec);
+    }
+  }
+
+  if (local) {
+    if (!fs::is_regular_file(options.weights_file)) {
+      fail("the weights file {} does not exist or is not a file", options.weights_file.string());
+    }
+    TempPath temp(make_temp_file(options.out_dir, fmt::format(".{}.tmp-", name)));
+    fs::copy_file(options.weights_file, temp.path(), fs::copy_options::overwrite_existing, ec);
+    if (ec) fail("cannot copy {} to {}: {}", options.weights_file.string(), temp.path().string(), ec.message());
+    result.weights_sha256 = checked_weights_digest(temp.path(), name, options.weights_file.string());
+    fs::rename(temp.path(), dest, ec);
+    if (ec) fail("cannot rename {} to {}: {}", temp.path().string(), dest.string(), ec.message());
+  } else {
+    DownloadOptions download_opts = download_options(options);
+    download_opts.verify = [&](const fs::path& part) {
+      result.weights_sha256 = checked_weights_digest(part, name, fmt::format("the download of {}", options.weights_url),
+                                                     "; it was deleted (run again to download it again)");
+    };
+    spdlog::info("downloading {} to {}", options.weights_url, dest.string());
+    download(options.weights_url, dest, download_opts);
+  }
+  spdlog::info("{} is ready (SHA-256 {})", dest.string(), result.weights_sha256);
+}
+
+}  // namespace
+
+void check_cifar10_files(const fs::path& dir) {
+  const std::string problem = cifar_problem(dir, dir.string());
+  if (!problem.empty()) fail("{} is not a usable CIFAR-10 binary folder: {}", dir.string(), problem);
+}
+
+std::string verify_weights_file(const fs::path& file) {
+  return checked_weights_digest(file, file.filename().string(), file.string());
+}
+
+FetchResult fetch(const FetchOptions& options) {
+  const std::string md5 = checked_md5(options.md5);
+  if (options.retries < 0) usage_fail("--retries must be 0 or more, not {}", options.retries);
+  if (options.timeout_seconds <= 0) usage_fail("--timeout must be positive, not {}", options.timeout_seconds);
+  ensure_dir(options.out_dir);
+
+  FetchResult result;
+  fetch_cifar(options, md5, result);
+  if (options.skip_weights) {
+    spdlog::info("skipping the AlexNet weights as asked");
+  } else {
+    fetch_weights(options, result);
+  }
+  return result;
+}
+
+}  // namespace pipeline

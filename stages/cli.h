@@ -5,6 +5,7 @@
 // CLI11 reports its parse/validation errors with codes of 100 and up; they become 2.
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <exception>
@@ -36,8 +37,11 @@ inline void add_compute_flags(CLI::App& app, pipeline::ComputeOptions& compute) 
 // Parses argv into `app`, then runs body() (which returns the exit code) and maps
 // exceptions: pipeline::UsageError -> 2, pipeline::Error and any other std::exception
 // -> 1, each printed once on stderr without a stack trace.
+// Logs and progress go to stderr, so stdout holds only each stage's summary.
 template <typename Body>
 int run(CLI::App& app, int argc, char** argv, Body body) {
+  spdlog::set_default_logger(spdlog::stderr_color_mt(app.get_name()));
+  spdlog::set_pattern("[%H:%M:%S] [%^%l%$] %v");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

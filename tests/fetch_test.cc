@@ -1,1 +1,410 @@
-// placeholder: written in progress
+// Tests for pipeline/fetch and the transfer-fetch stage, on tiny CIFAR-format
+// archives built here with libarchive (a few 3073-byte records per batch file).
+// Downloads use file:// URLs; HTTP itself is covered by download_test.cc.
+#include "pipeline/fetch.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "pipeline/digest.h"
+#include "pipeline/error.h"
+
+namespace fs = std::filesystem;
+using pipeline::DigestAlgorithm;
+
+namespace {
+
+const char* const kBatches[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
+                                "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"};
+
+struct Entry {
+  std::string name;
+  std::string data;
+};
+
+std::string random_bytes(size_t size, unsigned seed) {
+  std::mt19937 generator(seed);
+  std::string out(size, '\0');
+  for (auto& c : out) c = static_cast<char>(generator() & 0xff);
+  return out;
+}
+
+std::string read_all(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_all(const fs::path& file, const std::string& data) {
+  std::ofstream out(file, std::ios::binary);
+  out << data;
+}
+
+// A tar.gz with the folder cifar-10-batches-bin/ (when any entry is inside it) and `entries`.
+void write_tar_gz(const fs::path& file, const std::vector<Entry>& entries) {
+  struct archive* out = archive_write_new();
+  archive_write_add_filter_gzip(out);
+  archive_write_set_format_pax_restricted(out);
+  ASSERT_EQ(archive_write_open_filename(out, file.c_str()), ARCHIVE_OK);
+  struct archive_entry* dir = archive_entry_new();
+  archive_entry_set_pathname(dir, "cifar-10-batches-bin/");
+  archive_entry_set_filetype(dir, AE_IFDIR);
+  archive_entry_set_perm(dir, 0755);
+  ASSERT_EQ(archive_write_header(out, dir), ARCHIVE_OK);
+  archive_entry_free(dir);
+  for (const Entry& e : entries) {
+    struct archive_entry* entry = archive_entry_new();
+    archive_entry_set_pathname(entry, e.name.c_str());
+    archive_entry_set_filetype(entry, AE_IFREG);
+    archive_entry_set_perm(entry, 0644);
+    archive_entry_set_size(entry, static_cast<la_int64_t>(e.data.size()));
+    ASSERT_EQ(archive_write_header(out, entry), ARCHIVE_OK) << archive_error_string(out);
+    ASSERT_EQ(archive_write_data(out, e.data.data(), e.data.size()), static_cast<la_ssize_t>(e.data.size()));
+    archive_entry_free(entry);
+  }
+  ASSERT_EQ(archive_write_close(out), ARCHIVE_OK);
+  archive_write_free(out);
+}
+
+// The six batch files with `records` records each (random bytes), plus batches.meta.txt.
+std::vector<Entry> cifar_entries(int records = 3) {
+  std::vector<Entry> entries;
+  unsigned seed = 10;
+  for (const char* name : kBatches) {
+    entries.push_back({std::string("cifar-10-batches-bin/") + name,
+                       random_bytes(static_cast<size_t>(records) * 3073, seed++)});
+  }
+  entries.push_back({"cifar-10-batches-bin/batches.meta.txt", "airplane\nautomobile\n"});
+  return entries;
+}
+
+std::vector<Entry> without(std::vector<Entry> entries, const std::string& name) {
+  entries.erase(std::remove_if(entries.begin(), entries.end(), [&](const Entry& e) { return e.name == name; }),
+                entries.end());
+  return entries;
+}
+
+std::set<std::string> names_in(const fs::path& dir) {
+  std::set<std::string> names;
+  if (!fs::exists(dir)) return names;
+  for (const auto& item : fs::directory_iterator(dir)) names.insert(item.path().filename().string());
+  return names;
+}
+
+int run_command(const std::string& command) {
+  const int status = std::system((command + " > /dev/null 2>&1").c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+class FetchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = (fs::temp_directory_path() / "fetch_test-XXXXXX").string();
+    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+    dir_ = pattern;
+    archive_ = dir_ / "cifar-10-binary.tar.gz";
+    options_.out_dir = dir_ / "data";
+    options_.skip_weights = true;
+    options_.show_progress = false;
+    options_.retries = 0;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // Writes the archive and points options_ at it with its MD5.
+  void use_archive(const std::vector<Entry>& entries) {
+    write_tar_gz(archive_, entries);
+    options_.archive = archive_;
+    options_.md5 = pipeline::file_digest(archive_, DigestAlgorithm::Md5);
+  }
+
+  // fetch() must throw pipeline::Error whose message holds `needle`, leaving no CIFAR folder.
+  void expect_failure(const std::string& needle) {
+    try {
+      pipeline::fetch(options_);
+      FAIL() << "expected pipeline::Error mentioning " << needle;
+    } catch (const pipeline::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(cifar_dir()));
+    EXPECT_EQ(names_in(options_.out_dir), std::set<std::string>{}) << "temporary files left behind";
+  }
+
+  fs::path cifar_dir() const { return options_.out_dir / pipeline::kCifar10DirName; }
+
+  fs::path dir_;
+  fs::path archive_;
+  pipeline::FetchOptions options_;
+};
+
+TEST_F(FetchTest, LocalArchiveBecomesAVerifiedFolder) {
+  const auto entries = cifar_entries();
+  use_archive(entries);
+
+  const auto result = pipeline::fetch(options_);
+
+  EXPECT_EQ(result.cifar_dir, cifar_dir());
+  EXPECT_FALSE(result.cifar_already_present);
+  EXPECT_EQ(result.archive_md5, options_.md5);
+  for (const auto& e : entries) EXPECT_EQ(read_all(options_.out_dir / e.name), e.data) << e.name;
+  EXPECT_EQ(read_all(cifar_dir() / ".verified"), options_.md5 + "\n");
+  EXPECT_EQ(names_in(options_.out_dir), std::set<std::string>{"cifar-10-batches-bin"});
+  EXPECT_NO_THROW(pipeline::check_cifar10_files(cifar_dir()));
+  EXPECT_TRUE(result.weights_path.empty());
+}
+
+TEST_F(FetchTest, SecondRunDoesNothing) {
+  use_archive(cifar_entries());
+  pipeline::fetch(options_);
+  const auto marker_time = fs::last_write_time(cifar_dir() / ".verified");
+  fs::remove(archive_);  // not needed any more: a second run must not touch it
+
+  const auto result = pipeline::fetch(options_);
+
+  EXPECT_TRUE(result.cifar_already_present);
+  EXPECT_EQ(fs::last_write_time(cifar_dir() / ".verified"), marker_time);
+}
+
+TEST_F(FetchTest, UpperCaseMd5IsAccepted) {
+  use_archive(cifar_entries());
+  for (auto& c : options_.md5) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  EXPECT_NO_THROW(pipeline::fetch(options_));
+}
+
+TEST_F(FetchTest, WrongMd5LeavesNothing) {
+  use_archive(cifar_entries());
+  const std::string actual = options_.md5;
+  options_.md5 = "0123456789abcdef0123456789abcdef";
+  expect_failure(archive_.string());
+  expect_failure(actual);  // the message offers the actual digest for --md5
+  EXPECT_TRUE(fs::exists(archive_)) << "a local archive is the user's: never deleted";
+}
+
+TEST_F(FetchTest, MalformedMd5IsAUsageError) {
+  use_archive(cifar_entries());
+  options_.md5 = "abc";
+  EXPECT_THROW(pipeline::fetch(options_), pipeline::UsageError);
+}
+
+TEST_F(FetchTest, TruncatedArchiveLeavesNothing) {
+  auto entries = cifar_entries(20);
+  use_archive(entries);
+  fs::resize_file(archive_, fs::file_size(archive_) / 2);
+  options_.md5 = pipeline::file_digest(archive_, DigestAlgorithm::Md5);  // so that unpacking is reached
+  expect_failure("truncated");
+}
+
+TEST_F(FetchTest, ArchiveWithoutTestBatchIsRefused) {
+  use_archive(without(cifar_entries(), "cifar-10-batches-bin/test_batch.bin"));
+  expect_failure("test_batch.bin is missing");
+}
+
+TEST_F(FetchTest, BatchOfWrongSizeIsRefused) {
+  auto entries = cifar_entries();
+  entries[2].data += "extra";
+  use_archive(entries);
+  expect_failure("data_batch_3.bin has 9224 bytes");
+}
+
+TEST_F(FetchTest, ArchiveWithoutTopFolderIsRefused) {
+  std::vector<Entry> entries;
+  for (const char* name : kBatches) entries.push_back({name, random_bytes(3073, 1)});
+  write_tar_gz(archive_, entries);  // still holds the (empty) top folder entry
+  options_.archive = archive_;
+  options_.md5 = pipeline::file_digest(archive_, DigestAlgorithm::Md5);
+  expect_failure("data_batch_1.bin is missing");
+}
+
+TEST_F(FetchTest, DotDotEntryIsRefused) {
+  auto entries = cifar_entries();
+  entries.push_back({"../evil", "evil"});
+  use_archive(entries);
+  expect_failure("refusing");
+  EXPECT_FALSE(fs::exists(dir_ / "evil"));
+  EXPECT_FALSE(fs::exists(options_.out_dir.parent_path() / "evil"));
+}
+
+TEST_F(FetchTest, AbsoluteEntryIsRefused) {
+  auto entries = cifar_entries();
+  const fs::path evil = dir_ / "absolute-evil";
+  entries.push_back({evil.string(), "evil"});
+  use_archive(entries);
+  expect_failure("refusing");
+  EXPECT_FALSE(fs::exists(evil));
+}
+
+TEST_F(FetchTest, UnverifiedFolderIsReplaced) {
+  use_archive(cifar_entries());
+  fs::create_directories(cifar_dir());
+  write_all(cifar_dir() / "junk", "left from an interrupted manual unpack");
+
+  const auto result = pipeline::fetch(options_);
+
+  EXPECT_FALSE(result.cifar_already_present);
+  EXPECT_FALSE(fs::exists(cifar_dir() / "junk"));
+  EXPECT_NO_THROW(pipeline::check_cifar10_files(cifar_dir()));
+}
+
+TEST_F(FetchTest, FolderFromAnotherArchiveIsReplaced) {
+  use_archive(cifar_entries());
+  pipeline::fetch(options_);
+  use_archive(cifar_entries(4));  // a different archive, a different MD5
+  const auto result = pipeline::fetch(options_);
+  EXPECT_FALSE(result.cifar_already_present);
+  EXPECT_EQ(fs::file_size(cifar_dir() / "test_batch.bin"), 4u * 3073u);
+}
+
+TEST_F(FetchTest, UnwritableOutDirIsAnError) {
+  use_archive(cifar_entries());
+  write_all(dir_ / "data", "a file where the output folder should be");
+  EXPECT_THROW(pipeline::fetch(options_), pipeline::Error);
+}
+
+TEST_F(FetchTest, DownloadsArchiveFromUrlAndKeepsIt) {
+  write_tar_gz(archive_, cifar_entries());
+  options_.url = "file://" + archive_.string();
+  options_.md5 = pipeline::file_digest(archive_, DigestAlgorithm::Md5);
+
+  const auto result = pipeline::fetch(options_);
+
+  EXPECT_FALSE(result.cifar_already_present);
+  EXPECT_EQ(read_all(options_.out_dir / "cifar-10-binary.tar.gz"), read_all(archive_));
+  EXPECT_EQ(names_in(options_.out_dir), (std::set<std::string>{"cifar-10-batches-bin", "cifar-10-binary.tar.gz"}));
+}
+
+TEST_F(FetchTest, DownloadWithWrongMd5IsDeleted) {
+  write_tar_gz(archive_, cifar_entries());
+  options_.url = "file://" + archive_.string();
+  options_.md5 = "0123456789abcdef0123456789abcdef";
+  expect_failure("MD5");
+}
+
+TEST_F(FetchTest, MissingUrlIsAnError) {
+  options_.url = "file://" + (dir_ / "absent.tar.gz").string();
+  expect_failure("absent.tar.gz");
+}
+
+class FetchWeightsTest : public FetchTest {
+ protected:
+  // A weights-like file named "<stem>-<first 8 hex of its sha256>.pth" (or the given name).
+  fs::path make_weights(const std::string& stem, const std::string& forced_name = "") {
+    const std::string data = random_bytes(5000, 42);
+    const std::string sha = pipeline::bytes_digest(data, DigestAlgorithm::Sha256);
+    const fs::path file = dir_ / (forced_name.empty() ? stem + "-" + sha.substr(0, 8) + ".pth" : forced_name);
+    write_all(file, data);
+    return file;
+  }
+};
+
+TEST_F(FetchWeightsTest, VerifyAcceptsMatchingName) {
+  const fs::path file = make_weights("alexnet-owt");
+  const std::string sha = pipeline::verify_weights_file(file);
+  EXPECT_EQ(sha, pipeline::file_digest(file, DigestAlgorithm::Sha256));
+  EXPECT_EQ(sha.size(), 64u);
+}
+
+TEST_F(FetchWeightsTest, VerifyRejectsMismatchedName) {
+  const fs::path file = make_weights("", "alexnet-owt-7be5be79.pth");
+  try {
+    pipeline::verify_weights_file(file);
+    FAIL() << "expected pipeline::Error";
+  } catch (const pipeline::Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find(file.string()), std::string::npos) << message;
+    EXPECT_NE(message.find("7be5be79"), std::string::npos) << message;
+  }
+}
+
+TEST_F(FetchWeightsTest, VerifyWithoutHexInNameReturnsDigest) {
+  const fs::path file = make_weights("", "alexnet-owt.pth");
+  EXPECT_EQ(pipeline::verify_weights_file(file), pipeline::file_digest(file, DigestAlgorithm::Sha256));
+}
+
+TEST_F(FetchWeightsTest, LocalWeightsFileIsCopiedThenFoundPresent) {
+  use_archive(cifar_entries());
+  options_.skip_weights = false;
+  options_.weights_file = make_weights("alexnet-owt");
+
+  const auto first = pipeline::fetch(options_);
+  EXPECT_EQ(first.weights_path, options_.out_dir / options_.weights_file.filename());
+  EXPECT_EQ(read_all(first.weights_path), read_all(options_.weights_file));
+  EXPECT_EQ(first.weights_sha256, pipeline::file_digest(options_.weights_file, DigestAlgorithm::Sha256));
+  EXPECT_FALSE(first.weights_already_present);
+
+  const auto second = pipeline::fetch(options_);
+  EXPECT_TRUE(second.weights_already_present);
+  EXPECT_TRUE(second.cifar_already_present);
+  EXPECT_EQ(second.weights_sha256, first.weights_sha256);
+}
+
+TEST_F(FetchWeightsTest, MismatchedLocalWeightsLeaveNothing) {
+  use_archive(cifar_entries());
+  options_.skip_weights = false;
+  options_.weights_file = make_weights("", "alexnet-owt-7be5be79.pth");
+  EXPECT_THROW(pipeline::fetch(options_), pipeline::Error);
+  EXPECT_EQ(names_in(options_.out_dir), std::set<std::string>{"cifar-10-batches-bin"});
+}
+
+TEST_F(FetchWeightsTest, WeightsAreDownloadedFromUrl) {
+  use_archive(cifar_entries());
+  options_.skip_weights = false;
+  const fs::path source = make_weights("alexnet-owt");
+  options_.weights_url = "file://" + source.string();
+  const auto result = pipeline::fetch(options_);
+  EXPECT_EQ(read_all(result.weights_path), read_all(source));
+  EXPECT_EQ(result.weights_sha256, pipeline::file_digest(source, DigestAlgorithm::Sha256));
+}
+
+TEST_F(FetchWeightsTest, MismatchedDownloadIsDeleted) {
+  use_archive(cifar_entries());
+  options_.skip_weights = false;
+  options_.weights_url = "file://" + make_weights("", "alexnet-owt-7be5be79.pth").string();
+  EXPECT_THROW(pipeline::fetch(options_), pipeline::Error);
+  EXPECT_EQ(names_in(options_.out_dir), std::set<std::string>{"cifar-10-batches-bin"});
+}
+
+class FetchStageTest : public FetchTest {
+ protected:
+  std::string command(const std::string& flags) const {
+    return std::string(TRANSFER_BIN) + "/transfer-fetch --out '" + options_.out_dir.string() + "' " + flags;
+  }
+};
+
+TEST_F(FetchStageTest, BadMd5ExitsOneAndLeavesNoFolder) {
+  write_tar_gz(archive_, cifar_entries());
+  EXPECT_EQ(run_command(command("--skip-weights --archive '" + archive_.string() +
+                                "' --md5 0123456789abcdef0123456789abcdef")),
+            1);
+  EXPECT_FALSE(fs::exists(cifar_dir()));
+}
+
+TEST_F(FetchStageTest, GoodArchiveExitsZeroTwice) {
+  write_tar_gz(archive_, cifar_entries());
+  const std::string flags = "--skip-weights --no-progress --archive '" + archive_.string() + "' --md5 " +
+                            pipeline::file_digest(archive_, DigestAlgorithm::Md5);
+  EXPECT_EQ(run_command(command(flags)), 0);
+  EXPECT_NO_THROW(pipeline::check_cifar10_files(cifar_dir()));
+  EXPECT_EQ(run_command(command(flags)), 0);
+}
+
+TEST_F(FetchStageTest, BadUsageExitsTwo) {
+  EXPECT_EQ(run_command(command("--no-such-flag")), 2);
+  EXPECT_EQ(run_command(command("--skip-weights --archive /nonexistent/archive.tar.gz")), 2);
+  write_tar_gz(archive_, cifar_entries());
+  EXPECT_EQ(run_command(command("--skip-weights --archive '" + archive_.string() + "' --md5 xyz")), 2);
+  EXPECT_EQ(run_command(command("--help")), 0);
+  EXPECT_FALSE(fs::exists(cifar_dir()));
+}
+
+}  // namespace
