@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "pipeline/digest.h"
 #include "pipeline/error.h"
 #include "pipeline/random.h"
 
@@ -23,6 +24,12 @@ TrainValSplit split_train_val(int64_t n, double val_fraction, uint64_t seed) {
   std::sort(split.val.begin(), split.val.end());
   std::sort(split.train.begin(), split.train.end());
   return split;
+}
+
+std::string split_fingerprint(const TrainValSplit& split) {
+  std::string text = std::to_string(split.train.size()) + ":";
+  for (int64_t row : split.val) text += std::to_string(row) + ",";
+  return bytes_digest(text, DigestAlgorithm::Sha256).substr(0, 16);
 }
 
 std::vector<int64_t> epoch_order(const std::vector<int64_t>& rows, uint64_t seed, int64_t epoch) {

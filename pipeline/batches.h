@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <future>
 #include <vector>
 
@@ -21,6 +22,10 @@ struct TrainValSplit {
 // Splits rows [0, n): round(n * val_fraction) rows, drawn by a seeded shuffle, go to
 // validation. val_fraction in [0, 1); throws pipeline::UsageError otherwise.
 TrainValSplit split_train_val(int64_t n, double val_fraction, uint64_t seed);
+
+// A short fingerprint of the validation rows (first 16 hex digits of a SHA-256), saved
+// in every run's config so that runs can be checked to have used the same split.
+std::string split_fingerprint(const TrainValSplit& split);
 
 // The order in which `rows` are visited in `epoch` (0-based): a seeded shuffle that
 // differs per epoch and is identical for the same (seed, epoch).

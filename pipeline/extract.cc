@@ -149,6 +149,7 @@ ExtractSummary run_extract(const ExtractOptions& options) {
   }
 
   const auto start = std::chrono::steady_clock::now();
+  int64_t batches_done = 0;
   for (const auto& [split, images] : {std::pair<std::string, const CifarImages*>{"train", &train}, {"test", &test}}) {
     const int64_t first = writer.rows_done(split), n = images->size();
     if (first >= n) continue;
@@ -164,6 +165,12 @@ ExtractSummary run_extract(const ExtractOptions& options) {
         },
         /*ahead=*/compute.cuda());
     for (const auto& batch : batches) {
+      if (options.stop_after_batches > 0 && batches_done++ == options.stop_after_batches) {
+        spdlog::info("stopped after {} batches as asked; rerun to resume {}", options.stop_after_batches,
+                     writer.partial_path().string());
+        summary.stopped = true;
+        return summary;
+      }
       const at::Tensor x = to_model(source.next(), compute);
       const auto outputs = model->forward_taps(x, taps);
       std::map<std::string, at::Tensor> rows_out;

@@ -30,11 +30,13 @@ struct ExtractOptions {
   int64_t limit_train = -1;                                  // first N training images (-1: all)
   int64_t limit_test = -1;                                   // first M test images (-1: all)
   std::string dtype = "float32";                             // storage: float32 | float16
+  int64_t stop_after_batches = 0;                            // > 0: stop after N batches, as if killed (tests)
 };
 
 struct ExtractSummary {
   bool up_to_date = false;   // a complete cache with these settings was already there
   bool resumed = false;      // continued an interrupted extraction
+  bool stopped = false;      // stopped early by stop_after_batches (the partial file stays)
   int64_t images = 0;        // images run through the model in this call
   double seconds = 0;        // wall-clock of the extraction (model + preprocessing + writing)
   double images_per_second = 0;

@@ -247,6 +247,7 @@ FinetuneSummary run_finetune(const FinetuneOptions& options) {
   RunMetrics& metrics = summary.metrics;
   metrics.approach = "fine-tune";
   metrics.config = config;
+  metrics.config["split"] = split_fingerprint(split);
   metrics.epochs = result.members[0].epochs;
   metrics.best_epoch = result.members[0].best_epoch;
   metrics.test_loss = result.members[0].test_loss;

@@ -237,6 +237,8 @@ HeadSummary run_head(const HeadOptions& options) {
                train_x.size(0), test_x.size(0), train_x.size(1), summary.read_seconds);
 
   const TrainValSplit split = split_train_val(train_x.size(0), options.val_fraction, options.seed);
+  json run_config = config;
+  run_config["split"] = split_fingerprint(split);
   TrainData data;
   data.train_rows = split.train;
   data.val_rows = split.val;
@@ -271,7 +273,7 @@ HeadSummary run_head(const HeadOptions& options) {
 
   RunMetrics metrics;
   metrics.approach = "linear-probe";
-  metrics.config = config;
+  metrics.config = run_config;
   metrics.config["best_setting"] = {{"lr", grid[best].lr}, {"weight_decay", grid[best].weight_decay},
                                     {"init_seed", grid[best].init_seed}};
   metrics.epochs = result.members[best].epochs;

@@ -24,10 +24,14 @@ int main(int argc, char** argv) {
   app.add_option("--dtype", options.dtype, "storage type: float32 or float16")
       ->capture_default_str()
       ->check(CLI::IsMember({"float32", "float16"}));
+  app.add_option("--stop-after", options.stop_after_batches, "stop after N batches, as if killed (for tests)")
+      ->group("");
   stages::add_config_flag(app);
   return stages::run(app, argc, argv, [&] {
     const pipeline::ExtractSummary s = pipeline::run_extract(options);
-    if (s.up_to_date) {
+    if (s.stopped) {
+      fmt::print("{}: stopped early; rerun to resume\n", options.out.string());
+    } else if (s.up_to_date) {
       fmt::print("{}: up to date ({:.1f} MiB)\n", options.out.string(), s.file_bytes / 1048576.0);
     } else {
       fmt::print("{}: {} images in {:.1f} s ({:.1f} images/s) on {}{}, {:.1f} MiB\n", options.out.string(), s.images,

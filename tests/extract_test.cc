@@ -1,1 +1,136 @@
-// placeholder: written in progress
+#include "pipeline/extract.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "pipeline/cifar10.h"
+#include "pipeline/error.h"
+#include "pipeline/features.h"
+#include "pipeline/synth.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using testutil::TempDir;
+
+namespace {
+
+pipeline::ExtractOptions small_options(const TempDir& dir) {
+  pipeline::write_synthetic_cifar({dir / "data", 40, 12, 3});
+  pipeline::ExtractOptions o;
+  o.data = dir / "data";
+  o.weights = "random:1";
+  o.out = dir / "cache" / "features.h5";
+  o.taps = "pool5,fc7";
+  o.image_size = 64;
+  o.batch_size = 8;
+  o.compute.device = "cpu";
+  return o;
+}
+
+}  // namespace
+
+TEST(Extract, WritesEveryRowWithSourceLabelsInOrder) {
+  TempDir dir;
+  const auto options = small_options(dir);
+  const auto summary = pipeline::run_extract(options);
+  EXPECT_FALSE(summary.up_to_date);
+  EXPECT_EQ(summary.images, 52);
+  pipeline::FeatureReader cache(options.out);
+  EXPECT_EQ(cache.taps(), (std::vector<std::string>{"pool5", "fc7"}));
+  EXPECT_EQ(cache.read("train", "fc7").sizes(), (std::vector<int64_t>{40, 4096}));
+  EXPECT_EQ(cache.read("test", "pool5").sizes(), (std::vector<int64_t>{12, 9216}));
+  EXPECT_TRUE(torch::equal(cache.labels("train"), pipeline::load_cifar(options.data, pipeline::Split::Train).labels));
+  EXPECT_TRUE(torch::equal(cache.labels("test"), pipeline::load_cifar(options.data, pipeline::Split::Test).labels));
+  const auto& settings = cache.provenance()["settings"];
+  EXPECT_EQ(settings["image_size"], 64);
+  EXPECT_EQ(settings["weights_sha256"], "random:1");
+  EXPECT_EQ(settings["pretrained"], false);
+  EXPECT_GT(cache.provenance()["extract_seconds"].get<double>(), 0.0);
+  // fc7 is after a ReLU.
+  EXPECT_GE(cache.read("train", "fc7").min().item<float>(), 0.0f);
+}
+
+TEST(Extract, SecondRunIsUpToDateAndForceRebuilds) {
+  TempDir dir;
+  auto options = small_options(dir);
+  pipeline::run_extract(options);
+  EXPECT_TRUE(pipeline::run_extract(options).up_to_date);
+  options.force = true;
+  EXPECT_FALSE(pipeline::run_extract(options).up_to_date);
+  options.force = false;
+  options.image_size = 72;  // another setting: rebuilt, not reused
+  EXPECT_FALSE(pipeline::run_extract(options).up_to_date);
+}
+
+TEST(Extract, InterruptedRunResumesToTheSameFeatures) {
+  TempDir dir;
+  auto options = small_options(dir);
+  options.stop_after_batches = 2;
+  const auto stopped = pipeline::run_extract(options);
+  EXPECT_TRUE(stopped.stopped);
+  EXPECT_FALSE(fs::exists(options.out)) << "an interrupted extraction must not look complete";
+  EXPECT_TRUE(fs::exists(options.out.string() + ".partial"));
+  EXPECT_THROW(pipeline::FeatureReader{options.out}, pipeline::Error);
+
+  options.stop_after_batches = 0;
+  const auto resumed = pipeline::run_extract(options);
+  EXPECT_TRUE(resumed.resumed);
+  EXPECT_EQ(resumed.images, 52 - 16);
+
+  auto fresh = options;
+  fresh.out = dir / "fresh.h5";
+  pipeline::run_extract(fresh);
+  pipeline::FeatureReader a(options.out), b(fresh.out);
+  for (const char* split : {"train", "test"}) {
+    EXPECT_TRUE(torch::allclose(a.read(split, "fc7"), b.read(split, "fc7"), 1e-5, 1e-6)) << split;
+    EXPECT_TRUE(torch::equal(a.labels(split), b.labels(split)));
+  }
+}
+
+TEST(Extract, Float16StorageReadsBackAsFloat32) {
+  TempDir dir;
+  auto options = small_options(dir);
+  options.taps = "fc7";
+  options.dtype = "float16";
+  pipeline::run_extract(options);
+  auto reference = options;
+  reference.dtype = "float32";
+  reference.out = dir / "f32.h5";
+  pipeline::run_extract(reference);
+  pipeline::FeatureReader half(options.out), full(reference.out);
+  EXPECT_EQ(half.dtype(), pipeline::FeatureDtype::Float16);
+  const auto h = half.read("train", "fc7"), f = full.read("train", "fc7");
+  EXPECT_EQ(h.scalar_type(), torch::kFloat);
+  EXPECT_LT(((h - f).norm() / f.norm()).item<float>(), 1e-3);
+}
+
+TEST(Extract, Bf16RecordsItsMeasuredError) {
+  TempDir dir;
+  auto options = small_options(dir);
+  options.taps = "fc7";
+  options.compute.precision = "bf16";
+  pipeline::run_extract(options);
+  pipeline::FeatureReader cache(options.out);
+  EXPECT_EQ(cache.provenance()["settings"]["precision"], "bf16");
+  const double error = cache.provenance()["precision_error"]["fc7"];
+  EXPECT_GT(error, 0.0);
+  EXPECT_LT(error, 0.05);
+}
+
+TEST(Extract, BadSettingsAreUsageErrors) {
+  TempDir dir;
+  auto options = small_options(dir);
+  options.image_size = 62;
+  EXPECT_THROW(pipeline::run_extract(options), pipeline::UsageError);
+  options = small_options(dir);
+  options.compute.precision = "fp16";
+  EXPECT_THROW(pipeline::run_extract(options), pipeline::UsageError);
+  options = small_options(dir);
+  options.taps = "fc9";
+  EXPECT_THROW(pipeline::run_extract(options), pipeline::UsageError);
+  options = small_options(dir);
+  options.data = dir / "nowhere";
+  EXPECT_THROW(pipeline::run_extract(options), pipeline::Error);
+  EXPECT_FALSE(fs::exists(options.out));
+}

@@ -1,1 +1,165 @@
-// placeholder: written in progress
+#include "pipeline/head.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "pipeline/batches.h"
+#include "pipeline/error.h"
+#include "pipeline/features.h"
+#include "pipeline/files.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using testutil::TempDir;
+
+namespace {
+
+// A cache of separable synthetic features: each class has its own mean direction,
+// plus noise, as fc7 of a useful backbone would look to a linear head.
+fs::path write_cache(const TempDir& dir, int64_t train = 600, int64_t test = 200, int64_t width = 64) {
+  torch::manual_seed(11);
+  const auto centres = torch::randn({10, width}) * 2;
+  auto make = [&](int64_t n) {
+    const auto labels = torch::arange(n) % 10;
+    return std::make_pair(labels, (centres.index_select(0, labels) + torch::randn({n, width})).relu());
+  };
+  const auto [train_y, train_x] = make(train);
+  const auto [test_y, test_x] = make(test);
+  const fs::path path = dir / "cache.h5";
+  pipeline::FeatureWriter writer(path, json{{"settings", {{"kind", "synthetic"}}}},
+                                 {train, test, {{"fc7", width}}, pipeline::FeatureDtype::Float32});
+  writer.write("train", 0, train_y, {{"fc7", train_x}});
+  writer.write("test", 0, test_y, {{"fc7", test_x}});
+  writer.finish();
+  return path;
+}
+
+pipeline::HeadOptions options_for(const TempDir& dir, const fs::path& cache) {
+  pipeline::HeadOptions o;
+  o.features = cache;
+  o.out = dir / "run";
+  o.epochs = 5;
+  o.batch_size = 32;
+  return o;
+}
+
+}  // namespace
+
+TEST(Head, LearnsSeparableFeaturesAndWritesTheRunFolder) {
+  TempDir dir;
+  const auto summary = pipeline::run_head(options_for(dir, write_cache(dir)));
+  EXPECT_GT(summary.best.test_acc, 0.8) << "chance is 0.1";
+  EXPECT_EQ(summary.best.epochs.size(), 5u);
+  for (const char* file : {"metrics.json", "history.csv", "config.json", "head.pt"}) {
+    EXPECT_TRUE(fs::exists(dir / "run" / file)) << file;
+  }
+  const auto metrics = pipeline::read_metrics(dir / "run");
+  EXPECT_EQ(metrics.approach, "linear-probe");
+  int64_t total = 0;
+  for (const auto& row : metrics.confusion)
+    for (int64_t count : row) total += count;
+  EXPECT_EQ(total, 200);
+  EXPECT_EQ(metrics.config["split"], pipeline::split_fingerprint(pipeline::split_train_val(600, 0.2, 0)));
+}
+
+TEST(Head, SecondRunIsUpToDate) {
+  TempDir dir;
+  auto options = options_for(dir, write_cache(dir));
+  pipeline::run_head(options);
+  EXPECT_TRUE(pipeline::run_head(options).up_to_date);
+  options.lr = 3e-3;
+  EXPECT_FALSE(pipeline::run_head(options).up_to_date);
+}
+
+// Each head of a stacked sweep equals that head trained alone with the same setting,
+// init and batch order.
+TEST(Head, SweepHeadsEqualHeadsTrainedAlone) {
+  const std::vector<pipeline::HeadSetting> grid = {{1e-3, 0.0, 0}, {3e-3, 0.0, 0}, {1e-3, 1e-2, 1}, {1e-2, 1e-3, 2}};
+  torch::manual_seed(3);
+  const auto x = torch::randn({256, 48}).relu();
+  const auto y = torch::randint(0, 10, {256}, torch::kLong);
+  pipeline::LinearHeads stacked(48, 10, grid);
+  std::vector<std::unique_ptr<pipeline::LinearHeads>> alone;
+  for (const auto& setting : grid) alone.push_back(std::make_unique<pipeline::LinearHeads>(48, 10, std::vector{setting}));
+  for (int step = 0; step < 20; ++step) {
+    const auto rows = torch::randint(0, 256, {32}, torch::kLong);
+    const pipeline::Batch batch{x.index_select(0, rows), y.index_select(0, rows)};
+    const auto logits = stacked.train_step(batch);
+    for (size_t k = 0; k < grid.size(); ++k) {
+      const auto lone = alone[k]->train_step(batch);
+      EXPECT_TRUE(torch::allclose(logits[k], lone[0], 1e-4, 1e-5)) << "head " << k << " step " << step;
+    }
+  }
+  for (size_t k = 0; k < grid.size(); ++k) {
+    EXPECT_TRUE(torch::allclose(stacked.weight(k), alone[k]->weight(0), 1e-4, 1e-5)) << "head " << k;
+    EXPECT_TRUE(torch::allclose(stacked.bias(k), alone[k]->bias(0), 1e-4, 1e-5)) << "head " << k;
+  }
+}
+
+TEST(Head, SweepWritesALeaderboardAndItsBestEqualsALoneRun) {
+  TempDir dir;
+  const auto cache = write_cache(dir);
+  auto options = options_for(dir, cache);
+  options.sweep_lr = {1e-4, 1e-3};
+  options.sweep_wd = {0.0, 1e-3};
+  options.sweep_seeds = 2;
+  const auto sweep = pipeline::run_head(options);
+  EXPECT_EQ(sweep.heads, 8);
+  const std::string csv = pipeline::read_file(dir / "run" / "sweep.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 9);
+
+  const json& best = sweep.best.config["best_setting"];
+  auto lone = options_for(dir, cache);
+  lone.out = dir / "lone";
+  lone.lr = best["lr"];
+  lone.weight_decay = best["weight_decay"];
+  lone.seed = best["init_seed"];
+  // The batch order follows the run's seed; the lone run must share it.
+  if (lone.seed != options.seed) GTEST_SKIP() << "best head has another init seed than the run's";
+  const auto alone = pipeline::run_head(lone);
+  EXPECT_NEAR(alone.best.test_acc, sweep.best.test_acc, 1e-9);
+  EXPECT_NEAR(alone.best.test_loss, sweep.best.test_loss, 1e-4);
+}
+
+TEST(Head, BadSettingsAreUsageErrors) {
+  TempDir dir;
+  const auto cache = write_cache(dir, 50, 10, 8);
+  auto o = options_for(dir, cache);
+  o.epochs = 0;
+  EXPECT_THROW(pipeline::run_head(o), pipeline::UsageError);
+  o = options_for(dir, cache);
+  o.lr = 0;
+  EXPECT_THROW(pipeline::run_head(o), pipeline::UsageError);
+  o = options_for(dir, cache);
+  o.tap = "fc9";
+  EXPECT_THROW(pipeline::run_head(o), pipeline::UsageError);
+  o = options_for(dir, cache);
+  o.sweep_lr = {1e-3, -1};
+  EXPECT_THROW(pipeline::run_head(o), pipeline::UsageError);
+}
+
+TEST(Head, MissingTapMissingCacheAndIncompleteCacheAreErrors) {
+  TempDir dir;
+  const auto cache = write_cache(dir, 50, 10, 8);
+  auto o = options_for(dir, cache);
+  o.tap = "pool5";  // a valid layer, but not in this cache
+  try {
+    pipeline::run_head(o);
+    FAIL() << "no error";
+  } catch (const pipeline::UsageError&) {
+    FAIL() << "a tap missing from the cache is a run-time error";
+  } catch (const pipeline::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("fc7"), std::string::npos) << e.what();
+  }
+  o = options_for(dir, dir / "none.h5");
+  EXPECT_THROW(pipeline::run_head(o), pipeline::Error);
+  {
+    pipeline::FeatureWriter partial(dir / "partial.h5", json{{"settings", json::object()}},
+                                    {10, 10, {{"fc7", 8}}, pipeline::FeatureDtype::Float32});
+  }
+  o = options_for(dir, dir / "partial.h5");
+  EXPECT_THROW(pipeline::run_head(o), pipeline::Error);
+  EXPECT_FALSE(fs::exists(dir / "run" / "metrics.json"));
+}
