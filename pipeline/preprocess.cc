@@ -20,6 +20,10 @@ inline uint8_t clip8(int32_t sum) {
   return static_cast<uint8_t>(sum >> kPrecisionBits);
 }
 
+// clip8 written branch-free so that a row of it vectorizes: for sums >= 2^30 the shift
+// gives 256..511 and for negative sums a negative number, both clamped as PIL clips.
+inline int32_t rounded(int32_t sum) { return std::min(std::max(sum >> kPrecisionBits, 0), 255); }
+
 void check_images(const at::Tensor& images) {
   if (images.dim() != 4 || images.size(1) != 3 || images.size(2) != kCifarSide || images.size(3) != kCifarSide ||
       images.scalar_type() != torch::kUInt8 || !images.device().is_cpu()) {
@@ -80,8 +84,9 @@ Preprocessor::Preprocessor(int64_t size, Normalization normalization)
   if (size < 1) usage_fail("image size must be positive, got {}", size);
 }
 
-// Runs both passes for every image of the batch and hands each finished output row
-// (uint8, S pixels) to sink(image, channel, row, pixels).
+// Runs both passes for every image of the batch and hands each output row's
+// fixed-point sums (S int32 values, PIL's accumulators before rounding) to
+// sink(image, channel, row, sums); the sink rounds them with round_row below.
 template <typename Sink>
 void Preprocessor::run(const at::Tensor& images, Sink sink) const {
   check_images(images);
@@ -90,36 +95,43 @@ void Preprocessor::run(const at::Tensor& images, Sink sink) const {
   const int64_t n = source.size(0), s = size_, side = kCifarSide;
   const ResampleTaps& h = horizontal_;
   const ResampleTaps& v = vertical_;
+  const int64_t h_taps = h.taps_per_output;
 
   auto one_image = [&](int64_t i) {
-    std::vector<uint8_t> rows(3 * side * s);  // horizontal pass output: [3][32][S]
-    std::vector<int32_t> sums(s);
-    std::vector<uint8_t> line(s);
+    // Per-thread scratch, reused across images: horizontal pass output [3][32][S], the
+    // vertical accumulators, and one input row padded so that every output can read a
+    // fixed number of taps (the padding taps have weight 0).
+    thread_local std::vector<uint8_t> rows;
+    thread_local std::vector<int32_t> sums;
+    thread_local std::vector<uint8_t> padded;
+    rows.resize(3 * side * s);
+    sums.resize(s);
+    padded.assign(side + h_taps, 0);
     const uint8_t* image = pixels + i * kCifarImageBytes;
     for (int64_t c = 0; c < 3; ++c) {
       for (int64_t y = 0; y < side; ++y) {
-        const uint8_t* in = image + (c * side + y) * side;
+        std::copy(image + (c * side + y) * side, image + (c * side + y + 1) * side, padded.begin());
         uint8_t* out = rows.data() + (c * side + y) * s;
         for (int64_t x = 0; x < s; ++x) {
-          const int32_t* k = &h.weight[x * h.taps_per_output];
-          const uint8_t* src = in + h.first[x];
+          const int32_t* k = &h.weight[x * h_taps];
+          const uint8_t* src = padded.data() + h.first[x];
           int32_t sum = kHalf;
-          for (int32_t t = 0; t < h.count[x]; ++t) sum += src[t] * k[t];
+          for (int64_t t = 0; t < h_taps; ++t) sum += src[t] * k[t];
           out[x] = clip8(sum);
         }
       }
       for (int64_t y = 0; y < s; ++y) {
-        // Vertical taps: whole rows at a time, so the inner loop runs over contiguous
-        // pixels and vectorizes.
-        std::fill(sums.begin(), sums.end(), kHalf);
+        // Vertical taps: whole rows at a time, so the inner loops run over contiguous
+        // pixels and vectorize.
+        int32_t* acc = sums.data();
+        std::fill(acc, acc + s, kHalf);
         const int32_t* k = &v.weight[y * v.taps_per_output];
         for (int32_t t = 0; t < v.count[y]; ++t) {
           const uint8_t* src = rows.data() + (c * side + v.first[y] + t) * s;
           const int32_t kt = k[t];
-          for (int64_t x = 0; x < s; ++x) sums[x] += src[x] * kt;
+          for (int64_t x = 0; x < s; ++x) acc[x] += src[x] * kt;
         }
-        for (int64_t x = 0; x < s; ++x) line[x] = clip8(sums[x]);
-        sink(i, c, y, line.data());
+        sink(i, c, y, acc);
       }
     }
   };
@@ -149,10 +161,10 @@ void Preprocessor::into(const at::Tensor& images, at::Tensor& out) const {
     a[c] = 1.0f / (255.0f * normalization_.stddev[c]);
     b[c] = -normalization_.mean[c] / normalization_.stddev[c];
   }
-  run(images, [&](int64_t i, int64_t c, int64_t y, const uint8_t* line) {
+  run(images, [&](int64_t i, int64_t c, int64_t y, const int32_t* sums) {
     float* row = dst + ((i * 3 + c) * s + y) * s;
     const float ac = a[c], bc = b[c];
-    for (int64_t x = 0; x < s; ++x) row[x] = static_cast<float>(line[x]) * ac + bc;
+    for (int64_t x = 0; x < s; ++x) row[x] = static_cast<float>(rounded(sums[x])) * ac + bc;
   });
 }
 
@@ -160,8 +172,9 @@ at::Tensor Preprocessor::resize(const at::Tensor& images) const {
   at::Tensor out = torch::empty({images.size(0), 3, size_, size_}, torch::kUInt8);
   uint8_t* dst = out.data_ptr<uint8_t>();
   const int64_t s = size_;
-  run(images, [&](int64_t i, int64_t c, int64_t y, const uint8_t* line) {
-    std::copy(line, line + s, dst + ((i * 3 + c) * s + y) * s);
+  run(images, [&](int64_t i, int64_t c, int64_t y, const int32_t* sums) {
+    uint8_t* row = dst + ((i * 3 + c) * s + y) * s;
+    for (int64_t x = 0; x < s; ++x) row[x] = static_cast<uint8_t>(rounded(sums[x]));
   });
   return out;
 }

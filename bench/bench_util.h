@@ -1,0 +1,47 @@
+#pragma once
+// Shared pieces of the benchmarks: wall-clock timing and AlexNet's bare forward pass,
+// the yardstick every stage's throughput is compared with (in the same run, on the
+// same machine, so that the printed ratios mean something on a noisy shared box).
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <functional>
+
+#include "pipeline/alexnet.h"
+#include "pipeline/device.h"
+
+namespace bench {
+
+// Seconds taken by f().
+inline double seconds(const std::function<void()>& f) {
+  const auto start = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Images per second of AlexNet's eval forward pass (fc7 and below, channels-last on a
+// CPU, the given precision) on ready tensors of `side` pixels, after one warm-up batch.
+inline double bare_forward_rate(int64_t side, int64_t batch, int64_t batches, const pipeline::Compute& compute) {
+  torch::NoGradGuard no_grad;
+  pipeline::AlexNet model;
+  model->eval();
+  model->to(compute.device);
+  if (!compute.cuda()) pipeline::to_channels_last(model);
+  if (compute.precision != pipeline::Precision::Fp32) model->to(compute.dtype());
+  at::Tensor x = torch::randn({batch, 3, side, side}).to(compute.device);
+  if (!compute.cuda()) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  x = x.to(compute.dtype());
+  auto run = [&] {
+    auto out = model->forward_taps(x, {pipeline::Tap::Fc7});
+    out.begin()->second.to(torch::kCPU);
+  };
+  run();
+  const double s = seconds([&] {
+    for (int64_t i = 0; i < batches; ++i) run();
+  });
+  return static_cast<double>(batch * batches) / s;
+}
+
+}  // namespace bench
