@@ -55,6 +55,25 @@ at::Tensor to_model(const at::Tensor& batch, const Compute& compute) {
   return compute.precision == Precision::Fp32 ? x : x.to(compute.dtype());
 }
 
+// The model's input for `pixels`: on a GPU a fresh pinned NCHW batch (the next one is
+// made while the GPU works); on a CPU written channels-last into `buffer`, reused so
+// that no batch pays for fresh pages or a layout copy.
+at::Tensor preprocessed_batch(const Preprocessor& preprocess, const at::Tensor& pixels, const Compute& compute,
+                              at::Tensor& buffer) {
+  const int64_t n = pixels.size(0), s = preprocess.size();
+  if (compute.cuda()) {
+    at::Tensor pinned = torch::empty({n, 3, s, s}, torch::TensorOptions(torch::kFloat).pinned_memory(true));
+    preprocess.into(pixels, pinned);
+    return pinned;
+  }
+  if (!buffer.defined() || buffer.size(0) < n) {
+    buffer = torch::empty({n, 3, s, s}, torch::TensorOptions(torch::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
+  }
+  at::Tensor view = buffer.slice(0, 0, n);
+  preprocess.into(pixels, view);
+  return view;
+}
+
 // Relative L2 error of each tap in reduced precision against fp32, on a sample.
 json measure_precision_error(AlexNet& model, const std::vector<Tap>& taps, const at::Tensor& sample,
                              const Compute& compute) {
@@ -157,11 +176,12 @@ ExtractSummary run_extract(const ExtractOptions& options) {
     for (int64_t i = first; i < n; ++i) rows.push_back(i);
     const auto batches = make_batches(rows, options.batch_size);
     Progress progress("extract " + split, n - first);
+    at::Tensor buffer;  // CPU: one channels-last batch buffer, reused (batches are made one at a time)
     Prefetcher<at::Tensor> source(
         static_cast<int64_t>(batches.size()),
         [&](int64_t k) {
-          const at::Tensor x = preprocess(images->images.slice(0, batches[k].front(), batches[k].back() + 1));
-          return compute.cuda() ? x.pin_memory() : x;
+          const at::Tensor pixels = images->images.slice(0, batches[k].front(), batches[k].back() + 1);
+          return preprocessed_batch(preprocess, pixels, compute, buffer);
         },
         /*ahead=*/compute.cuda());
     for (const auto& batch : batches) {

@@ -222,7 +222,8 @@ FinetuneSummary run_finetune(const FinetuneOptions& options) {
   data.make_batch = [&](Part part, const std::vector<int64_t>& rows) {
     const CifarImages& source_images = part == Part::Test ? test : train;
     const at::Tensor index = torch::tensor(rows, torch::kInt64);
-    at::Tensor x = preprocess(source_images.images.index_select(0, index));
+    // Channels-last on a CPU (the model's layout, no copy later); pinned for a GPU.
+    at::Tensor x = preprocess(source_images.images.index_select(0, index), /*channels_last=*/!compute.cuda());
     if (compute.cuda()) x = x.pin_memory();
     return Batch{x, source_images.labels.index_select(0, index)};
   };

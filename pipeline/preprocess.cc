@@ -85,8 +85,8 @@ Preprocessor::Preprocessor(int64_t size, Normalization normalization)
 }
 
 // Runs both passes for every image of the batch and hands each output row's
-// fixed-point sums (S int32 values, PIL's accumulators before rounding) to
-// sink(image, channel, row, sums); the sink rounds them with round_row below.
+// fixed-point sums (PIL's accumulators before rounding; one S-long array per channel)
+// to sink(image, row, sums[3]); the sink rounds them with `rounded`.
 template <typename Sink>
 void Preprocessor::run(const at::Tensor& images, Sink sink) const {
   check_images(images);
@@ -99,13 +99,13 @@ void Preprocessor::run(const at::Tensor& images, Sink sink) const {
 
   auto one_image = [&](int64_t i) {
     // Per-thread scratch, reused across images: horizontal pass output [3][32][S], the
-    // vertical accumulators, and one input row padded so that every output can read a
-    // fixed number of taps (the padding taps have weight 0).
+    // vertical accumulators [3][S], and one input row padded so that every output can
+    // read a fixed number of taps (the padding taps have weight 0).
     thread_local std::vector<uint8_t> rows;
     thread_local std::vector<int32_t> sums;
     thread_local std::vector<uint8_t> padded;
     rows.resize(3 * side * s);
-    sums.resize(s);
+    sums.resize(3 * s);
     padded.assign(side + h_taps, 0);
     const uint8_t* image = pixels + i * kCifarImageBytes;
     for (int64_t c = 0; c < 3; ++c) {
@@ -120,19 +120,22 @@ void Preprocessor::run(const at::Tensor& images, Sink sink) const {
           out[x] = clip8(sum);
         }
       }
-      for (int64_t y = 0; y < s; ++y) {
+    }
+    const int32_t* channel_sums[3] = {sums.data(), sums.data() + s, sums.data() + 2 * s};
+    for (int64_t y = 0; y < s; ++y) {
+      const int32_t* k = &v.weight[y * v.taps_per_output];
+      for (int64_t c = 0; c < 3; ++c) {
         // Vertical taps: whole rows at a time, so the inner loops run over contiguous
         // pixels and vectorize.
-        int32_t* acc = sums.data();
+        int32_t* acc = sums.data() + c * s;
         std::fill(acc, acc + s, kHalf);
-        const int32_t* k = &v.weight[y * v.taps_per_output];
         for (int32_t t = 0; t < v.count[y]; ++t) {
           const uint8_t* src = rows.data() + (c * side + v.first[y] + t) * s;
           const int32_t kt = k[t];
           for (int64_t x = 0; x < s; ++x) acc[x] += src[x] * kt;
         }
-        sink(i, c, y, acc);
       }
+      sink(i, y, channel_sums);
     }
   };
   if (parallel_) {
@@ -142,16 +145,22 @@ void Preprocessor::run(const at::Tensor& images, Sink sink) const {
   }
 }
 
-at::Tensor Preprocessor::operator()(const at::Tensor& images) const {
-  at::Tensor out = torch::empty({images.size(0), 3, size_, size_}, torch::kFloat32);
+at::Tensor Preprocessor::operator()(const at::Tensor& images, bool channels_last) const {
+  at::Tensor out = torch::empty({images.size(0), 3, size_, size_},
+                                torch::TensorOptions(torch::kFloat32)
+                                    .memory_format(channels_last ? at::MemoryFormat::ChannelsLast
+                                                                 : at::MemoryFormat::Contiguous));
   into(images, out);
   return out;
 }
 
 void Preprocessor::into(const at::Tensor& images, at::Tensor& out) const {
+  const bool nchw = out.is_contiguous();
+  const bool nhwc = !nchw && out.is_contiguous(at::MemoryFormat::ChannelsLast);
   if (out.dim() != 4 || out.size(0) != images.size(0) || out.size(1) != 3 || out.size(2) != size_ ||
-      out.size(3) != size_ || out.scalar_type() != torch::kFloat32 || !out.is_contiguous()) {
-    fail("preprocess output must be a contiguous float32 [{},3,{},{}] tensor", images.size(0), size_, size_);
+      out.size(3) != size_ || out.scalar_type() != torch::kFloat32 || !(nchw || nhwc) || !out.device().is_cpu()) {
+    fail("preprocess output must be a contiguous (NCHW or channels-last) float32 CPU tensor [{},3,{},{}]",
+         images.size(0), size_, size_);
   }
   float* dst = out.data_ptr<float>();
   const int64_t s = size_;
@@ -161,20 +170,37 @@ void Preprocessor::into(const at::Tensor& images, at::Tensor& out) const {
     a[c] = 1.0f / (255.0f * normalization_.stddev[c]);
     b[c] = -normalization_.mean[c] / normalization_.stddev[c];
   }
-  run(images, [&](int64_t i, int64_t c, int64_t y, const int32_t* sums) {
-    float* row = dst + ((i * 3 + c) * s + y) * s;
-    const float ac = a[c], bc = b[c];
-    for (int64_t x = 0; x < s; ++x) row[x] = static_cast<float>(rounded(sums[x])) * ac + bc;
-  });
+  if (nchw) {
+    run(images, [&](int64_t i, int64_t y, const int32_t* const* sums) {
+      for (int64_t c = 0; c < 3; ++c) {
+        float* row = dst + ((i * 3 + c) * s + y) * s;
+        const int32_t* in = sums[c];
+        const float ac = a[c], bc = b[c];
+        for (int64_t x = 0; x < s; ++x) row[x] = static_cast<float>(rounded(in[x])) * ac + bc;
+      }
+    });
+  } else {
+    // Channels-last, what the CPU model takes: writing it here saves a full copy.
+    run(images, [&](int64_t i, int64_t y, const int32_t* const* sums) {
+      float* row = dst + (i * s + y) * s * 3;
+      for (int64_t x = 0; x < s; ++x) {
+        row[3 * x + 0] = static_cast<float>(rounded(sums[0][x])) * a[0] + b[0];
+        row[3 * x + 1] = static_cast<float>(rounded(sums[1][x])) * a[1] + b[1];
+        row[3 * x + 2] = static_cast<float>(rounded(sums[2][x])) * a[2] + b[2];
+      }
+    });
+  }
 }
 
 at::Tensor Preprocessor::resize(const at::Tensor& images) const {
   at::Tensor out = torch::empty({images.size(0), 3, size_, size_}, torch::kUInt8);
   uint8_t* dst = out.data_ptr<uint8_t>();
   const int64_t s = size_;
-  run(images, [&](int64_t i, int64_t c, int64_t y, const int32_t* sums) {
-    uint8_t* row = dst + ((i * 3 + c) * s + y) * s;
-    for (int64_t x = 0; x < s; ++x) row[x] = static_cast<uint8_t>(rounded(sums[x]));
+  run(images, [&](int64_t i, int64_t y, const int32_t* const* sums) {
+    for (int64_t c = 0; c < 3; ++c) {
+      uint8_t* row = dst + ((i * 3 + c) * s + y) * s;
+      for (int64_t x = 0; x < s; ++x) row[x] = static_cast<uint8_t>(rounded(sums[c][x]));
+    }
   });
   return out;
 }

@@ -44,11 +44,13 @@ class Preprocessor {
   int64_t size() const { return size_; }
   const Normalization& normalization() const { return normalization_; }
 
-  // images: [B,3,32,32] uint8 (CPU) -> [B,3,S,S] float32, contiguous NCHW.
+  // images: [B,3,32,32] uint8 (CPU) -> [B,3,S,S] float32, contiguous NCHW, or
+  // channels-last (NHWC in memory, what the CPU model runs on) if asked.
   // Throws pipeline::Error for another shape or dtype.
-  at::Tensor operator()(const at::Tensor& images) const;
+  at::Tensor operator()(const at::Tensor& images, bool channels_last = false) const;
 
-  // Same, writing into `out` ([B,3,S,S] float32 contiguous CPU, e.g. pinned memory).
+  // Same, writing into `out`: [B,3,S,S] float32 on the CPU, contiguous in NCHW or in
+  // channels-last format (e.g. a reused buffer, or pinned memory for a GPU).
   void into(const at::Tensor& images, at::Tensor& out) const;
 
   // The resize alone: [B,3,32,32] uint8 -> [B,3,S,S] uint8 (what PIL's resize returns).

@@ -74,3 +74,12 @@ TEST(Preprocess, RejectsWrongShapesAndNames) {
   EXPECT_THROW(p(torch::zeros({1, 3, 32, 32}, torch::kFloat)), pipeline::Error);
   EXPECT_THROW(pipeline::normalization_by_name("cifar"), pipeline::UsageError);
 }
+
+TEST(Preprocess, ChannelsLastOutputHoldsTheSameValues) {
+  auto images = torch::randint(0, 256, {4, 3, 32, 32}, torch::kUInt8);
+  pipeline::Preprocessor p(80, pipeline::normalization_by_name("half"));
+  const auto nchw = p(images);
+  const auto nhwc = p(images, /*channels_last=*/true);
+  EXPECT_TRUE(nhwc.is_contiguous(torch::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(torch::equal(nchw, nhwc));
+}
