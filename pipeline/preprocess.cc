@@ -32,6 +32,32 @@ void check_images(const at::Tensor& images) {
   }
 }
 
+// The row kernels, compiled for AVX2 as well as the baseline and picked at run time
+// (GCC function multiversioning): the baseline x86-64 has no 32-bit integer
+// multiply-low or FMA, which these loops are made of.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TRANSFER_ROW_KERNEL __attribute__((target_clones("avx2", "default")))
+#else
+#define TRANSFER_ROW_KERNEL
+#endif
+
+TRANSFER_ROW_KERNEL void accumulate_row(int32_t* acc, const uint8_t* src, int32_t weight, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) acc[x] += src[x] * weight;
+}
+
+TRANSFER_ROW_KERNEL void normalize_row(float* dst, const int32_t* sums, float a, float b, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) dst[x] = static_cast<float>(rounded(sums[x])) * a + b;
+}
+
+TRANSFER_ROW_KERNEL void normalize_row_interleaved(float* dst, const int32_t* const* sums, const float* a,
+                                                   const float* b, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) {
+    dst[3 * x + 0] = static_cast<float>(rounded(sums[0][x])) * a[0] + b[0];
+    dst[3 * x + 1] = static_cast<float>(rounded(sums[1][x])) * a[1] + b[1];
+    dst[3 * x + 2] = static_cast<float>(rounded(sums[2][x])) * a[2] + b[2];
+  }
+}
+
 }  // namespace
 
 Normalization normalization_by_name(const std::string& name) {
@@ -131,8 +157,7 @@ void Preprocessor::run(const at::Tensor& images, Sink sink) const {
         std::fill(acc, acc + s, kHalf);
         for (int32_t t = 0; t < v.count[y]; ++t) {
           const uint8_t* src = rows.data() + (c * side + v.first[y] + t) * s;
-          const int32_t kt = k[t];
-          for (int64_t x = 0; x < s; ++x) acc[x] += src[x] * kt;
+          accumulate_row(acc, src, k[t], s);
         }
       }
       sink(i, y, channel_sums);
@@ -172,22 +197,12 @@ void Preprocessor::into(const at::Tensor& images, at::Tensor& out) const {
   }
   if (nchw) {
     run(images, [&](int64_t i, int64_t y, const int32_t* const* sums) {
-      for (int64_t c = 0; c < 3; ++c) {
-        float* row = dst + ((i * 3 + c) * s + y) * s;
-        const int32_t* in = sums[c];
-        const float ac = a[c], bc = b[c];
-        for (int64_t x = 0; x < s; ++x) row[x] = static_cast<float>(rounded(in[x])) * ac + bc;
-      }
+      for (int64_t c = 0; c < 3; ++c) normalize_row(dst + ((i * 3 + c) * s + y) * s, sums[c], a[c], b[c], s);
     });
   } else {
     // Channels-last, what the CPU model takes: writing it here saves a full copy.
     run(images, [&](int64_t i, int64_t y, const int32_t* const* sums) {
-      float* row = dst + (i * s + y) * s * 3;
-      for (int64_t x = 0; x < s; ++x) {
-        row[3 * x + 0] = static_cast<float>(rounded(sums[0][x])) * a[0] + b[0];
-        row[3 * x + 1] = static_cast<float>(rounded(sums[1][x])) * a[1] + b[1];
-        row[3 * x + 2] = static_cast<float>(rounded(sums[2][x])) * a[2] + b[2];
-      }
+      normalize_row_interleaved(dst + (i * s + y) * s * 3, sums, a.data(), b.data(), s);
     });
   }
 }
