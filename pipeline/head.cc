@@ -10,6 +10,8 @@
 #include "pipeline/alexnet.h"
 #include "pipeline/batches.h"
 #include "pipeline/cifar10.h"
+#include "pipeline/classifier_head.h"
+#include "pipeline/digest.h"
 #include "pipeline/error.h"
 #include "pipeline/features.h"
 #include "pipeline/files.h"
@@ -153,7 +155,14 @@ void validate(const HeadOptions& o) {
     if (!(wd >= 0)) usage_fail("--sweep-wd values must be >= 0, got {}", wd);
   if (o.sweep_seeds < 0) usage_fail("--sweep-seeds must be >= 0, got {}", o.sweep_seeds);
   if (o.batch_size < 1) usage_fail("--batch-size must be at least 1, got {}", o.batch_size);
-  if (o.head != "linear") usage_fail("unknown --head '{}': use linear", o.head);
+  if (o.head != "linear" && o.head != "classifier") usage_fail("unknown --head '{}': use linear or classifier", o.head);
+  if (o.head == "classifier" && (!o.sweep_lr.empty() || !o.sweep_wd.empty() || o.sweep_seeds > 0)) {
+    usage_fail("sweeps train linear heads only; drop --sweep-* or use --head linear");
+  }
+  if (o.head == "classifier" && o.tap != "pool5") {
+    usage_fail("--head classifier is AlexNet's whole classifier and trains on pool5: use --tap pool5 on a cache "
+               "extracted with --taps pool5");
+  }
   parse_tap(o.tap);  // an unknown layer name is a usage error
   if (o.features.empty()) usage_fail("--features is required");
   if (o.out.empty()) usage_fail("--out is required");
@@ -179,6 +188,25 @@ json config_json(const HeadOptions& o, const FeatureReader& cache) {
           {"optimizer", "Adam(beta1 0.9, beta2 0.999, eps 1e-8)"},
           {"train_rows", cache.rows("train")},
           {"test_rows", cache.rows("test")}};
+}
+
+// The pretrained fc6/fc7 for --head classifier: the weights file named in the cache's
+// provenance, if it is still there and still the file the cache was made from.
+std::unique_ptr<StateDict> pretrained_classifier(const FeatureReader& cache, std::string& how) {
+  const json& provenance = cache.provenance();
+  const std::string file = provenance.value("weights_file", "");
+  const std::string sha256 = provenance.value("settings", json::object()).value("weights_sha256", "");
+  if (file.empty()) {
+    how = "random init (the cache was made with random weights)";
+    return nullptr;
+  }
+  if (!fs::exists(file) || file_digest(file, DigestAlgorithm::Sha256) != sha256) {
+    how = fmt::format("random init ({} is missing or changed since the extraction)", file);
+    spdlog::warn("--head classifier: {}", how);
+    return nullptr;
+  }
+  how = "pretrained fc6/fc7 from " + file;
+  return std::make_unique<StateDict>(read_state_dict(file));
 }
 
 bool up_to_date(const fs::path& out, const json& config) {
@@ -251,7 +279,18 @@ HeadSummary run_head(const HeadOptions& options) {
   };
 
   const std::vector<HeadSetting> grid = head_grid(options);
-  LinearHeads heads(train_x.size(1), kCifarClasses, grid);
+  std::unique_ptr<LinearHeads> linear;
+  std::unique_ptr<ClassifierHead> classifier;
+  if (options.head == "classifier") {
+    std::string how;
+    const auto pretrained = pretrained_classifier(cache, how);
+    run_config["classifier_init"] = how;
+    classifier = std::make_unique<ClassifierHead>(kCifarClasses, options.lr, options.weight_decay, options.seed,
+                                                  pretrained.get());
+  } else {
+    linear = std::make_unique<LinearHeads>(train_x.size(1), kCifarClasses, grid);
+  }
+  Trainable& heads = linear ? static_cast<Trainable&>(*linear) : *classifier;
   LoopOptions loop;
   loop.epochs = options.epochs;
   loop.batch_size = options.batch_size;
@@ -272,7 +311,7 @@ HeadSummary run_head(const HeadOptions& options) {
   const size_t best = ranking.front();
 
   RunMetrics metrics;
-  metrics.approach = "linear-probe";
+  metrics.approach = linear ? "linear-probe" : "classifier-head";
   metrics.config = run_config;
   metrics.config["best_setting"] = {{"lr", grid[best].lr}, {"weight_decay", grid[best].weight_decay},
                                     {"init_seed", grid[best].init_seed}};
@@ -290,7 +329,12 @@ HeadSummary run_head(const HeadOptions& options) {
   std::error_code ignored;
   fs::remove(options.out / "config.json", ignored);
   write_metrics(options.out, metrics);
-  save_head(options.out / "head.pt", heads.weight(best), heads.bias(best));
+  if (linear) {
+    save_head(options.out / "head.pt", linear->weight(best), linear->bias(best));
+  } else {
+    classifier->save((options.out / "head.pt.tmp").string());
+    fs::rename(options.out / "head.pt.tmp", options.out / "head.pt");
+  }
   if (grid.size() > 1) {
     write_file_atomic(options.out / "sweep.csv", sweep_csv(grid, result.members, ranking));
   } else {

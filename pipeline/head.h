@@ -6,8 +6,9 @@
 // each with its own Adam settings) and ranked on validation.
 //
 // Run folder (DESIGN.md): metrics.json, history.csv and config.json of the lone head
-// (or of the best head of a sweep), head.pt (its weight [10,D] and bias [10]), and for
-// a sweep sweep.csv, the leaderboard of every head, best validation accuracy first.
+// (or of the best head of a sweep), head.pt (a linear head's weight [10,D] and bias
+// [10], or the classifier module), and for a sweep sweep.csv, the leaderboard of every
+// head, best validation accuracy first.
 
 #include <cstdint>
 #include <filesystem>
@@ -24,7 +25,8 @@ struct HeadOptions {
   std::filesystem::path features;           // the cache (transfer-extract's output)
   std::filesystem::path out;                // run folder
   std::string tap = "fc7";                  // which cached layer feeds the head
-  std::string head = "linear";              // linear: Linear(D,10); classifier: torchvision's 3-layer classifier (pool5 cache)
+  std::string head = "linear";              // linear: Linear(D,10); classifier: AlexNet's 3-layer classifier on pool5
+                                            // (fc6/fc7 from the cache's pretrained weights when at hand)
   int64_t epochs = 10;
   double lr = 1e-3;                         // Adam
   double weight_decay = 0.0;                // Adam's L2 term, as torch.optim.Adam

@@ -10,6 +10,9 @@ int main(int argc, char** argv) {
   app.add_option("--features", options.features, "feature cache written by transfer-extract")->required();
   app.add_option("--out", options.out, "run folder to write")->required();
   app.add_option("--tap", options.tap, "cached layer to train on (fc7, fc6, pool5)")->capture_default_str();
+  app.add_option("--head", options.head, "linear, or classifier (AlexNet's whole classifier on pool5)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"linear", "classifier"}));
   app.add_option("--epochs", options.epochs, "training epochs")->capture_default_str();
   app.add_option("--lr", options.lr, "Adam learning rate")->capture_default_str();
   app.add_option("--weight-decay", options.weight_decay, "Adam weight decay (L2)")->capture_default_str();
@@ -29,7 +32,7 @@ int main(int argc, char** argv) {
     const auto& m = s.best;
     fmt::print("{}: {}{} test accuracy {:.2f}% (loss {:.4f}), best epoch {}, {:.2f} s training\n",
                options.out.string(), s.up_to_date ? "up to date; " : "",
-               s.heads > 1 ? fmt::format("best of {} heads,", s.heads) : std::string("linear probe,"),
+               s.heads > 1 ? fmt::format("best of {} heads,", s.heads) : options.head + " head,",
                100 * m.test_acc, m.test_loss, m.best_epoch, m.train_seconds);
     return 0;
   });

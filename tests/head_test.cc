@@ -163,3 +163,37 @@ TEST(Head, MissingTapMissingCacheAndIncompleteCacheAreErrors) {
   EXPECT_THROW(pipeline::run_head(o), pipeline::Error);
   EXPECT_FALSE(fs::exists(dir / "run" / "metrics.json"));
 }
+
+// --head classifier: AlexNet's whole classifier on pool5 features, fc6/fc7 from the
+// cache's weights file when the cache was made with one.
+TEST(Head, ClassifierHeadTrainsOnPool5) {
+  TempDir dir;
+  torch::manual_seed(5);
+  const int64_t n = 200, m = 50, width = 9216;
+  const auto centres = torch::randn({10, width});
+  const fs::path path = dir / "pool5.h5";
+  {
+    pipeline::FeatureWriter writer(path, json{{"settings", {{"kind", "synthetic"}}}, {"weights_file", ""}},
+                                   {n, m, {{"pool5", width}}, pipeline::FeatureDtype::Float32});
+    const auto train_y = torch::arange(n) % 10, test_y = torch::arange(m) % 10;
+    writer.write("train", 0, train_y, {{"pool5", (centres.index_select(0, train_y) + torch::randn({n, width})).relu()}});
+    writer.write("test", 0, test_y, {{"pool5", (centres.index_select(0, test_y) + torch::randn({m, width})).relu()}});
+    writer.finish();
+  }
+  auto o = options_for(dir, path);
+  o.head = "classifier";
+  o.tap = "pool5";
+  o.epochs = 2;
+  o.lr = 1e-4;
+  const auto summary = pipeline::run_head(o);
+  EXPECT_EQ(summary.best.approach, "classifier-head");
+  EXPECT_GT(summary.best.test_acc, 0.5) << "chance is 0.1";
+  EXPECT_NE(summary.best.config["classifier_init"].get<std::string>().find("random"), std::string::npos);
+  EXPECT_TRUE(fs::exists(dir / "run" / "head.pt"));
+
+  o.tap = "fc7";
+  EXPECT_THROW(pipeline::run_head(o), pipeline::UsageError) << "the classifier needs pool5";
+  o.tap = "pool5";
+  o.sweep_lr = {1e-3, 1e-4};
+  EXPECT_THROW(pipeline::run_head(o), pipeline::UsageError) << "sweeps are for linear heads";
+}

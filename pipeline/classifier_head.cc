@@ -1,0 +1,69 @@
+#include "pipeline/classifier_head.h"
+
+#include <torch/torch.h>
+
+#include "pipeline/alexnet.h"
+
+namespace pipeline {
+
+struct ClassifierHead::Impl {
+  torch::nn::Sequential classifier;
+  std::unique_ptr<torch::optim::Adam> optimizer;
+  std::vector<at::Tensor> best;
+};
+
+ClassifierHead::ClassifierHead(int64_t classes, double lr, double weight_decay, uint64_t seed,
+                               const StateDict* pretrained)
+    : impl_(std::make_unique<Impl>()) {
+  torch::manual_seed(seed);
+  impl_->classifier = torch::nn::Sequential(
+      torch::nn::Dropout(0.5), torch::nn::Linear(tap_width(Tap::Pool5), 4096), torch::nn::ReLU(true),
+      torch::nn::Dropout(0.5), torch::nn::Linear(4096, 4096), torch::nn::ReLU(true), torch::nn::Linear(4096, classes));
+  if (pretrained != nullptr) {
+    // Same names as torchvision's classifier.N.*; the new last layer stays as drawn.
+    StateDict hidden;
+    for (const auto& [name, tensor] : *pretrained) {
+      for (const char* layer : {"classifier.1.", "classifier.4."}) {
+        if (name.rfind(layer, 0) == 0) hidden.emplace_back(name.substr(std::string("classifier.").size()), tensor);
+      }
+    }
+    load_state_dict(*impl_->classifier, hidden, "pretrained fc6/fc7", /*strict=*/false);
+  }
+  impl_->optimizer = std::make_unique<torch::optim::Adam>(
+      impl_->classifier->parameters(), torch::optim::AdamOptions(lr).weight_decay(weight_decay));
+  for (const auto& p : impl_->classifier->parameters()) impl_->best.push_back(p.detach().clone());
+}
+
+ClassifierHead::~ClassifierHead() = default;
+
+void ClassifierHead::set_training(bool training) { impl_->classifier->train(training); }
+
+at::Tensor ClassifierHead::train_step(const Batch& batch) {
+  const at::Tensor logits = impl_->classifier->forward(batch.inputs);
+  const at::Tensor loss = torch::cross_entropy_loss(logits, batch.labels);
+  impl_->optimizer->zero_grad();
+  loss.backward();
+  impl_->optimizer->step();
+  return logits.detach().unsqueeze(0);
+}
+
+at::Tensor ClassifierHead::predict(const at::Tensor& inputs) {
+  torch::NoGradGuard no_grad;
+  return impl_->classifier->forward(inputs).unsqueeze(0);
+}
+
+void ClassifierHead::keep_best(int64_t) {
+  torch::NoGradGuard no_grad;
+  const auto params = impl_->classifier->parameters();
+  for (size_t i = 0; i < params.size(); ++i) impl_->best[i].copy_(params[i]);
+}
+
+void ClassifierHead::use_best() {
+  torch::NoGradGuard no_grad;
+  auto params = impl_->classifier->parameters();
+  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(impl_->best[i]);
+}
+
+void ClassifierHead::save(const std::string& file) const { torch::save(impl_->classifier, file); }
+
+}  // namespace pipeline
