@@ -141,14 +141,6 @@ void validate(const FinetuneOptions& o) {
   normalization_by_name(o.normalize);
 }
 
-bool up_to_date(const fs::path& out, const json& config) {
-  if (!fs::exists(out / "metrics.json") || !fs::exists(out / "config.json")) return false;
-  try {
-    return json::parse(read_file(out / "config.json")) == config;
-  } catch (const std::exception&) {
-    return false;
-  }
-}
 
 }  // namespace
 
@@ -184,7 +176,7 @@ FinetuneSummary run_finetune(const FinetuneOptions& options) {
                        {"test_every_epoch", options.test_every_epoch},
                        {"optimizer", "Adam(beta1 0.9, beta2 0.999, eps 1e-8), every layer"}};
   FinetuneSummary summary;
-  if (!options.force && up_to_date(options.out, config)) {
+  if (!options.force && run_is_up_to_date(options.out, config)) {
     spdlog::info("{} is up to date with these settings: nothing to do (--force retrains)", options.out.string());
     summary.up_to_date = summary.finished = true;
     summary.metrics = read_metrics(options.out);

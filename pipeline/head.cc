@@ -209,14 +209,6 @@ std::unique_ptr<StateDict> pretrained_classifier(const FeatureReader& cache, std
   return std::make_unique<StateDict>(read_state_dict(file));
 }
 
-bool up_to_date(const fs::path& out, const json& config) {
-  if (!fs::exists(out / "metrics.json") || !fs::exists(out / "config.json")) return false;
-  try {
-    return json::parse(read_file(out / "config.json")) == config;
-  } catch (const std::exception&) {
-    return false;
-  }
-}
 
 void save_head(const fs::path& file, const at::Tensor& weight, const at::Tensor& bias) {
   torch::serialize::OutputArchive archive;
@@ -250,7 +242,7 @@ HeadSummary run_head(const HeadOptions& options) {
   FeatureReader cache(options.features);
   const json config = config_json(options, cache);
   HeadSummary summary;
-  if (!options.force && up_to_date(options.out, config)) {
+  if (!options.force && run_is_up_to_date(options.out, config)) {
     spdlog::info("{} is up to date with these settings and this cache: nothing to do (--force retrains)",
                  options.out.string());
     summary.up_to_date = true;

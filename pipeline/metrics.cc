@@ -107,4 +107,13 @@ RunMetrics read_metrics(const fs::path& dir) {
   return metrics_from_json(j, file.string());
 }
 
+bool run_is_up_to_date(const fs::path& dir, const json& config) {
+  if (!fs::exists(dir / "metrics.json") || !fs::exists(dir / "config.json")) return false;
+  try {
+    return json::parse(read_file(dir / "config.json")) == config;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 }  // namespace pipeline

@@ -48,4 +48,8 @@ void write_metrics(const std::filesystem::path& dir, const RunMetrics& metrics);
 // naming it.
 RunMetrics read_metrics(const std::filesystem::path& dir);
 
+// True when `dir` is a finished run of exactly these settings: it holds metrics.json and
+// a config.json (written last by the stages) equal to `config`. Never throws.
+bool run_is_up_to_date(const std::filesystem::path& dir, const nlohmann::json& config);
+
 }  // namespace pipeline

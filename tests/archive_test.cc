@@ -15,10 +15,13 @@
 #include <vector>
 
 #include "pipeline/error.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace {
+using testutil::random_bytes;
+using testutil::read_all;
 
 struct Entry {
   enum Kind { File, Dir, Symlink, Hardlink };
@@ -67,17 +70,7 @@ void write_tar_gz(const fs::path& file, const std::vector<Entry>& entries) {
   archive_write_free(out);
 }
 
-std::string read_all(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
-std::string random_bytes(size_t size, unsigned seed) {
-  std::mt19937 generator(seed);
-  std::string out(size, '\0');
-  for (auto& c : out) c = static_cast<char>(generator() & 0xff);
-  return out;
-}
 
 class ArchiveTest : public ::testing::Test {
  protected:

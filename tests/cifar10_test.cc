@@ -7,6 +7,7 @@
 #include "pipeline/synth.h"
 #include "test_util.h"
 
+using testutil::error_of;
 using testutil::TempDir;
 
 namespace {
@@ -26,14 +27,6 @@ void write_records(const std::filesystem::path& file, const std::vector<std::pai
   testutil::write_bytes(file, bytes);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const pipeline::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 }  // namespace
 

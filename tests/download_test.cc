@@ -26,10 +26,14 @@
 #include <vector>
 
 #include "pipeline/error.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace {
+using testutil::random_bytes;
+using testutil::read_all;
+using testutil::write_all;
 
 struct ServerConfig {
   std::string body;             // served at /file.bin; any other path is 404
@@ -152,22 +156,8 @@ class TestServer {
   std::thread thread_;
 };
 
-std::string random_bytes(size_t size, unsigned seed) {
-  std::mt19937 generator(seed);
-  std::string out(size, '\0');
-  for (auto& c : out) c = static_cast<char>(generator() & 0xff);
-  return out;
-}
 
-std::string read_all(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
-void write_all(const fs::path& file, const std::string& data) {
-  std::ofstream out(file, std::ios::binary);
-  out << data;
-}
 
 // Range offset asked for in a request head, or -1.
 long long range_of(const std::string& head) {

@@ -21,11 +21,15 @@
 
 #include "pipeline/digest.h"
 #include "pipeline/error.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using pipeline::DigestAlgorithm;
 
 namespace {
+using testutil::random_bytes;
+using testutil::read_all;
+using testutil::write_all;
 
 const char* const kBatches[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
                                 "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"};
@@ -35,22 +39,8 @@ struct Entry {
   std::string data;
 };
 
-std::string random_bytes(size_t size, unsigned seed) {
-  std::mt19937 generator(seed);
-  std::string out(size, '\0');
-  for (auto& c : out) c = static_cast<char>(generator() & 0xff);
-  return out;
-}
 
-std::string read_all(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
-void write_all(const fs::path& file, const std::string& data) {
-  std::ofstream out(file, std::ios::binary);
-  out << data;
-}
 
 // A tar.gz with the folder cifar-10-batches-bin/ (when any entry is inside it) and `entries`.
 void write_tar_gz(const fs::path& file, const std::vector<Entry>& entries) {

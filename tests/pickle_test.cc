@@ -15,9 +15,11 @@
 #include <unistd.h>
 
 #include "pipeline/error.h"
+#include "test_util.h"
 
 namespace pipeline {
 namespace {
+using testutil::error_of;
 
 namespace fs = std::filesystem;
 
@@ -45,19 +47,6 @@ class TempFile {
 };
 
 // The message of the pipeline::Error that `f` throws ("" and a test failure if none).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw something other than pipeline::Error: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "did not throw";
-  return "";
-}
 
 at::ScalarType dtype_named(const std::string& name) {
   static const std::map<std::string, at::ScalarType> types = {

@@ -8,8 +8,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <random>
 #include <string>
 #include <vector>
+
+#include "pipeline/error.h"
 
 namespace testutil {
 
@@ -58,6 +61,40 @@ inline int run_stage(const std::string& stage_and_args, const fs::path& log = {}
   command += log.empty() ? " >/dev/null 2>&1" : " >" + log.string() + " 2>&1";
   const int status = std::system(command.c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// The message of the pipeline::Error that f() throws; a test failure (and "") if it
+// throws nothing or something else.
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const pipeline::Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "threw something other than pipeline::Error: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "did not throw pipeline::Error";
+  return "";
+}
+
+// `size` bytes from a seeded generator.
+inline std::string random_bytes(size_t size, unsigned seed) {
+  std::mt19937 generator(seed);
+  std::string out(size, '\0');
+  for (auto& c : out) c = static_cast<char>(generator() & 0xff);
+  return out;
+}
+
+inline std::string read_all(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+inline void write_all(const fs::path& file, const std::string& data) {
+  std::ofstream out(file, std::ios::binary);
+  out << data;
 }
 
 inline std::string read_text(const fs::path& file) {

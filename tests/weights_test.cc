@@ -14,9 +14,11 @@
 #include "pipeline/alexnet.h"
 #include "pipeline/digest.h"
 #include "pipeline/error.h"
+#include "test_util.h"
 
 namespace pipeline {
 namespace {
+using testutil::error_of;
 
 namespace fs = std::filesystem;
 
@@ -41,16 +43,6 @@ struct TinyImpl : torch::nn::Module {
   torch::Tensor base, view, f16, b16, f64;
 };
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "did not throw pipeline::Error";
-  return "";
-}
 
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
