@@ -61,6 +61,37 @@ void fused_adam_rows(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, a
   });
 }
 
+// d(mean cross-entropy)/d(logits) = (softmax - one_hot) / B for every head's C logits
+// of every row, in one pass that also sums the bias gradient. Written by hand: as
+// LibTorch ops (softmax, scatter, divide, sum) it cost more than the update itself.
+// logits [B, K*C] (C = classes per head) -> gradient [B, K*C]; bias_grad [K*C] (zeroed)
+// is accumulated.
+at::Tensor logits_grad(const at::Tensor& logits, const at::Tensor& labels, int64_t c, const at::Tensor& bias_grad) {
+  const int64_t b = logits.size(0), width = logits.size(1);
+  at::Tensor grad = torch::empty_like(logits);
+  const float* in = logits.data_ptr<float>();
+  float* out = grad.data_ptr<float>();
+  float* bias = bias_grad.data_ptr<float>();
+  const at::Tensor labels64 = labels.to(torch::kLong).contiguous();
+  const int64_t* y = labels64.data_ptr<int64_t>();
+  const float inv_b = 1.0f / static_cast<float>(b);
+  for (int64_t row = 0; row < b; ++row) {
+    for (int64_t head = 0; head < width; head += c) {
+      const float* l = in + row * width + head;
+      float* g = out + row * width + head;
+      float top = l[0];
+      for (int64_t j = 1; j < c; ++j) top = std::max(top, l[j]);
+      float total = 0;
+      for (int64_t j = 0; j < c; ++j) total += (g[j] = std::exp(l[j] - top));
+      const float scale = inv_b / total;
+      for (int64_t j = 0; j < c; ++j) g[j] *= scale;
+      g[y[row]] -= inv_b;
+      for (int64_t j = 0; j < c; ++j) bias[head + j] += g[j];
+    }
+  }
+  return grad;
+}
+
 }  // namespace
 
 std::vector<HeadSetting> head_grid(const HeadOptions& options) {
@@ -107,21 +138,16 @@ at::Tensor LinearHeads::train_step(const Batch& batch) {
   torch::NoGradGuard no_grad;
   const at::Tensor& x = batch.inputs;
   const int64_t b = x.size(0), k = members();
-  const at::Tensor logits = torch::addmm(bias_, x, weight_.t()).view({b, k, classes_});
-  // d(mean cross-entropy)/d(logits) = (softmax - one_hot) / B, per head; written by
-  // hand because autograd's bookkeeping costs more than this whole step.
-  at::Tensor grad = torch::softmax(logits, -1);
-  grad.scatter_add_(2, batch.labels.view({b, 1, 1}).expand({b, k, 1}), torch::full({b, k, 1}, -1.0f));
-  grad.div_(static_cast<double>(b));
-  const at::Tensor flat = grad.view({b, k * classes_});
+  const at::Tensor logits = torch::addmm(bias_, x, weight_.t());  // [B, K*C]
+  const at::Tensor bias_grad = torch::zeros_like(bias_);
+  const at::Tensor flat = logits_grad(logits, batch.labels, classes_, bias_grad);
   const at::Tensor weight_grad = flat.t().mm(x);
-  const at::Tensor bias_grad = flat.sum(0);
   ++step_;
   fused_adam_rows(weight_, weight_grad, weight_m_, weight_v_, row_lr_, row_wd_, step_);
   at::Tensor bias_2d = bias_.view({k * classes_, 1}), bias_m = bias_m_.view({k * classes_, 1}),
              bias_v = bias_v_.view({k * classes_, 1});
-  fused_adam_rows(bias_2d, bias_grad.view({k * classes_, 1}).contiguous(), bias_m, bias_v, row_lr_, row_wd_, step_);
-  return logits.permute({1, 0, 2});
+  fused_adam_rows(bias_2d, bias_grad.view({k * classes_, 1}), bias_m, bias_v, row_lr_, row_wd_, step_);
+  return logits.view({b, k, classes_}).permute({1, 0, 2});
 }
 
 at::Tensor LinearHeads::predict(const at::Tensor& inputs) {
@@ -288,6 +314,7 @@ HeadSummary run_head(const HeadOptions& options) {
   loop.batch_size = options.batch_size;
   loop.seed = options.seed;
   loop.test_every_epoch = options.test_every_epoch;
+  loop.eval_batch_size = 1024;  // scoring needs no small batches; big ones make better GEMMs
   loop.label = grid.size() > 1 ? fmt::format("head sweep ({} heads)", grid.size()) : "head";
   const LoopResult result = run_training(heads, data, loop);
 

@@ -46,7 +46,7 @@ Scores evaluate(Trainable& model, const TrainData& data, Part part, const std::v
   Scores scores{std::vector<double>(k, std::nan("")), std::vector<double>(k, std::nan("")), {}};
   if (rows.empty()) return scores;
   model.set_training(false);
-  const auto batches = make_batches(rows, options.batch_size);
+  const auto batches = make_batches(rows, options.eval_batch_size > 0 ? options.eval_batch_size : options.batch_size);
   Prefetcher<Batch> source(static_cast<int64_t>(batches.size()),
                            [&](int64_t i) { return data.make_batch(part, batches[i]); }, options.prefetch);
   at::Tensor loss = torch::zeros({k}, torch::kFloat64), correct = torch::zeros({k}, torch::kInt64);

@@ -57,6 +57,7 @@ struct TrainData {
 struct LoopOptions {
   int64_t epochs = 10;
   int64_t batch_size = 128;
+  int64_t eval_batch_size = 0;            // batches for validation/test scoring; 0: batch_size
   uint64_t seed = 0;                      // batch order: epoch_order(train_rows, seed, epoch)
   bool prefetch = false;                  // build batch k+1 on a background thread
   bool test_every_epoch = false;          // also score test each epoch (curves only; never for selection)
