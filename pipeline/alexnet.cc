@@ -42,7 +42,7 @@ void check_input(const torch::Tensor& x) {
   }
   if (x.size(2) < kMinInputSide || x.size(3) < kMinInputSide) {
     fail("AlexNet needs images of at least {}x{} pixels; got {}x{} (use --image-size {} or more)",
-         kMinInputSide, kMinInputSide, x.size(2), x.size(3), kMinInputSide + 1);
+         kMinInputSide, kMinInputSide, x.size(2), x.size(3), kMinInputSide);
   }
 }
 

@@ -11,8 +11,6 @@ namespace fs = std::filesystem;
 
 namespace pipeline {
 
-std::string split_name(Split split) { return split == Split::Train ? "train" : "test"; }
-
 int64_t CifarImages::size() const { return labels.defined() ? labels.size(0) : 0; }
 
 std::vector<fs::path> cifar_files(const fs::path& dir, Split split) {

@@ -24,7 +24,6 @@ inline constexpr std::array<const char*, 10> kCifarClassNames = {
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
 
 enum class Split { Train, Test };
-std::string split_name(Split split);  // "train" | "test"
 
 struct CifarImages {
   at::Tensor images;  // [N,3,32,32] uint8, contiguous

@@ -9,7 +9,7 @@ namespace pipeline {
 struct ClassifierHead::Impl {
   torch::nn::Sequential classifier;
   std::unique_ptr<torch::optim::Adam> optimizer;
-  std::vector<at::Tensor> best;
+  std::unique_ptr<ParameterSnapshot> best;
 };
 
 ClassifierHead::ClassifierHead(int64_t classes, double lr, double weight_decay, uint64_t seed,
@@ -31,7 +31,7 @@ ClassifierHead::ClassifierHead(int64_t classes, double lr, double weight_decay, 
   }
   impl_->optimizer = std::make_unique<torch::optim::Adam>(
       impl_->classifier->parameters(), torch::optim::AdamOptions(lr).weight_decay(weight_decay));
-  for (const auto& p : impl_->classifier->parameters()) impl_->best.push_back(p.detach().clone());
+  impl_->best = std::make_unique<ParameterSnapshot>(impl_->classifier->parameters());
 }
 
 ClassifierHead::~ClassifierHead() = default;
@@ -52,17 +52,9 @@ at::Tensor ClassifierHead::predict(const at::Tensor& inputs) {
   return impl_->classifier->forward(inputs).unsqueeze(0);
 }
 
-void ClassifierHead::keep_best(int64_t) {
-  torch::NoGradGuard no_grad;
-  const auto params = impl_->classifier->parameters();
-  for (size_t i = 0; i < params.size(); ++i) impl_->best[i].copy_(params[i]);
-}
+void ClassifierHead::keep_best(int64_t) { impl_->best->keep(); }
 
-void ClassifierHead::use_best() {
-  torch::NoGradGuard no_grad;
-  auto params = impl_->classifier->parameters();
-  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(impl_->best[i]);
-}
+void ClassifierHead::use_best() { impl_->best->restore(); }
 
 void ClassifierHead::save(const std::string& file) const { torch::save(impl_->classifier, file); }
 

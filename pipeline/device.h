@@ -26,7 +26,7 @@ struct Compute {
   int threads = 1;
   bool cuda() const { return device.is_cuda(); }
   c10::ScalarType dtype() const;   // Float, BFloat16 or Half
-  std::string describe() const;    // e.g. "cpu (2 threads), fp32" or "cuda:0 (NVIDIA H100), bf16"
+  std::string describe() const;    // e.g. "cpu (2 threads), fp32" or "cuda:0 (1 CUDA device(s)), bf16"
 };
 
 // Resolves the options and applies the thread count to LibTorch (LibTorch defaulted to

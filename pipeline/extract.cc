@@ -74,17 +74,11 @@ at::Tensor preprocessed_batch(const Preprocessor& preprocess, const at::Tensor& 
   return view;
 }
 
-// Relative L2 error of each tap in reduced precision against fp32, on a sample.
-json measure_precision_error(AlexNet& model, const std::vector<Tap>& taps, const at::Tensor& sample,
-                             const Compute& compute) {
-  Compute fp32 = compute;
-  fp32.precision = Precision::Fp32;
-  const auto reference = model->forward_taps(to_model(sample, fp32), taps);
-  model->to(compute.dtype());
-  const auto reduced = model->forward_taps(to_model(sample, compute), taps);
+// Relative L2 error of each tap of `reduced` (a lower precision) against `reference`.
+json relative_errors(const std::map<Tap, at::Tensor>& reference, const std::map<Tap, at::Tensor>& reduced) {
   json errors = json::object();
-  for (Tap tap : taps) {
-    const at::Tensor r = reference.at(tap).to(torch::kCPU, torch::kFloat);
+  for (const auto& [tap, value] : reference) {
+    const at::Tensor r = value.to(torch::kCPU, torch::kFloat);
     const at::Tensor d = reduced.at(tap).to(torch::kCPU, torch::kFloat) - r;
     errors[tap_name(tap)] = (d.norm() / r.norm().clamp_min(1e-30)).item<double>();
   }
@@ -149,8 +143,13 @@ ExtractSummary run_extract(const ExtractOptions& options) {
                      {"library_versions", {{"torch", torch_version()}, {"hdf5", hdf5_version()}}},
                      {"created", now_utc()}};
   if (compute.precision != Precision::Fp32) {
+    // The reduced precision's cost in accuracy, measured on a sample and recorded.
+    Compute fp32 = compute;
+    fp32.precision = Precision::Fp32;
     const at::Tensor sample = preprocess(train.images.slice(0, 0, std::min<int64_t>(16, train.size())));
-    provenance["precision_error"] = measure_precision_error(model, taps, sample, compute);
+    const auto reference = model->forward_taps(to_model(sample, fp32), taps);
+    model->to(compute.dtype());
+    provenance["precision_error"] = relative_errors(reference, model->forward_taps(to_model(sample, compute), taps));
     spdlog::info("{} vs fp32 on {} images, relative L2 error: {}", to_string(compute.precision), sample.size(0),
                  provenance["precision_error"].dump());
   }

@@ -16,10 +16,17 @@ void write_file_atomic(const fs::path& path, const std::string& content) {
   {
     std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
     out << content;
-    if (!out.flush()) fail("cannot write {}", temporary.string());
+    if (!out.flush()) {
+      fs::remove(temporary, error);
+      fail("cannot write {}", temporary.string());
+    }
   }
   fs::rename(temporary, path, error);
-  if (error) fail("cannot rename {} to {}: {}", temporary.string(), path.string(), error.message());
+  if (error) {
+    const std::string reason = error.message();
+    fs::remove(temporary, error);
+    fail("cannot rename {} to {}: {}", temporary.string(), path.string(), reason);
+  }
 }
 
 std::string read_file(const fs::path& path) {

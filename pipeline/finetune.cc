@@ -22,9 +22,10 @@ namespace {
 class FinetuneModel : public Trainable {
  public:
   FinetuneModel(AlexNet model, const Compute& compute, double lr)
-      : model_(std::move(model)), compute_(compute), optimizer_(model_->parameters(), torch::optim::AdamOptions(lr)) {
-    for (const auto& p : model_->parameters()) best_.push_back(p.detach().clone());
-  }
+      : model_(std::move(model)),
+        compute_(compute),
+        optimizer_(model_->parameters(), torch::optim::AdamOptions(lr)),
+        best_(model_->parameters()) {}
 
   int64_t members() const override { return 1; }
   void set_training(bool training) override { model_->train(training); }
@@ -53,22 +54,13 @@ class FinetuneModel : public Trainable {
     return model_->forward(to_model(inputs)).to(torch::kCPU, torch::kFloat).unsqueeze(0);
   }
 
-  void keep_best(int64_t) override {
-    torch::NoGradGuard no_grad;
-    const auto params = model_->parameters();
-    for (size_t i = 0; i < params.size(); ++i) best_[i].copy_(params[i]);
-  }
-
-  void use_best() override {
-    torch::NoGradGuard no_grad;
-    auto params = model_->parameters();
-    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(best_[i]);
-  }
+  void keep_best(int64_t) override { best_.keep(); }
+  void use_best() override { best_.restore(); }
 
   void save_state(const fs::path& dir) const override {
     torch::save(model_, (dir / "model.pt").string());
     torch::save(optimizer_, (dir / "optimizer.pt").string());
-    torch::save(best_, (dir / "best.pt").string());
+    torch::save(best_.saved(), (dir / "best.pt").string());
     // Dropout draws from the default CPU generator: saving it makes a resumed CPU run
     // draw the same masks as an uninterrupted one.
     at::Generator generator = at::detail::getDefaultCPUGenerator();
@@ -83,8 +75,8 @@ class FinetuneModel : public Trainable {
     std::vector<at::Tensor> best, extra;
     torch::load(best, (dir / "best.pt").string(), compute_.device);
     torch::load(extra, (dir / "rng.pt").string());
-    if (best.size() != best_.size()) fail("checkpoint {} does not match this model", dir.string());
-    best_ = best;
+    if (best.size() != best_.saved().size()) fail("checkpoint {} does not match this model", dir.string());
+    best_.saved() = best;
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     generator.set_state(extra.at(0));
     loss_scale_ = extra.at(1)[0].item<double>();
@@ -125,7 +117,7 @@ class FinetuneModel : public Trainable {
   AlexNet model_;
   Compute compute_;
   torch::optim::Adam optimizer_;
-  std::vector<at::Tensor> best_;
+  ParameterSnapshot best_;
   double loss_scale_ = 65536.0;
   int64_t good_steps_ = 0;
 };
@@ -186,12 +178,12 @@ FinetuneSummary run_finetune(const FinetuneOptions& options) {
   const fs::path checkpoint = options.out / "checkpoint";
   const fs::path checkpoint_config = options.out / "checkpoint-config.json";
   std::error_code ignored;
-  if (options.resume && fs::exists(checkpoint_config)) {
-    if (json::parse(read_file(checkpoint_config)) != config) {
-      usage_fail("{} holds a checkpoint of other settings; run without --resume to start over",
-                 options.out.string());
-    }
-  } else {
+  const bool resumable = options.resume && fs::exists(checkpoint_config) &&
+                         json::parse(read_file(checkpoint_config)) == config;
+  if (options.resume && fs::exists(checkpoint_config) && !resumable) {
+    spdlog::info("the checkpoint in {} is of other settings: starting over", options.out.string());
+  }
+  if (!resumable) {
     if (fs::exists(checkpoint)) spdlog::info("starting over: discarding the checkpoint in {}", checkpoint.string());
     fs::remove_all(checkpoint, ignored);
     fs::remove(options.out / "config.json", ignored);
@@ -254,6 +246,10 @@ FinetuneSummary run_finetune(const FinetuneOptions& options) {
   torch::save(trainable.model(), model_file.string() + ".tmp");
   fs::rename(model_file.string() + ".tmp", model_file);
   write_file_atomic(options.out / "config.json", config.dump(2) + "\n");
+  // Finished: the checkpoint (weights, optimizer and best weights, ~1 GB at 224 px) has
+  // served its purpose.
+  fs::remove_all(checkpoint, ignored);
+  fs::remove(checkpoint_config, ignored);
   summary.finished = true;
   return summary;
 }

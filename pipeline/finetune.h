@@ -4,10 +4,11 @@
 // shared training loop (pipeline/train.h).
 //
 // Run folder: metrics.json, history.csv, config.json (written last: it marks the run
-// finished), model.pt (best-validation weights, torch::save of the module) and
-// checkpoint/ (after every epoch: model, optimizer, RNG, best weights, records) from
-// which --resume continues an interrupted run; on a CPU the resumed run's final
-// metrics equal an uninterrupted run's.
+// finished), model.pt (best-validation weights, torch::save of the module) and, while
+// the run is unfinished, checkpoint/ (after every epoch: model, optimizer, RNG, best
+// weights, records) with checkpoint-config.json, from which --resume continues an
+// interrupted run of the same settings (a checkpoint of other settings is discarded);
+// on a CPU the resumed run's final metrics equal an uninterrupted run's.
 
 #include <cstdint>
 #include <filesystem>
@@ -45,7 +46,7 @@ struct FinetuneSummary {
 };
 
 // Throws UsageError for bad settings (epochs < 1, lr <= 0, image size < 63, fp16 on a
-// CPU, --resume with a checkpoint of other settings) and Error at run time.
+// CPU) and Error at run time.
 FinetuneSummary run_finetune(const FinetuneOptions& options);
 
 }  // namespace pipeline

@@ -11,6 +11,7 @@
 #include "pipeline/batches.h"
 #include "pipeline/cifar10.h"
 #include "pipeline/classifier_head.h"
+#include "pipeline/device.h"
 #include "pipeline/digest.h"
 #include "pipeline/error.h"
 #include "pipeline/features.h"
@@ -180,6 +181,9 @@ void validate(const HeadOptions& o) {
   for (double wd : o.sweep_wd)
     if (!(wd >= 0)) usage_fail("--sweep-wd values must be >= 0, got {}", wd);
   if (o.sweep_seeds < 0) usage_fail("--sweep-seeds must be >= 0, got {}", o.sweep_seeds);
+  if (head_grid(o).size() > 1 && !(o.val_fraction > 0)) {
+    usage_fail("a sweep ranks its heads on validation: --val-fraction must be > 0");
+  }
   if (o.batch_size < 1) usage_fail("--batch-size must be at least 1, got {}", o.batch_size);
   if (o.head != "linear" && o.head != "classifier") usage_fail("unknown --head '{}': use linear or classifier", o.head);
   if (o.head == "classifier" && (!o.sweep_lr.empty() || !o.sweep_wd.empty() || o.sweep_seeds > 0)) {
@@ -262,8 +266,7 @@ std::string sweep_csv(const std::vector<HeadSetting>& grid, const std::vector<Me
 
 HeadSummary run_head(const HeadOptions& options) {
   validate(options);
-  torch::set_num_threads(options.threads > 0 ? options.threads
-                                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  const Compute compute = resolve_compute({"cpu", "fp32", options.threads});  // heads train on the CPU
   const auto read_start = std::chrono::steady_clock::now();
   FeatureReader cache(options.features);
   const json config = config_json(options, cache);
@@ -272,12 +275,18 @@ HeadSummary run_head(const HeadOptions& options) {
     spdlog::info("{} is up to date with these settings and this cache: nothing to do (--force retrains)",
                  options.out.string());
     summary.up_to_date = true;
+    summary.heads = static_cast<int64_t>(head_grid(options).size());
     summary.best = read_metrics(options.out);
     return summary;
   }
 
   const at::Tensor train_x = cache.read("train", options.tap), train_y = cache.labels("train");
   const at::Tensor test_x = cache.read("test", options.tap), test_y = cache.labels("test");
+  for (const at::Tensor& labels : {train_y, test_y}) {
+    if (labels.numel() > 0 && labels.max().item<int64_t>() >= kCifarClasses) {
+      fail("{} holds label {}: CIFAR-10 labels are 0..9", options.features.string(), labels.max().item<int64_t>());
+    }
+  }
   summary.read_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - read_start).count();
   spdlog::info("read {} {} features ({} + {} rows x {}) in {:.2f} s", options.features.string(), options.tap,
                train_x.size(0), test_x.size(0), train_x.size(1), summary.read_seconds);
@@ -340,7 +349,7 @@ HeadSummary run_head(const HeadOptions& options) {
   metrics.test_acc = result.members[best].test_acc;
   metrics.train_seconds = result.train_seconds;
   metrics.images_per_second = result.images_per_second;
-  metrics.device = fmt::format("cpu ({} threads)", torch::get_num_threads());
+  metrics.device = fmt::format("cpu ({} threads)", compute.threads);
   metrics.confusion = result.members[best].confusion;
 
   fs::create_directories(options.out);

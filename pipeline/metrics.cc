@@ -28,13 +28,34 @@ std::string csv_number(double value) { return std::isfinite(value) ? fmt::format
 
 }  // namespace
 
+json to_json(const EpochRecord& e) {
+  return {{"epoch", e.epoch},
+          {"train_loss", number_or_null(e.train_loss)},
+          {"train_acc", number_or_null(e.train_acc)},
+          {"val_loss", number_or_null(e.val_loss)},
+          {"val_acc", number_or_null(e.val_acc)},
+          {"seconds", e.seconds},
+          {"test_loss", number_or_null(e.test_loss)},
+          {"test_acc", number_or_null(e.test_acc)}};
+}
+
+EpochRecord epoch_from_json(const json& e, const std::string& source, const std::string& where) {
+  if (!e.is_object()) fail("{}: {} is not an object", source, where);
+  EpochRecord r;
+  r.epoch = static_cast<int64_t>(number_at(e, "epoch", source, where));
+  r.train_loss = number_at(e, "train_loss", source, where);
+  r.train_acc = number_at(e, "train_acc", source, where);
+  r.val_loss = number_at(e, "val_loss", source, where);
+  r.val_acc = number_at(e, "val_acc", source, where);
+  r.seconds = number_at(e, "seconds", source, where);
+  if (e.contains("test_loss")) r.test_loss = number_at(e, "test_loss", source, where);
+  if (e.contains("test_acc")) r.test_acc = number_at(e, "test_acc", source, where);
+  return r;
+}
+
 json to_json(const RunMetrics& m) {
   json epochs = json::array();
-  for (const EpochRecord& e : m.epochs) {
-    epochs.push_back({{"epoch", e.epoch}, {"train_loss", e.train_loss}, {"train_acc", e.train_acc},
-                      {"val_loss", e.val_loss}, {"val_acc", e.val_acc}, {"seconds", e.seconds},
-                      {"test_loss", number_or_null(e.test_loss)}, {"test_acc", number_or_null(e.test_acc)}});
-  }
+  for (const EpochRecord& e : m.epochs) epochs.push_back(to_json(e));
   return {{"approach", m.approach}, {"config", m.config}, {"epochs", epochs}, {"best_epoch", m.best_epoch},
           {"test_loss", m.test_loss}, {"test_acc", m.test_acc}, {"train_seconds", m.train_seconds},
           {"images_per_second", m.images_per_second}, {"device", m.device}, {"confusion", m.confusion}};
@@ -50,18 +71,7 @@ RunMetrics metrics_from_json(const json& j, const std::string& source) {
     fail("{}: \"epochs\" must be a non-empty list", source);
   }
   for (size_t i = 0; i < j["epochs"].size(); ++i) {
-    const json& e = j["epochs"][i];
-    const std::string where = fmt::format("epochs[{}]", i);
-    EpochRecord r;
-    r.epoch = static_cast<int64_t>(number_at(e, "epoch", source, where));
-    r.train_loss = number_at(e, "train_loss", source, where);
-    r.train_acc = number_at(e, "train_acc", source, where);
-    r.val_loss = number_at(e, "val_loss", source, where);
-    r.val_acc = number_at(e, "val_acc", source, where);
-    r.seconds = number_at(e, "seconds", source, where);
-    if (e.contains("test_loss")) r.test_loss = number_at(e, "test_loss", source, where);
-    if (e.contains("test_acc")) r.test_acc = number_at(e, "test_acc", source, where);
-    m.epochs.push_back(r);
+    m.epochs.push_back(epoch_from_json(j["epochs"][i], source, fmt::format("epochs[{}]", i)));
   }
   m.best_epoch = static_cast<int64_t>(number_at(j, "best_epoch", source, "metrics"));
   m.test_loss = number_at(j, "test_loss", source, "metrics");

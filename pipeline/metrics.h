@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <limits>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -35,6 +36,11 @@ struct RunMetrics {
   std::string device;
   std::vector<std::vector<int64_t>> confusion;  // [10][10]
 };
+
+// One epoch as JSON (NaN, e.g. an unscored test, becomes null) and back; the reader
+// throws pipeline::Error naming `source` and `where` for a missing or non-number field.
+nlohmann::json to_json(const EpochRecord& record);
+EpochRecord epoch_from_json(const nlohmann::json& json, const std::string& source, const std::string& where);
 
 nlohmann::json to_json(const RunMetrics& metrics);
 // Validates every field; throws pipeline::Error naming `source` and the field.

@@ -102,13 +102,18 @@ ResampleTaps bilinear_taps(int64_t in_size, int64_t out_size) {
   return taps;
 }
 
-Preprocessor::Preprocessor(int64_t size, Normalization normalization)
-    : size_(size),
-      normalization_(std::move(normalization)),
-      horizontal_(bilinear_taps(kCifarSide, size)),
-      vertical_(bilinear_taps(kCifarSide, size)) {
+namespace {
+int64_t checked_size(int64_t size) {
   if (size < 1) usage_fail("image size must be positive, got {}", size);
+  return size;
 }
+}  // namespace
+
+Preprocessor::Preprocessor(int64_t size, Normalization normalization)
+    : size_(checked_size(size)),
+      normalization_(std::move(normalization)),
+      horizontal_(bilinear_taps(kCifarSide, size_)),
+      vertical_(bilinear_taps(kCifarSide, size_)) {}
 
 // Runs both passes for every image of the batch and hands each output row's
 // fixed-point sums (PIL's accumulators before rounding; one S-long array per channel)

@@ -395,9 +395,10 @@ std::vector<std::string> differences(const RunSettings& p, const RunSettings& f,
                               "accuracy (the study trained one head).",
                               sweep_heads));
   }
-  out.push_back(
-      "The linear probe trains on fc7 features extracted once into a cache; the study ran the frozen network's full "
-      "forward pass in every epoch, so its 1423 s include what here is the one-time extraction.");
+  out.push_back(fmt::format(
+      "The linear probe trains on {} features extracted once into a cache; the study ran the frozen network's full "
+      "forward pass in every epoch, so its 1423 s include what here is the one-time extraction.",
+      p.tap.is_string() ? p.tap.get<std::string>() : std::string("fc7")));
   const auto fraction = [](const json& v) { return v.is_number() ? fmt::format("{:g} %", 100 * v.get<double>()) : "?"; };
   const std::string split =
       p.val_fraction == f.val_fraction

@@ -1,6 +1,6 @@
 #pragma once
 // Synthetic CIFAR-10-format data whose classes are learnable: each class has its own
-// background/foreground colours and shape (stripes, disc, square, diagonal, cross...),
+// background/foreground colours and shape (horizontal or vertical stripes, disc, square, cross),
 // drawn at a random offset and scale with per-pixel noise. For tests, CI and demos
 // without a download. Deterministic for a seed.
 

@@ -19,6 +19,20 @@ namespace pipeline {
 void Trainable::save_state(const fs::path&) const { fail("this model does not support checkpoints"); }
 void Trainable::load_state(const fs::path&) { fail("this model does not support checkpoints"); }
 
+ParameterSnapshot::ParameterSnapshot(std::vector<at::Tensor> parameters) : live_(std::move(parameters)) {
+  for (const at::Tensor& p : live_) saved_.push_back(p.detach().clone());
+}
+
+void ParameterSnapshot::keep() {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < live_.size(); ++i) saved_[i].copy_(live_[i]);
+}
+
+void ParameterSnapshot::restore() {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < live_.size(); ++i) live_[i].copy_(saved_[i]);
+}
+
 std::pair<at::Tensor, at::Tensor> score_logits(const at::Tensor& logits, const at::Tensor& labels) {
   const int64_t k = logits.size(0), b = logits.size(1);
   const at::Tensor log_probs = torch::log_softmax(logits.to(torch::kFloat64), -1);
@@ -80,27 +94,6 @@ Scores evaluate(Trainable& model, const TrainData& data, Part part, const std::v
   return scores;
 }
 
-json record_json(const EpochRecord& e) {
-  auto nan_null = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
-  return {{"epoch", e.epoch}, {"train_loss", nan_null(e.train_loss)}, {"train_acc", nan_null(e.train_acc)},
-          {"val_loss", nan_null(e.val_loss)}, {"val_acc", nan_null(e.val_acc)}, {"seconds", e.seconds},
-          {"test_loss", nan_null(e.test_loss)}, {"test_acc", nan_null(e.test_acc)}};
-}
-
-EpochRecord record_from_json(const json& j) {
-  auto get = [&](const char* key) { return j.at(key).is_null() ? std::nan("") : j.at(key).get<double>(); };
-  EpochRecord e;
-  e.epoch = j.at("epoch").get<int64_t>();
-  e.train_loss = get("train_loss");
-  e.train_acc = get("train_acc");
-  e.val_loss = get("val_loss");
-  e.val_acc = get("val_acc");
-  e.seconds = get("seconds");
-  e.test_loss = get("test_loss");
-  e.test_acc = get("test_acc");
-  return e;
-}
-
 // The loop's own resume state, beside the model's files in the checkpoint folder.
 struct LoopState {
   int64_t epochs_done = 0;
@@ -121,7 +114,7 @@ void save_checkpoint(const Trainable& model, const LoopState& state, const fs::p
   json members = json::array();
   for (size_t m = 0; m < state.members.size(); ++m) {
     json epochs = json::array();
-    for (const auto& e : state.members[m].epochs) epochs.push_back(record_json(e));
+    for (const auto& e : state.members[m].epochs) epochs.push_back(to_json(e));
     members.push_back({{"epochs", epochs}, {"best_epoch", state.members[m].best_epoch}, {"best_val", state.best_val[m]}});
   }
   write_file_atomic(fresh / "loop.json", json{{"epochs_done", state.epochs_done}, {"train_seconds", state.train_seconds},
@@ -151,7 +144,9 @@ bool load_checkpoint(Trainable& model, LoopState& state, const fs::path& dir) {
   }
   for (size_t m = 0; m < j.at("members").size(); ++m) {
     const json& member = j["members"][m];
-    for (const json& e : member.at("epochs")) state.members[m].epochs.push_back(record_from_json(e));
+    for (const json& e : member.at("epochs")) {
+      state.members[m].epochs.push_back(epoch_from_json(e, (dir / "loop.json").string(), "epochs"));
+    }
     state.members[m].best_epoch = member.at("best_epoch");
     state.best_val[m] = member.at("best_val").is_null() ? -1.0 : member.at("best_val").get<double>();
   }

@@ -46,6 +46,20 @@ class Trainable {
   virtual void load_state(const std::filesystem::path& dir);
 };
 
+// A copy of a model's parameters: what Trainable::keep_best/use_best keep for a model
+// trained through autograd. Holds the live parameter tensors (shared) and a copy.
+class ParameterSnapshot {
+ public:
+  explicit ParameterSnapshot(std::vector<at::Tensor> parameters);  // copies them now
+  void keep();                               // live -> copy
+  void restore();                            // copy -> live
+  std::vector<at::Tensor>& saved() { return saved_; }  // the copy, for checkpoints
+  const std::vector<at::Tensor>& saved() const { return saved_; }
+
+ private:
+  std::vector<at::Tensor> live_, saved_;
+};
+
 enum class Part { Train, Val, Test };
 
 struct TrainData {

@@ -35,8 +35,8 @@ inline void add_compute_flags(CLI::App& app, pipeline::ComputeOptions& compute) 
 }
 
 // Parses argv into `app`, then runs body() (which returns the exit code) and maps
-// exceptions: pipeline::UsageError -> 2, pipeline::Error and any other std::exception
-// -> 1, each printed once on stderr without a stack trace.
+// exceptions: pipeline::UsageError -> 2, pipeline::Error and anything else -> 1, each
+// printed once on stderr without a stack trace.
 // Logs and progress go to stderr, so stdout holds only each stage's summary.
 template <typename Body>
 int run(CLI::App& app, int argc, char** argv, Body body) {
@@ -59,6 +59,9 @@ int run(CLI::App& app, int argc, char** argv, Body body) {
     return 1;
   } catch (const std::exception& e) {
     spdlog::error("{} failed: {}", app.get_name(), e.what());
+    return 1;
+  } catch (...) {
+    spdlog::error("{} failed with an unexpected error", app.get_name());
     return 1;
   }
 }

@@ -24,7 +24,9 @@ int main(int argc, char** argv) {
   app.add_option("--sweep-wd", options.sweep_wd, "sweep these weight decays (comma list)")->delimiter(',');
   app.add_option("--sweep-seeds", options.sweep_seeds, "init seeds per setting (seed, seed+1, ...)")->capture_default_str();
   app.add_flag("--test-every-epoch", options.test_every_epoch, "also score test each epoch (curves only)");
-  app.add_option("--threads", options.threads, "CPU threads (0: every core)")->capture_default_str();
+  app.add_option("--threads", options.threads, "CPU threads (0: every core)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--force", options.force, "retrain even if the run folder is up to date");
   stages::add_config_flag(app);
   return stages::run(app, argc, argv, [&] {
