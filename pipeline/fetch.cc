@@ -22,6 +22,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// download(), with the offline alternative added to a failure's message.
+void download_or_hint(const std::string& url, const fs::path& dest, const DownloadOptions& options,
+                      const char* local_flag) {
+  try {
+    download(url, dest, options);
+  } catch (const Error& e) {
+    fail("{}\nWithout network access, use a local copy instead: {}", e.what(), local_flag);
+  }
+}
+
 constexpr const char* kCifar10Files[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
                                          "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"};
 
@@ -226,7 +236,7 @@ void fetch_cifar(const FetchOptions& options, const std::string& md5, FetchResul
         }
       };
       spdlog::info("downloading {} to {}", options.url, archive.string());
-      download(options.url, archive, download_opts);
+      download_or_hint(options.url, archive, download_opts, "--archive FILE (make: CIFAR_ARCHIVE=FILE)");
     }
   }
   unpack_cifar(archive, md5, target);
@@ -302,7 +312,7 @@ void fetch_weights(const FetchOptions& options, FetchResult& result) {
                                                      "; it was deleted (run again to download it again)");
     };
     spdlog::info("downloading {} to {}", options.weights_url, dest.string());
-    download(options.weights_url, dest, download_opts);
+    download_or_hint(options.weights_url, dest, download_opts, "--weights-file FILE (make: WEIGHTS=FILE)");
   }
   spdlog::info("{} is ready (SHA-256 {})", dest.string(), result.weights_sha256);
 }
