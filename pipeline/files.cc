@@ -9,17 +9,15 @@ namespace fs = std::filesystem;
 
 namespace pipeline {
 
-void write_file_atomic(const fs::path& path, const std::string& content) {
+void replace_atomically(const fs::path& path, const std::function<void(const fs::path& temporary)>& write) {
   std::error_code error;
   if (path.has_parent_path()) fs::create_directories(path.parent_path(), error);
   const fs::path temporary = path.string() + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out << content;
-    if (!out.flush()) {
-      fs::remove(temporary, error);
-      fail("cannot write {}", temporary.string());
-    }
+  try {
+    write(temporary);
+  } catch (...) {
+    fs::remove(temporary, error);
+    throw;
   }
   fs::rename(temporary, path, error);
   if (error) {
@@ -27,6 +25,14 @@ void write_file_atomic(const fs::path& path, const std::string& content) {
     fs::remove(temporary, error);
     fail("cannot rename {} to {}: {}", temporary.string(), path.string(), reason);
   }
+}
+
+void write_file_atomic(const fs::path& path, const std::string& content) {
+  replace_atomically(path, [&](const fs::path& temporary) {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    out << content;
+    if (!out.flush()) fail("cannot write {}", temporary.string());
+  });
 }
 
 std::string read_file(const fs::path& path) {

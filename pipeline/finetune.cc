@@ -243,8 +243,7 @@ FinetuneSummary run_finetune(const FinetuneOptions& options) {
   metrics.confusion = result.members[0].confusion;
   write_metrics(options.out, metrics);
   const fs::path model_file = options.out / "model.pt";
-  torch::save(trainable.model(), model_file.string() + ".tmp");
-  fs::rename(model_file.string() + ".tmp", model_file);
+  replace_atomically(model_file, [&](const fs::path& temporary) { torch::save(trainable.model(), temporary.string()); });
   write_file_atomic(options.out / "config.json", config.dump(2) + "\n");
   // Finished: the checkpoint (weights, optimizer and best weights, ~1 GB at 224 px) has
   // served its purpose.

@@ -244,9 +244,7 @@ void save_head(const fs::path& file, const at::Tensor& weight, const at::Tensor&
   torch::serialize::OutputArchive archive;
   archive.write("weight", weight);
   archive.write("bias", bias);
-  const fs::path temporary = file.string() + ".tmp";
-  archive.save_to(temporary.string());
-  fs::rename(temporary, file);
+  replace_atomically(file, [&](const fs::path& temporary) { archive.save_to(temporary.string()); });
 }
 
 std::string sweep_csv(const std::vector<HeadSetting>& grid, const std::vector<MemberResult>& members,
@@ -360,8 +358,7 @@ HeadSummary run_head(const HeadOptions& options) {
   if (linear) {
     save_head(options.out / "head.pt", linear->weight(best), linear->bias(best));
   } else {
-    classifier->save((options.out / "head.pt.tmp").string());
-    fs::rename(options.out / "head.pt.tmp", options.out / "head.pt");
+    replace_atomically(options.out / "head.pt", [&](const fs::path& temporary) { classifier->save(temporary.string()); });
   }
   if (grid.size() > 1) {
     write_file_atomic(options.out / "sweep.csv", sweep_csv(grid, result.members, ranking));
