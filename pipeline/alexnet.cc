@@ -81,6 +81,12 @@ std::vector<Tap> parse_taps(const std::string& comma_list) {
   return taps;
 }
 
+void check_image_size(int64_t image_size) {
+  if (image_size < kMinInputSide) {
+    usage_fail("--image-size {} is below {}, the smallest input AlexNet's layers accept", image_size, kMinInputSide);
+  }
+}
+
 int64_t tap_width(Tap tap, int64_t num_classes) {
   switch (tap) {
     case Tap::Pool5: return 256 * 6 * 6;

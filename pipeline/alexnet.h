@@ -47,6 +47,9 @@ int64_t tap_width(Tap tap, int64_t num_classes = 1000);
 // Smallest input side AlexNet accepts (smaller sides pool away to nothing).
 constexpr int64_t kMinInputSide = 63;
 
+// Throws pipeline::UsageError naming --image-size when `image_size` < kMinInputSide.
+void check_image_size(int64_t image_size);
+
 class AlexNetImpl : public torch::nn::Module {
  public:
   // Default-initialized like torchvision (PyTorch's default Conv2d/Linear init, drawing

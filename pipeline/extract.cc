@@ -25,9 +25,7 @@ namespace {
 
 void validate(const ExtractOptions& o) {
   if (o.out.empty()) usage_fail("--out is required (the cache file, e.g. cache/fc7.h5)");
-  if (o.image_size < kMinInputSide) {
-    usage_fail("--image-size {} is below {}, the smallest input AlexNet's layers accept", o.image_size, kMinInputSide);
-  }
+  check_image_size(o.image_size);
   if (o.batch_size < 1) usage_fail("--batch-size must be at least 1, got {}", o.batch_size);
   parse_taps(o.taps);
   parse_feature_dtype(o.dtype);
@@ -99,9 +97,8 @@ ExtractSummary run_extract(const ExtractOptions& options) {
   AlexNet model;
   const WeightsInfo weights = load_alexnet_weights(model, parse_weights_source(options.weights));
   spdlog::info("weights: {}", weights.describe());
-  const CifarImages train = load_cifar(options.data, Split::Train, options.limit_train);
-  const CifarImages test = load_cifar(options.data, Split::Test, options.limit_test);
 
+  // What determines the cache's contents (row counts follow from the data and limits).
   json tap_names = json::array();
   for (Tap tap : taps) tap_names.push_back(tap_name(tap));
   const json settings = {{"weights_sha256", weights.sha256},
@@ -115,9 +112,7 @@ ExtractSummary run_extract(const ExtractOptions& options) {
                          {"dtype", to_string(dtype)},
                          {"precision", to_string(compute.precision)},
                          {"limit_train", options.limit_train},
-                         {"limit_test", options.limit_test},
-                         {"train_rows", train.size()},
-                         {"test_rows", test.size()}};
+                         {"limit_test", options.limit_test}};
   if (!options.force && cache_matches(options.out, settings)) {
     spdlog::info("{} is complete and matches these settings: nothing to do (--force rebuilds)", options.out.string());
     summary.up_to_date = true;
@@ -128,6 +123,8 @@ ExtractSummary run_extract(const ExtractOptions& options) {
     std::error_code ignored;
     fs::remove(options.out.string() + ".partial", ignored);
   }
+  const CifarImages train = load_cifar(options.data, Split::Train, options.limit_train);
+  const CifarImages test = load_cifar(options.data, Split::Test, options.limit_test);
 
   torch::NoGradGuard no_grad;
   model->eval();

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "pipeline/archive.h"
+#include "pipeline/cifar10.h"
 #include "pipeline/digest.h"
 #include "pipeline/download.h"
 #include "pipeline/error.h"
@@ -31,9 +32,6 @@ void download_or_hint(const std::string& url, const fs::path& dest, const Downlo
     fail("{}\nWithout network access, use a local copy instead: {}", e.what(), local_flag);
   }
 }
-
-constexpr const char* kCifar10Files[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
-                                         "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"};
 
 std::string lowercase(std::string text) {
   std::transform(text.begin(), text.end(), text.begin(),
@@ -100,17 +98,19 @@ void ensure_dir(const fs::path& dir) {
 // What is wrong with the CIFAR-10 files in `dir` ("" if nothing); names files as
 // `shown_as`/NAME.
 std::string cifar_problem(const fs::path& dir, const std::string& shown_as) {
-  for (const char* name : kCifar10Files) {
-    const fs::path file = dir / name;
+  std::vector<fs::path> files = cifar_files(dir, Split::Train);
+  files.push_back(cifar_files(dir, Split::Test).front());
+  for (const fs::path& file : files) {
+    const std::string name = file.filename().string();
     std::error_code ec;
     const auto status = fs::symlink_status(file, ec);
     if (ec || !fs::exists(status)) return fmt::format("{}/{} is missing", shown_as, name);
     if (!fs::is_regular_file(status)) return fmt::format("{}/{} is not a regular file", shown_as, name);
     const auto size = fs::file_size(file, ec);
     if (ec) return fmt::format("{}/{} cannot be read: {}", shown_as, name, ec.message());
-    if (size == 0 || size % kCifar10RecordBytes != 0) {
+    if (size == 0 || size % kCifarRecordBytes != 0) {
       return fmt::format("{}/{} has {} bytes, not a positive multiple of the {}-byte record", shown_as, name, size,
-                         kCifar10RecordBytes);
+                         kCifarRecordBytes);
     }
   }
   return "";

@@ -25,8 +25,6 @@ inline constexpr const char* kAlexNetWeightsUrl = "https://download.pytorch.org/
 inline constexpr const char* kCifar10DirName = "cifar-10-batches-bin";
 // Marker file inside kCifar10DirName, written once the folder is complete and checked.
 inline constexpr const char* kCifar10VerifiedMarker = ".verified";
-// Bytes per CIFAR-10 record: 1 label byte + 32*32*3 pixel bytes.
-inline constexpr long kCifar10RecordBytes = 3073;
 
 struct FetchOptions {
   std::filesystem::path out_dir = "data";  // gets cifar-10-batches-bin/ and the weights file (created if missing)

@@ -127,9 +127,7 @@ void validate(const FinetuneOptions& o) {
   if (o.epochs < 1) usage_fail("--epochs must be at least 1, got {}", o.epochs);
   if (!(o.lr > 0)) usage_fail("--lr must be > 0, got {}", o.lr);
   if (o.batch_size < 1) usage_fail("--batch-size must be at least 1, got {}", o.batch_size);
-  if (o.image_size < kMinInputSide) {
-    usage_fail("--image-size {} is below {}, the smallest input AlexNet's layers accept", o.image_size, kMinInputSide);
-  }
+  check_image_size(o.image_size);
   normalization_by_name(o.normalize);
 }
 

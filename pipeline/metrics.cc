@@ -13,8 +13,6 @@ using nlohmann::json;
 namespace pipeline {
 namespace {
 
-// JSON has no NaN: absent per-epoch test scores are written as null.
-json number_or_null(double value) { return std::isfinite(value) ? json(value) : json(nullptr); }
 
 double number_at(const json& object, const char* key, const std::string& source, const std::string& where) {
   if (!object.contains(key)) fail("{}: {} has no \"{}\"", source, where, key);
@@ -27,6 +25,8 @@ double number_at(const json& object, const char* key, const std::string& source,
 std::string csv_number(double value) { return std::isfinite(value) ? fmt::format("{:.6g}", value) : ""; }
 
 }  // namespace
+
+json number_or_null(double value) { return std::isfinite(value) ? json(value) : json(nullptr); }
 
 json to_json(const EpochRecord& e) {
   return {{"epoch", e.epoch},

@@ -37,6 +37,9 @@ struct RunMetrics {
   std::vector<std::vector<int64_t>> confusion;  // [10][10]
 };
 
+// A number for JSON, which has no NaN or infinity: those become null.
+nlohmann::json number_or_null(double value);
+
 // One epoch as JSON (NaN, e.g. an unscored test, becomes null) and back; the reader
 // throws pipeline::Error naming `source` and `where` for a missing or non-number field.
 nlohmann::json to_json(const EpochRecord& record);

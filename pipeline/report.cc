@@ -59,7 +59,6 @@ std::string capitalized(std::string text) {
   return text;
 }
 
-json finite_or_null(double value) { return std::isfinite(value) ? json(value) : json(nullptr); }
 
 // "cpu (2 threads), fp32" -> "cpu (2 threads)": the hardware without the precision.
 std::string hardware(const std::string& device) {
@@ -646,20 +645,20 @@ std::vector<std::string> draw_plots(const fs::path& out, const std::string& gnup
 
 json approach_json(const ApproachNumbers& n, const RunSettings& settings, const fs::path& folder) {
   json j = {{"run", folder.string()},
-            {"best_val_acc", finite_or_null(n.best_val_acc)},
-            {"best_val_loss", finite_or_null(n.best_val_loss)},
+            {"best_val_acc", number_or_null(n.best_val_acc)},
+            {"best_val_loss", number_or_null(n.best_val_loss)},
             {"best_epoch", n.best_epoch},
-            {"test_acc", finite_or_null(n.test_acc)},
-            {"test_loss", finite_or_null(n.test_loss)},
+            {"test_acc", number_or_null(n.test_acc)},
+            {"test_loss", number_or_null(n.test_loss)},
             {"epochs", n.epochs},
-            {"train_seconds", finite_or_null(n.train_seconds)},
-            {"seconds_per_epoch", finite_or_null(n.seconds_per_epoch)},
-            {"images_per_second", finite_or_null(n.images_per_second)},
+            {"train_seconds", number_or_null(n.train_seconds)},
+            {"seconds_per_epoch", number_or_null(n.seconds_per_epoch)},
+            {"images_per_second", number_or_null(n.images_per_second)},
             {"test_rows", n.test_rows},
             {"device", n.device},
-            {"total_seconds", finite_or_null(n.total_seconds())},
+            {"total_seconds", number_or_null(n.total_seconds())},
             {"settings", settings_json(settings)}};
-  if (n.approach == "linear-probe") j["extract_seconds"] = finite_or_null(n.extract_seconds);
+  if (n.approach == "linear-probe") j["extract_seconds"] = number_or_null(n.extract_seconds);
   return j;
 }
 
@@ -772,12 +771,12 @@ std::string markdown(const ReportOptions& options, const ApproachNumbers& probe,
 json conclusion_json(const Conclusion& c) {
   return {{"more_accurate", c.more_accurate},
           {"gap_pp", c.gap_pp},
-          {"gap_standard_error_pp", finite_or_null(c.gap_standard_error_pp)},
+          {"gap_standard_error_pp", number_or_null(c.gap_standard_error_pp)},
           {"within_noise", c.within_noise},
-          {"probe_seconds", finite_or_null(c.probe_seconds)},
-          {"finetune_seconds", finite_or_null(c.finetune_seconds)},
+          {"probe_seconds", number_or_null(c.probe_seconds)},
+          {"finetune_seconds", number_or_null(c.finetune_seconds)},
           {"extract_known", c.extract_known},
-          {"break_even_head_runs", finite_or_null(c.break_even_head_runs)},
+          {"break_even_head_runs", number_or_null(c.break_even_head_runs)},
           {"cheaper_from_experiments", c.cheaper_from_experiments},
           {"text", c.text}};
 }
@@ -963,8 +962,8 @@ ReportResult write_report(const ReportOptions& options) {
     json classes = json::array(), a = json::array(), b = json::array();
     for (size_t k = 0; k < probe_classes.size(); ++k) {
       classes.push_back(kCifarClassNames[k]);
-      a.push_back(finite_or_null(probe_classes[k]));
-      b.push_back(finite_or_null(tune_classes[k]));
+      a.push_back(number_or_null(probe_classes[k]));
+      b.push_back(number_or_null(tune_classes[k]));
     }
     report["per_class"] = {{"classes", classes}, {"linear-probe", a}, {"fine-tune", b}};
   } else {

@@ -106,6 +106,15 @@ class FeatureCache : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
+  // A finished cache at path_ with made-up contents of `layout`, written in 10-row blocks.
+  Contents write_complete(const CacheLayout& layout) {
+    const Contents contents = make_contents(layout);
+    FeatureWriter w(path_, provenance(), layout);
+    write_all(w, contents, 10);
+    w.finish();
+    return contents;
+  }
+
   fs::path dir_, path_, partial_;
 };
 
@@ -383,12 +392,7 @@ TEST_F(FeatureCache, ReaderOnNonHdf5FileSaysSo) {
 
 TEST_F(FeatureCache, ReaderChecksSchemaVersion) {
   const CacheLayout layout = small_layout();
-  const Contents c = make_contents(layout);
-  {
-    FeatureWriter w(path_, provenance(), layout);
-    write_all(w, c, 10);
-    w.finish();
-  }
+  const Contents c = write_complete(layout);
   {
     // Rewrite the provenance as a future version would.
     H5::H5File file(path_.string(), H5F_ACC_RDWR);
@@ -408,12 +412,7 @@ TEST_F(FeatureCache, ReaderChecksSchemaVersion) {
 
 TEST_F(FeatureCache, ReaderAcceptsUint8CompleteFlag) {
   const CacheLayout layout = small_layout();
-  const Contents c = make_contents(layout);
-  {
-    FeatureWriter w(path_, provenance(), layout);
-    write_all(w, c, 10);
-    w.finish();
-  }
+  const Contents c = write_complete(layout);
   {
     H5::H5File file(path_.string(), H5F_ACC_RDWR);
     file.removeAttr("complete");
@@ -427,12 +426,7 @@ TEST_F(FeatureCache, ReaderAcceptsUint8CompleteFlag) {
 
 TEST_F(FeatureCache, UnknownTapNamesTheTapsThere) {
   const CacheLayout layout = small_layout();
-  const Contents c = make_contents(layout);
-  {
-    FeatureWriter w(path_, provenance(), layout);
-    write_all(w, c, 10);
-    w.finish();
-  }
+  const Contents c = write_complete(layout);
   FeatureReader r(path_);
   expect_error([&] { r.read("train", "pool5"); }, {path_.string(), "'pool5'", "fc7, fc6"});
   expect_error([&] { r.read("val", "fc7"); }, {"unknown split 'val'"});
@@ -440,12 +434,7 @@ TEST_F(FeatureCache, UnknownTapNamesTheTapsThere) {
 
 TEST_F(FeatureCache, RequireSettingsNamesEachDifference) {
   const CacheLayout layout = small_layout();
-  const Contents c = make_contents(layout);
-  {
-    FeatureWriter w(path_, provenance(), layout);
-    write_all(w, c, 10);
-    w.finish();
-  }
+  const Contents c = write_complete(layout);
   FeatureReader r(path_);
   EXPECT_NO_THROW(r.require_settings(settings()));
   json expected = settings(64);
@@ -465,12 +454,7 @@ TEST_F(FeatureCache, CacheMatches) {
   EXPECT_FALSE(pipeline::cache_matches(path_, settings()));  // missing
   EXPECT_FALSE(pipeline::cache_matches(dir_, settings()));   // a directory (or nothing)
   const CacheLayout layout = small_layout();
-  const Contents c = make_contents(layout);
-  {
-    FeatureWriter w(path_, provenance(), layout);
-    write_all(w, c, 10);
-    w.finish();
-  }
+  const Contents c = write_complete(layout);
   EXPECT_TRUE(pipeline::cache_matches(path_, settings()));
   EXPECT_FALSE(pipeline::cache_matches(path_, settings(64)));
   EXPECT_FALSE(pipeline::cache_matches(path_, json::object()));
