@@ -38,13 +38,13 @@ ClassifierHead::~ClassifierHead() = default;
 
 void ClassifierHead::set_training(bool training) { impl_->classifier->train(training); }
 
-at::Tensor ClassifierHead::train_step(const Batch& batch) {
+BatchScores ClassifierHead::train_step(const Batch& batch) {
   const at::Tensor logits = impl_->classifier->forward(batch.inputs);
   const at::Tensor loss = torch::cross_entropy_loss(logits, batch.labels);
   impl_->optimizer->zero_grad();
   loss.backward();
   impl_->optimizer->step();
-  return logits.detach().unsqueeze(0);
+  return score_logits(logits.detach().unsqueeze(0), batch.labels);
 }
 
 at::Tensor ClassifierHead::predict(const at::Tensor& inputs) {

@@ -23,7 +23,7 @@ class ClassifierHead : public Trainable {
 
   int64_t members() const override { return 1; }
   void set_training(bool training) override;
-  at::Tensor train_step(const Batch& batch) override;  // inputs [B,9216] float32 CPU
+  BatchScores train_step(const Batch& batch) override;  // inputs [B,9216] float32 CPU
   at::Tensor predict(const at::Tensor& inputs) override;
   void keep_best(int64_t member) override;
   void use_best() override;

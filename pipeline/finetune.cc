@@ -30,7 +30,7 @@ class FinetuneModel : public Trainable {
   int64_t members() const override { return 1; }
   void set_training(bool training) override { model_->train(training); }
 
-  at::Tensor train_step(const Batch& batch) override {
+  BatchScores train_step(const Batch& batch) override {
     const at::Tensor labels = batch.labels.to(compute_.device);
     at::Tensor logits, loss;
     {
@@ -45,7 +45,7 @@ class FinetuneModel : public Trainable {
       loss.backward();
       optimizer_.step();
     }
-    return logits.detach().to(torch::kCPU, torch::kFloat).unsqueeze(0);
+    return score_logits(logits.detach().to(torch::kCPU, torch::kFloat).unsqueeze(0), batch.labels);
   }
 
   at::Tensor predict(const at::Tensor& inputs) override {

@@ -60,7 +60,7 @@ class LinearHeads : public Trainable {
   LinearHeads(int64_t inputs, int64_t classes, std::vector<HeadSetting> settings);
   int64_t members() const override;
   void set_training(bool) override {}
-  at::Tensor train_step(const Batch& batch) override;  // inputs [B,D] float32 CPU
+  BatchScores train_step(const Batch& batch) override;  // inputs [B,D] float32 CPU
   at::Tensor predict(const at::Tensor& inputs) override;
   void keep_best(int64_t member) override;
   void use_best() override;
@@ -71,6 +71,7 @@ class LinearHeads : public Trainable {
   int64_t inputs_, classes_;
   std::vector<HeadSetting> settings_;
   at::Tensor weight_, bias_, weight_m_, weight_v_, bias_m_, bias_v_, best_weight_, best_bias_;
+  at::Tensor weight_grad_, bias_grad_;  // reused every step
   at::Tensor row_lr_, row_wd_;  // [K*C] float32: each row's head's settings
   int64_t step_ = 0;
 };

@@ -7,6 +7,7 @@
 
 #include "pipeline/cifar10.h"
 #include "pipeline/error.h"
+#include "pipeline/simd.h"
 
 namespace pipeline {
 namespace {
@@ -32,14 +33,9 @@ void check_images(const at::Tensor& images) {
   }
 }
 
-// The row kernels, compiled for AVX2 as well as the baseline and picked at run time
-// (GCC function multiversioning): the baseline x86-64 has no 32-bit integer
-// multiply-low or FMA, which these loops are made of.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define TRANSFER_ROW_KERNEL __attribute__((target_clones("avx2", "default")))
-#else
-#define TRANSFER_ROW_KERNEL
-#endif
+// The row kernels, compiled for AVX2 as well as the baseline (simd.h): the baseline
+// x86-64 has no 32-bit integer multiply-low or FMA, which these loops are made of.
+#define TRANSFER_ROW_KERNEL TRANSFER_CLONES("avx2", "default")
 
 TRANSFER_ROW_KERNEL void accumulate_row(int32_t* acc, const uint8_t* src, int32_t weight, int64_t n) {
   for (int64_t x = 0; x < n; ++x) acc[x] += src[x] * weight;

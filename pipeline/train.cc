@@ -33,12 +33,33 @@ void ParameterSnapshot::restore() {
   for (size_t i = 0; i < live_.size(); ++i) live_[i].copy_(saved_[i]);
 }
 
-std::pair<at::Tensor, at::Tensor> score_logits(const at::Tensor& logits, const at::Tensor& labels) {
-  const int64_t k = logits.size(0), b = logits.size(1);
-  const at::Tensor log_probs = torch::log_softmax(logits.to(torch::kFloat64), -1);
-  const at::Tensor index = labels.view({1, b, 1}).expand({k, b, 1});
-  const at::Tensor loss_sum = -log_probs.gather(2, index).squeeze(2).sum(1);
-  const at::Tensor correct = (logits.argmax(-1) == labels.view({1, b})).sum(1);
+// By hand, in double: as LibTorch ops (a float64 copy, log_softmax, gather, argmax on
+// the permuted view a sweep's predict returns) it cost more than scoring a 32-head sweep
+// needs. A NaN or infinite logit makes that member's loss NaN, as log_softmax would.
+BatchScores score_logits(const at::Tensor& logits, const at::Tensor& labels) {
+  const at::Tensor values = logits.to(torch::kCPU, torch::kFloat);
+  const at::Tensor targets = labels.to(torch::kCPU, torch::kLong);
+  const int64_t k = values.size(0), b = values.size(1), c = values.size(2);
+  at::Tensor loss_sum = torch::zeros({k}, torch::kFloat64), correct = torch::zeros({k}, torch::kInt64);
+  const auto l = values.accessor<float, 3>();
+  const auto y = targets.accessor<int64_t, 1>();
+  auto loss_out = loss_sum.accessor<double, 1>();
+  auto correct_out = correct.accessor<int64_t, 1>();
+  for (int64_t row = 0; row < b; ++row) {
+    if (y[row] < 0 || y[row] >= c) fail("label {} of batch row {} is outside 0..{}", y[row], row, c - 1);
+  }
+  for (int64_t m = 0; m < k; ++m) {
+    for (int64_t row = 0; row < b; ++row) {
+      const auto z = l[m][row];
+      int64_t best = 0;
+      for (int64_t j = 1; j < c; ++j) best = z[j] > z[best] ? j : best;
+      const double top = z[best];
+      double total = 0;
+      for (int64_t j = 0; j < c; ++j) total += std::exp(static_cast<double>(z[j]) - top);
+      loss_out[m] += std::log(total) + top - static_cast<double>(z[y[row]]);
+      correct_out[m] += best == y[row];
+    }
+  }
   return {loss_sum, correct};
 }
 
@@ -181,8 +202,7 @@ LoopResult run_training(Trainable& model, const TrainData& data, const LoopOptio
     const auto phase_start = Clock::now();
     while (source.has_next()) {
       const Batch batch = source.next();
-      const at::Tensor logits = model.train_step(batch);
-      const auto [l, c] = score_logits(logits, batch.labels);
+      const auto [l, c] = model.train_step(batch);
       if (!torch::isfinite(l).all().item<bool>()) {
         fail("{}: the training loss became non-finite in epoch {} (learning rate too high?); {}", options.label,
              epoch + 1,

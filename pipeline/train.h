@@ -26,15 +26,22 @@ struct Batch {
   at::Tensor labels;  // [B] int64, CPU
 };
 
+// A batch's summed cross-entropy and number of right answers, per member.
+struct BatchScores {
+  at::Tensor loss_sum;  // [K] float64
+  at::Tensor correct;   // [K] int64
+};
+
 // What the loop trains. Logits are [K, B, C] float32 on the CPU.
 class Trainable {
  public:
   virtual ~Trainable() = default;
   virtual int64_t members() const = 0;
   virtual void set_training(bool training) = 0;
-  // One optimizer step of every member on the batch; returns the logits of the
-  // forward pass that the step used (train mode: dropout included).
-  virtual at::Tensor train_step(const Batch& batch) = 0;
+  // One optimizer step of every member on the batch; returns the scores of the
+  // forward pass that the step used (train mode: dropout included), e.g. by
+  // score_logits on its logits.
+  virtual BatchScores train_step(const Batch& batch) = 0;
   // Logits without gradients, in the current mode.
   virtual at::Tensor predict(const at::Tensor& inputs) = 0;
   // Remembers member k's current weights as its best; use_best() loads them back.
@@ -97,8 +104,9 @@ struct LoopResult {
 
 LoopResult run_training(Trainable& model, const TrainData& data, const LoopOptions& options);
 
-// Mean cross-entropy and accuracy per member of logits [K,B,C] against labels [B]:
-// returns {loss_sum [K] double, correct [K] int64} summed over the batch.
-std::pair<at::Tensor, at::Tensor> score_logits(const at::Tensor& logits, const at::Tensor& labels);
+// Mean cross-entropy and accuracy per member of logits [K,B,C] (any strides) against
+// labels [B] in 0..C-1, summed over the batch. A non-finite logit makes its member's loss NaN; a label out of range throws
+// pipeline::Error.
+BatchScores score_logits(const at::Tensor& logits, const at::Tensor& labels);
 
 }  // namespace pipeline

@@ -86,16 +86,33 @@ TEST(Head, SweepHeadsEqualHeadsTrainedAlone) {
   for (int step = 0; step < 20; ++step) {
     const auto rows = torch::randint(0, 256, {32}, torch::kLong);
     const pipeline::Batch batch{x.index_select(0, rows), y.index_select(0, rows)};
-    const auto logits = stacked.train_step(batch);
+    const auto scores = stacked.train_step(batch);
     for (size_t k = 0; k < grid.size(); ++k) {
       const auto lone = alone[k]->train_step(batch);
-      EXPECT_TRUE(torch::allclose(logits[k], lone[0], 1e-4, 1e-5)) << "head " << k << " step " << step;
+      EXPECT_NEAR(scores.loss_sum[k].item<double>(), lone.loss_sum[0].item<double>(), 1e-4) << "head " << k << " step " << step;
+      EXPECT_EQ(scores.correct[k].item<int64_t>(), lone.correct[0].item<int64_t>()) << "head " << k << " step " << step;
     }
   }
+  const auto logits = stacked.predict(x);
   for (size_t k = 0; k < grid.size(); ++k) {
+    EXPECT_TRUE(torch::allclose(logits[k], alone[k]->predict(x)[0], 1e-4, 1e-5)) << "head " << k;
     EXPECT_TRUE(torch::allclose(stacked.weight(k), alone[k]->weight(0), 1e-4, 1e-5)) << "head " << k;
     EXPECT_TRUE(torch::allclose(stacked.bias(k), alone[k]->bias(0), 1e-4, 1e-5)) << "head " << k;
   }
+}
+
+// A step's scores are those of the logits it trained on (before the update).
+TEST(Head, StepScoresAreTheBatchsCrossEntropyAndHits) {
+  torch::manual_seed(5);
+  const auto x = torch::randn({64, 48}).relu();
+  const auto y = torch::randint(0, 10, {64}, torch::kLong);
+  pipeline::LinearHeads heads(48, 10, {{1e-3, 0.0, 0}, {1e-2, 0.0, 1}});
+  const auto before = heads.predict(x);
+  const auto step = heads.train_step({x, y});
+  const auto expected = pipeline::score_logits(before, y);
+  EXPECT_TRUE(torch::allclose(step.loss_sum, expected.loss_sum, 1e-6, 1e-4));
+  EXPECT_TRUE(torch::equal(step.correct, expected.correct));
+  EXPECT_THROW(heads.train_step({x, torch::full({64}, 10, torch::kLong)}), pipeline::Error);
 }
 
 TEST(Head, SweepWritesALeaderboardAndItsBestEqualsALoneRun) {

@@ -19,9 +19,9 @@ class Scripted : public pipeline::Trainable {
     if (training && started_) ++epoch_;  // every epoch after the first starts in train mode
     started_ = started_ || training;
   }
-  at::Tensor train_step(const pipeline::Batch& batch) override {
-    if (poison_) return torch::full({1, batch.labels.size(0), 10}, std::nan(""));
-    return logits_for(batch);
+  pipeline::BatchScores train_step(const pipeline::Batch& batch) override {
+    if (poison_) return pipeline::score_logits(torch::full({1, batch.labels.size(0), 10}, std::nan("")), batch.labels);
+    return pipeline::score_logits(logits_for(batch), batch.labels);
   }
   at::Tensor predict(const at::Tensor& inputs) override {
     return logits_for({inputs, inputs.to(torch::kLong)});
@@ -70,6 +70,33 @@ TEST(Train, ScoreLogitsIsMeanCrossEntropyAndAccuracy) {
   const double expected = (std::log(1 + std::exp(-2.0)) + std::log(1 + std::exp(-1.0)) + std::log(1 + std::exp(3.0)));
   EXPECT_NEAR(loss[0].item<double>(), expected, 1e-6);
   EXPECT_EQ(correct[0].item<int64_t>(), 2);
+}
+
+TEST(Train, ScoreLogitsMatchesLogSoftmaxOnAPermutedView) {
+  torch::manual_seed(3);
+  const auto logits = (torch::randn({5, 3, 4}) * 4).permute({1, 0, 2});  // [K=3, B=5, C=4], not contiguous
+  const auto labels = torch::tensor({0, 3, 2, 1, 3}, torch::kLong);
+  const auto [loss, correct] = pipeline::score_logits(logits, labels);
+  const auto log_probs = torch::log_softmax(logits.to(torch::kFloat64), -1);
+  for (int64_t m = 0; m < 3; ++m) {
+    double expected = 0;
+    int64_t hits = 0;
+    for (int64_t row = 0; row < 5; ++row) {
+      expected -= log_probs[m][row][labels[row]].item<double>();
+      hits += logits[m][row].argmax().item<int64_t>() == labels[row].item<int64_t>();
+    }
+    EXPECT_NEAR(loss[m].item<double>(), expected, 1e-9) << "member " << m;
+    EXPECT_EQ(correct[m].item<int64_t>(), hits) << "member " << m;
+  }
+}
+
+TEST(Train, ScoreLogitsFlagsNonFiniteLogitsAndBadLabels) {
+  auto logits = torch::zeros({2, 2, 3});
+  logits[1][0][2] = std::nanf("");
+  const auto [loss, correct] = pipeline::score_logits(logits, torch::tensor({0, 1}, torch::kLong));
+  EXPECT_TRUE(std::isfinite(loss[0].item<double>()));
+  EXPECT_TRUE(std::isnan(loss[1].item<double>()));
+  EXPECT_THROW(pipeline::score_logits(logits, torch::tensor({0, 3}, torch::kLong)), pipeline::Error);
 }
 
 TEST(Train, PicksTheBestValidationEpochAndScoresTestWithIt) {
