@@ -10,11 +10,18 @@ struct ClassifierHead::Impl {
   torch::nn::Sequential classifier;
   std::unique_ptr<torch::optim::Adam> optimizer;
   std::unique_ptr<ParameterSnapshot> best;
+  Compute compute;
+
+  at::Tensor forward(const at::Tensor& inputs) {
+    AutocastGuard autocast(compute);
+    return classifier->forward(inputs).to(torch::kFloat);
+  }
 };
 
 ClassifierHead::ClassifierHead(int64_t classes, double lr, double weight_decay, uint64_t seed,
-                               const StateDict* pretrained)
+                               const StateDict* pretrained, const Compute& compute)
     : impl_(std::make_unique<Impl>()) {
+  impl_->compute = compute;
   torch::manual_seed(seed);
   impl_->classifier = torch::nn::Sequential(
       torch::nn::Dropout(0.5), torch::nn::Linear(tap_width(Tap::Pool5), 4096), torch::nn::ReLU(true),
@@ -39,7 +46,7 @@ ClassifierHead::~ClassifierHead() = default;
 void ClassifierHead::set_training(bool training) { impl_->classifier->train(training); }
 
 BatchScores ClassifierHead::train_step(const Batch& batch) {
-  const at::Tensor logits = impl_->classifier->forward(batch.inputs);
+  const at::Tensor logits = impl_->forward(batch.inputs);
   const at::Tensor loss = torch::cross_entropy_loss(logits, batch.labels);
   impl_->optimizer->zero_grad();
   loss.backward();
@@ -49,7 +56,7 @@ BatchScores ClassifierHead::train_step(const Batch& batch) {
 
 at::Tensor ClassifierHead::predict(const at::Tensor& inputs) {
   torch::NoGradGuard no_grad;
-  return impl_->classifier->forward(inputs).unsqueeze(0);
+  return impl_->forward(inputs).unsqueeze(0);
 }
 
 void ClassifierHead::keep_best(int64_t) { impl_->best->keep(); }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "pipeline/device.h"
 #include "pipeline/train.h"
 #include "pipeline/weights.h"
 
@@ -18,12 +19,14 @@ class ClassifierHead : public Trainable {
   // pretrained: a torchvision AlexNet state dict whose classifier.1 and classifier.4
   // initialise fc6 and fc7, or nullptr for torch.nn's default init. The new last layer
   // and the dropout masks are drawn from the global generator seeded with `seed`.
-  ClassifierHead(int64_t classes, double lr, double weight_decay, uint64_t seed, const StateDict* pretrained);
+  // compute: the CPU and its precision; bf16 runs the forward pass under autocast.
+  ClassifierHead(int64_t classes, double lr, double weight_decay, uint64_t seed, const StateDict* pretrained,
+                 const Compute& compute);
   ~ClassifierHead() override;
 
   int64_t members() const override { return 1; }
   void set_training(bool training) override;
-  BatchScores train_step(const Batch& batch) override;  // inputs [B,9216] float32 CPU
+  BatchScores train_step(const Batch& batch) override;  // inputs [B,9216] CPU, float32 or the precision's dtype
   at::Tensor predict(const at::Tensor& inputs) override;
   void keep_best(int64_t member) override;
   void use_best() override;

@@ -132,8 +132,11 @@ std::vector<HeadSetting> head_grid(const HeadOptions& options) {
   return grid;
 }
 
-LinearHeads::LinearHeads(int64_t inputs, int64_t classes, std::vector<HeadSetting> settings)
-    : inputs_(inputs), classes_(classes), settings_(std::move(settings)) {
+LinearHeads::LinearHeads(int64_t inputs, int64_t classes, std::vector<HeadSetting> settings, c10::ScalarType matmul)
+    : inputs_(inputs), classes_(classes), matmul_(matmul), settings_(std::move(settings)) {
+  if (matmul_ != c10::kFloat && matmul_ != c10::kBFloat16) {
+    usage_fail("linear heads multiply in float32 or bfloat16, not {}", c10::toString(matmul_));
+  }
   const int64_t k = members();
   weight_ = torch::empty({k * classes, inputs});
   bias_ = torch::empty({k * classes});
@@ -152,6 +155,7 @@ LinearHeads::LinearHeads(int64_t inputs, int64_t classes, std::vector<HeadSettin
     row_wd_.slice(0, m * classes, (m + 1) * classes).fill_(settings_[m].weight_decay);
   }
   weight_grad_ = torch::empty_like(weight_);
+  if (matmul_ != c10::kFloat) weight_grad_low_ = torch::empty_like(weight_, matmul_);
   bias_grad_ = torch::empty_like(bias_);
   weight_m_ = torch::zeros_like(weight_);
   weight_v_ = torch::zeros_like(weight_);
@@ -163,17 +167,29 @@ LinearHeads::LinearHeads(int64_t inputs, int64_t classes, std::vector<HeadSettin
 
 int64_t LinearHeads::members() const { return static_cast<int64_t>(settings_.size()); }
 
+at::Tensor LinearHeads::logits(const at::Tensor& inputs) const {
+  if (matmul_ == c10::kFloat) return torch::addmm(bias_, inputs.to(c10::kFloat), weight_.t());
+  // As autocast runs a Linear: every operand rounded to bfloat16, float32 accumulation
+  // inside the product (oneDNN), the result rounded to bfloat16.
+  return torch::addmm(bias_.to(matmul_), inputs.to(matmul_), weight_.to(matmul_).t()).to(c10::kFloat);
+}
+
 BatchScores LinearHeads::train_step(const Batch& batch) {
   torch::NoGradGuard no_grad;
-  const at::Tensor& x = batch.inputs;
+  const at::Tensor x = batch.inputs.to(matmul_);
   const int64_t k = members();
-  const at::Tensor logits = torch::addmm(bias_, x, weight_.t());  // [B, K*C]
+  const at::Tensor z = logits(x);  // [B, K*C]
   bias_grad_.zero_();
   const BatchScores scores{torch::zeros({k}, torch::kFloat64), torch::zeros({k}, torch::kInt64)};
-  const at::Tensor flat = logits_grad(logits, batch.labels, classes_, bias_grad_, scores);
+  const at::Tensor flat = logits_grad(z, batch.labels, classes_, bias_grad_, scores);
   // Into the same buffer every step: a fresh [K*C, D] tensor (5 MB for 32 heads) cost
   // page faults on every step.
-  at::mm_out(weight_grad_, flat.t(), x);
+  if (matmul_ == c10::kFloat) {
+    at::mm_out(weight_grad_, flat.t(), x);
+  } else {
+    at::mm_out(weight_grad_low_, flat.to(matmul_).t(), x);
+    weight_grad_.copy_(weight_grad_low_);
+  }
   ++step_;
   fused_adam_rows(weight_, weight_grad_, weight_m_, weight_v_, row_lr_, row_wd_, step_);
   at::Tensor bias_2d = bias_.view({k * classes_, 1}), bias_m = bias_m_.view({k * classes_, 1}),
@@ -184,7 +200,7 @@ BatchScores LinearHeads::train_step(const Batch& batch) {
 
 at::Tensor LinearHeads::predict(const at::Tensor& inputs) {
   torch::NoGradGuard no_grad;
-  return torch::addmm(bias_, inputs, weight_.t()).view({inputs.size(0), members(), classes_}).permute({1, 0, 2});
+  return logits(inputs).view({inputs.size(0), members(), classes_}).permute({1, 0, 2});
 }
 
 void LinearHeads::keep_best(int64_t member) {
@@ -236,6 +252,7 @@ json config_json(const HeadOptions& o, const FeatureReader& cache) {
           {"cache_settings", provenance.value("settings", json::object())},
           {"tap", o.tap},
           {"head", o.head},
+          {"precision", o.precision},
           {"epochs", o.epochs},
           {"lr", o.lr},
           {"weight_decay", o.weight_decay},
@@ -295,7 +312,8 @@ std::string sweep_csv(const std::vector<HeadSetting>& grid, const std::vector<Me
 
 HeadSummary run_head(const HeadOptions& options) {
   validate(options);
-  const Compute compute = resolve_compute({"cpu", "fp32", options.threads});  // heads train on the CPU
+  // Heads train on the CPU; fp16 there is a usage error.
+  const Compute compute = resolve_compute({"cpu", options.precision, options.threads});
   const auto read_start = std::chrono::steady_clock::now();
   FeatureReader cache(options.features);
   const json config = config_json(options, cache);
@@ -309,8 +327,9 @@ HeadSummary run_head(const HeadOptions& options) {
     return summary;
   }
 
-  const at::Tensor train_x = cache.read("train", options.tap), train_y = cache.labels("train");
-  const at::Tensor test_x = cache.read("test", options.tap), test_y = cache.labels("test");
+  // Rounded once, here, to what the products take (halves the memory for bf16).
+  const at::Tensor train_x = cache.read("train", options.tap).to(compute.dtype()), train_y = cache.labels("train");
+  const at::Tensor test_x = cache.read("test", options.tap).to(compute.dtype()), test_y = cache.labels("test");
   for (const at::Tensor& labels : {train_y, test_y}) {
     if (labels.numel() > 0 && labels.max().item<int64_t>() >= kCifarClasses) {
       fail("{} holds label {}: CIFAR-10 labels are 0..9", options.features.string(), labels.max().item<int64_t>());
@@ -342,9 +361,9 @@ HeadSummary run_head(const HeadOptions& options) {
     const auto pretrained = pretrained_classifier(cache, how);
     run_config["classifier_init"] = how;
     classifier = std::make_unique<ClassifierHead>(kCifarClasses, options.lr, options.weight_decay, options.seed,
-                                                  pretrained.get());
+                                                  pretrained.get(), compute);
   } else {
-    linear = std::make_unique<LinearHeads>(train_x.size(1), kCifarClasses, grid);
+    linear = std::make_unique<LinearHeads>(train_x.size(1), kCifarClasses, grid, compute.dtype());
   }
   Trainable& heads = linear ? static_cast<Trainable&>(*linear) : *classifier;
   LoopOptions loop;
@@ -378,7 +397,7 @@ HeadSummary run_head(const HeadOptions& options) {
   metrics.test_acc = result.members[best].test_acc;
   metrics.train_seconds = result.train_seconds;
   metrics.images_per_second = result.images_per_second;
-  metrics.device = fmt::format("cpu ({} threads)", compute.threads);
+  metrics.device = compute.describe();
   metrics.confusion = result.members[best].confusion;
 
   fs::create_directories(options.out);

@@ -23,6 +23,11 @@ int main(int argc, char** argv) {
   app.add_option("--sweep-lr", options.sweep_lr, "sweep these learning rates (comma list)")->delimiter(',');
   app.add_option("--sweep-wd", options.sweep_wd, "sweep these weight decays (comma list)")->delimiter(',');
   app.add_option("--sweep-seeds", options.sweep_seeds, "init seeds per setting (seed, seed+1, ...)")->capture_default_str();
+  app.add_option("--precision", options.precision,
+                 "fp32, or bf16: matrix products in bfloat16 (~2x faster sweeps on CPUs with AVX512-BF16/AMX); "
+                 "heads train on the CPU, so fp16 is refused")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   app.add_flag("--test-every-epoch", options.test_every_epoch, "also score test each epoch (curves only)");
   app.add_option("--threads", options.threads, "CPU threads (0: every core)")
       ->capture_default_str()

@@ -43,6 +43,8 @@ TEST(Stages, BadFlagsExitTwoWithAMessage) {
   EXPECT_NE(testutil::read_text(log).find("--epochs"), std::string::npos) << testutil::read_text(log);
   EXPECT_EQ(run_stage("transfer-head --features x.h5 --out " + d + "/h --lr 0", log), 2);
   EXPECT_EQ(run_stage("transfer-head --features x.h5 --out " + d + "/h --tap fc9", log), 2);
+  EXPECT_EQ(run_stage("transfer-head --features x.h5 --out " + d + "/h --precision fp16", log), 2);
+  EXPECT_NE(testutil::read_text(log).find("fp16"), std::string::npos) << testutil::read_text(log);
   EXPECT_EQ(run_stage("transfer-extract --data " + d + "/data --weights random:0 --out " + d +
                           "/c.h5 --image-size 32",
                       log),
