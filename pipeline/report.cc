@@ -101,7 +101,14 @@ RunSettings probe_settings(const RunMetrics& m) {
   s.weight_decay = lookup(c, {"best_setting", "weight_decay"});
   if (s.weight_decay.is_null()) s.weight_decay = lookup(c, {"weight_decay"});
   s.batch_size = lookup(c, {"batch_size"});
+  // The extraction's precision, and the head's own when its products ran in another.
   s.precision = lookup(c, {"cache_settings", "precision"});
+  const json head_precision = lookup(c, {"precision"});
+  if (head_precision.is_string() && head_precision != "fp32" && head_precision != s.precision) {
+    s.precision = fmt::format("{} features with {} head products",
+                              s.precision.is_string() ? s.precision.get<std::string>() : "fp32",
+                              head_precision.get<std::string>());
+  }
   s.normalization = lookup(c, {"cache_settings", "normalization"});
   s.val_fraction = lookup(c, {"val_fraction"});
   s.test_every_epoch = lookup(c, {"test_every_epoch"});

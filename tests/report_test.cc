@@ -170,6 +170,20 @@ TEST(ReportTest, TableHoldsBothApproachesAndTheStudy) {
   EXPECT_FALSE(contains(md, "Head sweep")) << md;
 }
 
+TEST(ReportTest, NamesAHeadTrainedWithBf16ProductsOnAFloat32Cache) {
+  TempDir tmp;
+  ReportOptions options = options_in(tmp);
+  json config = json::parse(testutil::read_text(options.head / "config.json"));
+  config["cache_settings"]["precision"] = "fp32";
+  config["precision"] = "bf16";
+  RunMetrics m = pipeline::read_metrics(options.head);
+  m.config = config;
+  pipeline::write_metrics(options.head, m);
+  pipeline::write_file_atomic(options.head / "config.json", config.dump(2));
+  const std::string md = testutil::read_text(pipeline::write_report(options).markdown);
+  EXPECT_TRUE(contains(md, "Precision: fp32 features with bf16 head products for the linear probe")) << md;
+}
+
 TEST(ReportTest, JsonHoldsTheSameNumbersAndTheConclusion) {
   TempDir tmp;
   const pipeline::ReportResult result = pipeline::write_report(options_in(tmp));
