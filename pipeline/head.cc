@@ -32,8 +32,9 @@ constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8;  // torch.optim.Adam
 // and weight decay. LibTorch's Adam does ~10 separate passes over the same memory,
 // which dominated a 32-head sweep's time; fused, it is one pass. The loop must
 // vectorize: head.cc is built with -fno-math-errno (otherwise every sqrt keeps a scalar
-// errno branch, 7x slower here) and the kernel is cloned for AVX-512 and AVX2 (simd.h).
-// No reassociation or contraction: each clone gives the same bits.
+// errno branch and the loop stays scalar: 3.3 ms per 32-head step here, against 0.5 ms)
+// and the kernel is cloned for AVX-512 and AVX2 (simd.h). Built without FMA contraction
+// (CMakeLists.txt) and without reassociation, every clone gives the same bits.
 TRANSFER_CLONES("avx512f", "avx2", "default")
 void adam_rows_kernel(int64_t begin, int64_t end, int64_t cols, float* p, const float* g, float* m, float* v,
                       const float* row_lr, const float* row_wd, double bias1, float inv_bias2_sqrt) {
