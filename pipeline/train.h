@@ -104,9 +104,9 @@ struct LoopResult {
 
 LoopResult run_training(Trainable& model, const TrainData& data, const LoopOptions& options);
 
-// Mean cross-entropy and accuracy per member of logits [K,B,C] (any strides) against
-// labels [B] in 0..C-1, summed over the batch. A non-finite logit makes its member's loss NaN; a label out of range throws
-// pipeline::Error.
+// Cross-entropy and right answers per member of logits [K,B,C] (CPU, any strides)
+// against labels [B] in 0..C-1, summed over the batch. A non-finite logit makes its
+// member's loss NaN; a label out of range throws pipeline::Error.
 BatchScores score_logits(const at::Tensor& logits, const at::Tensor& labels);
 
 }  // namespace pipeline
