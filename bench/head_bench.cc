@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "bench_util.h"
+#include "pipeline/batches.h"
 #include "pipeline/features.h"
 #include "pipeline/head.h"
 
@@ -55,14 +56,15 @@ int main(int argc, char** argv) {
 
   // The sweep's float32 matrix products alone, on ready tensors: per step the forward
   // [B,D]x[D,K*C] and the weight gradient [K*C,B]x[B,D]; per epoch the validation's
-  // forward products in the loop's 1,024-row batches; once, the test's.
+  // forward products in the heads' scoring batches; once, the test's.
   const int64_t width_out = sweep.heads * 10, batch = options.batch_size;
-  const int64_t train_rows = train - train / 5, val_rows = train / 5;
+  const pipeline::TrainValSplit split = pipeline::split_train_val(train, options.val_fraction, options.seed);
+  const auto train_rows = static_cast<int64_t>(split.train.size()), val_rows = static_cast<int64_t>(split.val.size());
   const int64_t steps = options.epochs * ((train_rows + batch - 1) / batch);
   const int64_t eval_rows = options.epochs * val_rows + test;
   torch::NoGradGuard no_grad;
   const at::Tensor x = torch::rand({batch, width}), w = torch::rand({width_out, width}), b = torch::rand({width_out});
-  const at::Tensor g = torch::rand({batch, width_out}), x_eval = torch::rand({1024, width});
+  const at::Tensor g = torch::rand({batch, width_out}), x_eval = torch::rand({pipeline::kHeadEvalBatchSize, width});
   at::Tensor grad = torch::empty({width_out, width});
   const int64_t probe_steps = 300, probe_evals = 20;
   const double step_s = bench::seconds([&] {
@@ -73,7 +75,7 @@ int main(int argc, char** argv) {
   }) / probe_steps;
   const double eval_s = bench::seconds([&] {
     for (int64_t i = 0; i < probe_evals; ++i) torch::addmm(b, x_eval, w.t());
-  }) / (probe_evals * 1024);
+  }) / (probe_evals * pipeline::kHeadEvalBatchSize);
   const double floor_s = steps * step_s + eval_rows * eval_s;
 
   const pipeline::Compute compute = pipeline::resolve_compute({"cpu", "fp32", 0});

@@ -97,6 +97,12 @@ int64_t tap_width(Tap tap, int64_t num_classes) {
   return 0;
 }
 
+nn::Sequential alexnet_classifier(int64_t num_classes) {
+  return nn::Sequential(nn::Dropout(nn::DropoutOptions(0.5)), nn::Linear(tap_width(Tap::Pool5), 4096),
+                        nn::ReLU(nn::ReLUOptions(true)), nn::Dropout(nn::DropoutOptions(0.5)),
+                        nn::Linear(4096, 4096), nn::ReLU(nn::ReLUOptions(true)), nn::Linear(4096, num_classes));
+}
+
 AlexNetImpl::AlexNetImpl(int64_t num_classes) {
   if (num_classes < 1) fail("AlexNet needs at least one class; got {}", num_classes);
   // Registration order is torchvision's, so default init draws from the generator in
@@ -112,12 +118,7 @@ AlexNetImpl::AlexNetImpl(int64_t num_classes) {
                      nn::Conv2d(conv(256, 256, 3, 1, 1)), nn::ReLU(nn::ReLUOptions(true)),
                      nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2))));
   avgpool = register_module("avgpool", nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions({6, 6})));
-  classifier = register_module(
-      "classifier",
-      nn::Sequential(nn::Dropout(nn::DropoutOptions(0.5)), nn::Linear(256 * 6 * 6, 4096),
-                     nn::ReLU(nn::ReLUOptions(true)), nn::Dropout(nn::DropoutOptions(0.5)),
-                     nn::Linear(4096, 4096), nn::ReLU(nn::ReLUOptions(true)),
-                     nn::Linear(4096, num_classes)));
+  classifier = register_module("classifier", alexnet_classifier(num_classes));
 }
 
 torch::Tensor AlexNetImpl::forward(torch::Tensor x) {

@@ -50,6 +50,12 @@ constexpr int64_t kMinInputSide = 63;
 // Throws pipeline::UsageError naming --image-size when `image_size` < kMinInputSide.
 void check_image_size(int64_t image_size);
 
+// torchvision's AlexNet classifier (Dropout, Linear(9216,4096), ReLU, Dropout,
+// Linear(4096,4096), ReLU, Linear(4096,num_classes)), default-initialized from the
+// global torch generator in that order: AlexNet's own, and transfer-head's
+// --head classifier on cached pool5 features.
+torch::nn::Sequential alexnet_classifier(int64_t num_classes);
+
 class AlexNetImpl : public torch::nn::Module {
  public:
   // Default-initialized like torchvision (PyTorch's default Conv2d/Linear init, drawing

@@ -20,19 +20,27 @@ std::vector<fs::path> cifar_files(const fs::path& dir, Split split) {
   return files;
 }
 
+std::string cifar_file_problem(const fs::path& file) {
+  std::error_code ec;
+  const auto status = fs::status(file, ec);
+  if (ec || !fs::exists(status)) return "is missing";
+  if (!fs::is_regular_file(status)) return "is not a regular file";
+  const auto size = fs::file_size(file, ec);
+  if (ec) return "cannot be read: " + ec.message();
+  if (size == 0 || size % kCifarRecordBytes != 0) {
+    return fmt::format("has {} bytes, not a positive multiple of the {}-byte record", size, kCifarRecordBytes);
+  }
+  return "";
+}
+
 CifarImages decode_cifar_files(const std::vector<fs::path>& files, int64_t limit) {
   // Sizes first, so the tensors are allocated once and every error comes before work.
   std::vector<int64_t> records;
   int64_t total = 0;
   for (const fs::path& file : files) {
-    std::error_code error;
-    const auto bytes = fs::file_size(file, error);
-    if (error) fail("CIFAR-10 file {} is missing or unreadable ({}); run transfer-fetch", file.string(), error.message());
-    if (bytes == 0 || bytes % kCifarRecordBytes != 0) {
-      fail("CIFAR-10 file {} has {} bytes, not a positive multiple of the {}-byte record: truncated or not a CIFAR-10 batch",
-           file.string(), bytes, kCifarRecordBytes);
-    }
-    records.push_back(static_cast<int64_t>(bytes) / kCifarRecordBytes);
+    const std::string problem = cifar_file_problem(file);
+    if (!problem.empty()) fail("CIFAR-10 file {} {}: truncated, missing or not a CIFAR-10 batch; run transfer-fetch", file.string(), problem);
+    records.push_back(static_cast<int64_t>(fs::file_size(file)) / kCifarRecordBytes);
     total += records.back();
   }
   const int64_t n = limit < 0 ? total : std::min(limit, total);

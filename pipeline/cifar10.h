@@ -34,6 +34,11 @@ struct CifarImages {
 // The batch files of a split, in order, inside `dir`.
 std::vector<std::filesystem::path> cifar_files(const std::filesystem::path& dir, Split split);
 
+// What is wrong with one batch file, "" if nothing: "is missing", "is not a regular
+// file", "cannot be read: ...", or "has N bytes, not a positive multiple of the
+// 3073-byte record" (a truncated or foreign file). Never throws.
+std::string cifar_file_problem(const std::filesystem::path& file);
+
 // Decodes `files` in order, keeping at most `limit` records (limit < 0: all).
 // Throws pipeline::Error naming the file (and record) for a missing file, a size that
 // is not a positive multiple of 3,073 bytes, or a label above 9.

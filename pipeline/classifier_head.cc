@@ -23,9 +23,7 @@ ClassifierHead::ClassifierHead(int64_t classes, double lr, double weight_decay, 
     : impl_(std::make_unique<Impl>()) {
   impl_->compute = compute;
   torch::manual_seed(seed);
-  impl_->classifier = torch::nn::Sequential(
-      torch::nn::Dropout(0.5), torch::nn::Linear(tap_width(Tap::Pool5), 4096), torch::nn::ReLU(true),
-      torch::nn::Dropout(0.5), torch::nn::Linear(4096, 4096), torch::nn::ReLU(true), torch::nn::Linear(4096, classes));
+  impl_->classifier = alexnet_classifier(classes);
   if (pretrained != nullptr) {
     // Same names as torchvision's classifier.N.*; the new last layer stays as drawn.
     StateDict hidden;

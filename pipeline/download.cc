@@ -354,6 +354,7 @@ DownloadResult download(const std::string& url, const fs::path& dest, const Down
     spdlog::info("resuming {} from {} already in {}", url, human_bytes(static_cast<double>(size_or_zero(part))),
                  part.string());
   }
+  bool restarted = false;
   for (int attempt = 1;; ++attempt) {
     result.attempts = attempt;
     const AttemptResult outcome = attempt_once(url, part, options, progress, result.resumed);
@@ -361,6 +362,15 @@ DownloadResult download(const std::string& url, const fs::path& dest, const Down
     if (outcome.outcome == Outcome::RetryFromStart) {
       std::error_code ignored;
       fs::remove(part, ignored);
+      // A stale .part is not a failure of the server: start over at once, without
+      // spending an attempt of the retry budget (once, so a server that keeps
+      // answering 416 still ends in an error).
+      if (!restarted) {
+        restarted = true;
+        spdlog::info("{}: {}; starting over from byte 0", url, outcome.reason);
+        --attempt;
+        continue;
+      }
     }
     if (attempt > options.retries) {
       fail("cannot download {}: {} (gave up after {} attempts); {} bytes are kept in {} and the next run resumes "

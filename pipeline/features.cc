@@ -256,9 +256,12 @@ struct SplitSets {
   std::vector<H5::DataSet> taps;  // in layout order
 };
 
+// Rows of split s (0 train, 1 test) in `layout`.
+int64_t rows_of(const CacheLayout& layout, int s) { return s == 0 ? layout.train_rows : layout.test_rows; }
+
 SplitSets open_split(const H5::H5File& file, const fs::path& path, const CacheLayout& layout, int s,
                      const H5::DSetAccPropList& dapl) {
-  const int64_t rows = s == 0 ? layout.train_rows : layout.test_rows;
+  const int64_t rows = rows_of(layout, s);
   SplitSets sets;
   sets.group = file.openGroup(kSplits[s]);
   sets.labels = sets.group.openDataSet("labels");
@@ -317,9 +320,9 @@ struct FeatureWriter::Impl {
   bool resumed = false;
   bool open = false;
 
-  int64_t total(int s) const { return s == 0 ? layout.train_rows : layout.test_rows; }
+  int64_t total(int s) const { return rows_of(layout, s); }
 
-  static H5::DSetAccPropList write_access(const CacheLayout& layout) {
+  static H5::DSetAccPropList write_access() {
     // Room for a few chunks per dataset, so a chunk that a write leaves half full stays
     // in memory until the next write completes it instead of being re-read.
     H5::DSetAccPropList dapl;
@@ -356,7 +359,7 @@ struct FeatureWriter::Impl {
       if (stored.value("schema_version", -1) != kCacheSchemaVersion) return false;
       if (stored.at("settings") != provenance.at("settings")) return false;
       if (layout_from_json(stored.at("layout")) != layout) return false;
-      H5::DSetAccPropList dapl = write_access(layout);
+      H5::DSetAccPropList dapl = write_access();
       for (int s = 0; s < 2; ++s) {
         splits[s] = open_split(file, partial_path, layout, s, dapl);
         done[s] = read_int64_attr(splits[s].group, kRowsWrittenAttr);
@@ -379,7 +382,7 @@ struct FeatureWriter::Impl {
       write_bool_attr(file, kCompleteAttr, false);
       H5::FloatType ftype = file_float_type(layout.dtype);
       const int64_t elem = layout.dtype == FeatureDtype::Float16 ? 2 : 4;
-      H5::DSetAccPropList dapl = write_access(layout);
+      H5::DSetAccPropList dapl = write_access();
       for (int s = 0; s < 2; ++s) {
         const int64_t rows = total(s);
         SplitSets& sets = splits[s];
@@ -595,7 +598,7 @@ struct FeatureReader::Impl {
   H5::H5File file;
   std::array<SplitSets, 2> splits;
 
-  int64_t tap_index(const std::string& split, const std::string& tap) const {
+  int64_t tap_index(const std::string& tap) const {
     for (size_t i = 0; i < layout.taps.size(); ++i) {
       if (layout.taps[i].first == tap) return static_cast<int64_t>(i);
     }
@@ -675,7 +678,7 @@ const json& FeatureReader::provenance() const { return impl_->provenance; }
 const CacheLayout& FeatureReader::layout() const { return impl_->layout; }
 FeatureDtype FeatureReader::dtype() const { return impl_->layout.dtype; }
 int64_t FeatureReader::rows(const std::string& split) const {
-  return split_index(split) == 0 ? impl_->layout.train_rows : impl_->layout.test_rows;
+  return rows_of(impl_->layout, split_index(split));
 }
 
 std::vector<std::string> FeatureReader::taps() const {
@@ -685,7 +688,7 @@ std::vector<std::string> FeatureReader::taps() const {
 }
 
 int64_t FeatureReader::width(const std::string& tap) const {
-  return impl_->layout.taps[static_cast<size_t>(impl_->tap_index("train", tap))].second;
+  return impl_->layout.taps[static_cast<size_t>(impl_->tap_index(tap))].second;
 }
 
 at::Tensor FeatureReader::labels(const std::string& split) const {
@@ -702,7 +705,7 @@ at::Tensor FeatureReader::labels(const std::string& split) const {
 at::Tensor FeatureReader::read(const std::string& split, const std::string& tap) const {
   const Impl& r = *impl_;
   const int s = split_index(split);
-  const auto i = static_cast<size_t>(r.tap_index(split, tap));
+  const auto i = static_cast<size_t>(r.tap_index(tap));
   const int64_t width = r.layout.taps[i].second;
   const bool half = r.layout.dtype == FeatureDtype::Float16;
   at::Tensor out = at::empty({rows(split), width}, half ? at::kHalf : at::kFloat);

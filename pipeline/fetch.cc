@@ -17,6 +17,7 @@
 #include "pipeline/digest.h"
 #include "pipeline/download.h"
 #include "pipeline/error.h"
+#include "pipeline/files.h"
 
 namespace pipeline {
 namespace fs = std::filesystem;
@@ -59,30 +60,12 @@ class TempPath {
   fs::path path_;
 };
 
-std::vector<char> template_for(const fs::path& parent, const std::string& prefix) {
-  const std::string pattern = (parent / (prefix + "XXXXXX")).string();
-  std::vector<char> buffer(pattern.begin(), pattern.end());
-  buffer.push_back('\0');
-  return buffer;
-}
-
 fs::path make_temp_dir(const fs::path& parent, const std::string& prefix) {
-  std::vector<char> name = template_for(parent, prefix);
+  std::string name = (parent / (prefix + "XXXXXX")).string();
   if (mkdtemp(name.data()) == nullptr) {
     fail("cannot create a temporary folder in {}: {}; choose a writable --out folder", parent.string(),
          std::strerror(errno));
   }
-  return fs::path(name.data());
-}
-
-fs::path make_temp_file(const fs::path& parent, const std::string& prefix) {
-  std::vector<char> name = template_for(parent, prefix);
-  const int fd = mkstemp(name.data());
-  if (fd < 0) {
-    fail("cannot create a temporary file in {}: {}; choose a writable --out folder", parent.string(),
-         std::strerror(errno));
-  }
-  close(fd);
   return fs::path(name.data());
 }
 
@@ -101,17 +84,8 @@ std::string cifar_problem(const fs::path& dir, const std::string& shown_as) {
   std::vector<fs::path> files = cifar_files(dir, Split::Train);
   files.push_back(cifar_files(dir, Split::Test).front());
   for (const fs::path& file : files) {
-    const std::string name = file.filename().string();
-    std::error_code ec;
-    const auto status = fs::symlink_status(file, ec);
-    if (ec || !fs::exists(status)) return fmt::format("{}/{} is missing", shown_as, name);
-    if (!fs::is_regular_file(status)) return fmt::format("{}/{} is not a regular file", shown_as, name);
-    const auto size = fs::file_size(file, ec);
-    if (ec) return fmt::format("{}/{} cannot be read: {}", shown_as, name, ec.message());
-    if (size == 0 || size % kCifarRecordBytes != 0) {
-      return fmt::format("{}/{} has {} bytes, not a positive multiple of the {}-byte record", shown_as, name, size,
-                         kCifarRecordBytes);
-    }
+    const std::string problem = cifar_file_problem(file);
+    if (!problem.empty()) return fmt::format("{}/{} {}", shown_as, file.filename().string(), problem);
   }
   return "";
 }
@@ -166,13 +140,7 @@ void unpack_cifar(const fs::path& archive, const std::string& md5, const fs::pat
   const std::string problem = cifar_problem(unpacked, kCifar10DirName);
   if (!problem.empty()) fail("{} is not a complete CIFAR-10 binary archive: {}", archive.string(), problem);
 
-  const fs::path marker = unpacked / kCifar10VerifiedMarker;
-  {
-    std::ofstream out(marker, std::ios::trunc);
-    out << md5 << '\n';
-    out.close();
-    if (!out) fail("cannot write {}", marker.string());
-  }
+  write_file_atomic(unpacked / kCifar10VerifiedMarker, md5 + "\n");
 
   std::error_code ec;
   if (fs::exists(fs::symlink_status(target, ec))) {
@@ -299,12 +267,11 @@ void fetch_weights(const FetchOptions& options, FetchResult& result) {
     if (!fs::is_regular_file(options.weights_file)) {
       fail("the weights file {} does not exist or is not a file", options.weights_file.string());
     }
-    TempPath temp(make_temp_file(options.out_dir, fmt::format(".{}.tmp-", name)));
-    fs::copy_file(options.weights_file, temp.path(), fs::copy_options::overwrite_existing, ec);
-    if (ec) fail("cannot copy {} to {}: {}", options.weights_file.string(), temp.path().string(), ec.message());
-    result.weights_sha256 = checked_weights_digest(temp.path(), name, options.weights_file.string());
-    fs::rename(temp.path(), dest, ec);
-    if (ec) fail("cannot rename {} to {}: {}", temp.path().string(), dest.string(), ec.message());
+    replace_atomically(dest, [&](const fs::path& temporary) {
+      fs::copy_file(options.weights_file, temporary, fs::copy_options::overwrite_existing, ec);
+      if (ec) fail("cannot copy {} to {}: {}", options.weights_file.string(), temporary.string(), ec.message());
+      result.weights_sha256 = checked_weights_digest(temporary, name, options.weights_file.string());
+    });
   } else {
     DownloadOptions download_opts = download_options(options);
     download_opts.verify = [&](const fs::path& part) {

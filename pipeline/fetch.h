@@ -12,7 +12,7 @@
 // Temporary names used while working (removed on failure, never mistaken for results):
 //   .cifar-10-batches-bin.tmp-XXXXXX/   the archive unpacked, checked, then renamed
 //   <name>.part                          a download in progress (resumed by the next run)
-//   .<weights name>.tmp-XXXXXX           a local weights file being copied
+//   <weights name>.tmp                   a local weights file being copied
 
 #include <filesystem>
 #include <string>

@@ -176,10 +176,9 @@ FinetuneSummary run_finetune(const FinetuneOptions& options) {
   const fs::path checkpoint = options.out / "checkpoint";
   const fs::path checkpoint_config = options.out / "checkpoint-config.json";
   std::error_code ignored;
-  const bool resumable = options.resume && fs::exists(checkpoint_config) &&
-                         json::parse(read_file(checkpoint_config)) == config;
-  if (options.resume && fs::exists(checkpoint_config) && !resumable) {
-    spdlog::info("the checkpoint in {} is of other settings: starting over", options.out.string());
+  const bool resumable = options.resume && json_file_equals(checkpoint_config, config);
+  if (options.resume && !resumable && fs::exists(checkpoint_config)) {
+    spdlog::info("the checkpoint in {} is of other settings (or unreadable): starting over", options.out.string());
   }
   if (!resumable) {
     if (fs::exists(checkpoint)) spdlog::info("starting over: discarding the checkpoint in {}", checkpoint.string());

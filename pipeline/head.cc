@@ -134,7 +134,7 @@ std::vector<HeadSetting> head_grid(const HeadOptions& options) {
 }
 
 LinearHeads::LinearHeads(int64_t inputs, int64_t classes, std::vector<HeadSetting> settings, c10::ScalarType matmul)
-    : inputs_(inputs), classes_(classes), matmul_(matmul), settings_(std::move(settings)) {
+    : classes_(classes), matmul_(matmul), settings_(std::move(settings)) {
   if (matmul_ != c10::kFloat && matmul_ != c10::kBFloat16) {
     usage_fail("linear heads multiply in float32 or bfloat16, not {}", c10::toString(matmul_));
   }
@@ -156,7 +156,11 @@ LinearHeads::LinearHeads(int64_t inputs, int64_t classes, std::vector<HeadSettin
     row_wd_.slice(0, m * classes, (m + 1) * classes).fill_(settings_[m].weight_decay);
   }
   weight_grad_ = torch::empty_like(weight_);
-  if (matmul_ != c10::kFloat) weight_grad_low_ = torch::empty_like(weight_, matmul_);
+  if (matmul_ != c10::kFloat) {
+    weight_low_ = torch::empty_like(weight_, matmul_);
+    bias_low_ = torch::empty_like(bias_, matmul_);
+    weight_grad_low_ = torch::empty_like(weight_, matmul_);
+  }
   bias_grad_ = torch::empty_like(bias_);
   weight_m_ = torch::zeros_like(weight_);
   weight_v_ = torch::zeros_like(weight_);
@@ -171,8 +175,11 @@ int64_t LinearHeads::members() const { return static_cast<int64_t>(settings_.siz
 at::Tensor LinearHeads::logits(const at::Tensor& inputs) const {
   if (matmul_ == c10::kFloat) return torch::addmm(bias_, inputs.to(c10::kFloat), weight_.t());
   // As autocast runs a Linear: every operand rounded to bfloat16, float32 accumulation
-  // inside the product (oneDNN), the result rounded to bfloat16.
-  return torch::addmm(bias_.to(matmul_), inputs.to(matmul_), weight_.to(matmul_).t()).to(c10::kFloat);
+  // inside the product (oneDNN), the result rounded to bfloat16. The rounded weights go
+  // into buffers made once, not fresh tensors every step.
+  weight_low_.copy_(weight_);
+  bias_low_.copy_(bias_);
+  return torch::addmm(bias_low_, inputs.to(matmul_), weight_low_.t()).to(c10::kFloat);
 }
 
 BatchScores LinearHeads::train_step(const Batch& batch) {
@@ -269,25 +276,25 @@ json config_json(const HeadOptions& o, const FeatureReader& cache) {
           {"test_rows", cache.rows("test")}};
 }
 
-// The pretrained fc6/fc7 for --head classifier: the weights file named in the cache's
-// provenance, if it is still there and still the file the cache was made from.
-std::unique_ptr<StateDict> pretrained_classifier(const FeatureReader& cache, std::string& how) {
+// Where --head classifier's fc6/fc7 come from: the weights file named in the cache's
+// provenance if it is still there and still the file the cache was made from (returned),
+// else "" (random init). `how` says which, for the run's config.
+std::string pretrained_classifier_file(const FeatureReader& cache, std::string& how) {
   const json& provenance = cache.provenance();
   const std::string file = provenance.value("weights_file", "");
   const std::string sha256 = provenance.value("settings", json::object()).value("weights_sha256", "");
   if (file.empty()) {
     how = "random init (the cache was made with random weights)";
-    return nullptr;
+    return "";
   }
   if (!fs::exists(file) || file_digest(file, DigestAlgorithm::Sha256) != sha256) {
     how = fmt::format("random init ({} is missing or changed since the extraction)", file);
     spdlog::warn("--head classifier: {}", how);
-    return nullptr;
+    return "";
   }
   how = "pretrained fc6/fc7 from " + file;
-  return std::make_unique<StateDict>(read_state_dict(file));
+  return file;
 }
-
 
 void save_head(const fs::path& file, const at::Tensor& weight, const at::Tensor& bias) {
   torch::serialize::OutputArchive archive;
@@ -298,7 +305,7 @@ void save_head(const fs::path& file, const at::Tensor& weight, const at::Tensor&
 
 std::string sweep_csv(const std::vector<HeadSetting>& grid, const std::vector<MemberResult>& members,
                       const std::vector<size_t>& ranking) {
-  std::string csv = "rank,lr,weight_decay,init_seed,best_epoch,best_val_acc,best_val_loss,test_acc,test_loss\n";
+  std::string csv = std::string(kSweepCsvHeader) + "\n";
   for (size_t r = 0; r < ranking.size(); ++r) {
     const size_t m = ranking[r];
     const EpochRecord& best = members[m].epochs[members[m].best_epoch - 1];
@@ -317,7 +324,14 @@ HeadSummary run_head(const HeadOptions& options) {
   const Compute compute = resolve_compute({"cpu", options.precision, options.threads});
   const auto read_start = std::chrono::steady_clock::now();
   FeatureReader cache(options.features);
-  const json config = config_json(options, cache);
+  json config = config_json(options, cache);
+  std::string classifier_weights;  // "": random init
+  if (options.head == "classifier") {
+    // In the config, so that a weights file that comes back (or changes) retrains.
+    std::string how;
+    classifier_weights = pretrained_classifier_file(cache, how);
+    config["classifier_init"] = how;
+  }
   HeadSummary summary;
   if (!options.force && run_is_up_to_date(options.out, config)) {
     spdlog::info("{} is up to date with these settings and this cache: nothing to do (--force retrains)",
@@ -358,9 +372,8 @@ HeadSummary run_head(const HeadOptions& options) {
   std::unique_ptr<LinearHeads> linear;
   std::unique_ptr<ClassifierHead> classifier;
   if (options.head == "classifier") {
-    std::string how;
-    const auto pretrained = pretrained_classifier(cache, how);
-    run_config["classifier_init"] = how;
+    const auto pretrained =
+        classifier_weights.empty() ? nullptr : std::make_unique<StateDict>(read_state_dict(classifier_weights));
     classifier = std::make_unique<ClassifierHead>(kCifarClasses, options.lr, options.weight_decay, options.seed,
                                                   pretrained.get(), compute);
   } else {
@@ -372,7 +385,7 @@ HeadSummary run_head(const HeadOptions& options) {
   loop.batch_size = options.batch_size;
   loop.seed = options.seed;
   loop.test_every_epoch = options.test_every_epoch;
-  loop.eval_batch_size = 1024;  // scoring needs no small batches; big ones make better GEMMs
+  loop.eval_batch_size = kHeadEvalBatchSize;
   loop.label = grid.size() > 1 ? fmt::format("head sweep ({} heads)", grid.size()) : "head";
   const LoopResult result = run_training(heads, data, loop);
 

@@ -39,12 +39,16 @@ struct HeadOptions {
   int64_t sweep_seeds = 0;                  // > 0: that many init seeds per setting (seed, seed+1, ...)
   std::string precision = "fp32";           // fp32, or bf16: matrix products in bfloat16 (features and weights
                                             // rounded to it, float32 accumulation; loss, gradients' softmax and
-                                            // Adam in float32), ~2x faster on CPUs with AVX512-BF16 or AMX.
+                                            // Adam in float32), 1.3-2x faster sweeps on CPUs with AVX512-BF16 or AMX.
                                             // fp16 is a usage error: heads train on the CPU
   bool test_every_epoch = false;
   int threads = 0;                          // 0: every core
   bool force = false;                       // retrain even if the run folder is up to date
 };
+
+// Rows per batch when heads score validation and test: scoring needs no small
+// batches, and big ones make better matrix products.
+inline constexpr int64_t kHeadEvalBatchSize = 1024;
 
 // One member of a head sweep.
 struct HeadSetting {
@@ -78,11 +82,12 @@ class LinearHeads : public Trainable {
  private:
   at::Tensor logits(const at::Tensor& inputs) const;  // [B, K*C] float32
 
-  int64_t inputs_, classes_;
+  int64_t classes_;
   c10::ScalarType matmul_;
   std::vector<HeadSetting> settings_;
   at::Tensor weight_, bias_, weight_m_, weight_v_, bias_m_, bias_v_, best_weight_, best_bias_;
-  at::Tensor weight_grad_, weight_grad_low_, bias_grad_;  // reused every step
+  at::Tensor weight_grad_, bias_grad_;                     // reused every step
+  at::Tensor weight_low_, bias_low_, weight_grad_low_;     // bf16 products only: the same, rounded
   at::Tensor row_lr_, row_wd_;  // [K*C] float32: each row's head's settings
   int64_t step_ = 0;
 };

@@ -22,9 +22,10 @@ double number_at(const json& object, const char* key, const std::string& source,
   return value.get<double>();
 }
 
-std::string csv_number(double value) { return std::isfinite(value) ? fmt::format("{:.6g}", value) : ""; }
 
 }  // namespace
+
+std::string csv_number(double value) { return std::isfinite(value) ? fmt::format("{:.6g}", value) : ""; }
 
 json number_or_null(double value) { return std::isfinite(value) ? json(value) : json(nullptr); }
 
@@ -74,6 +75,9 @@ RunMetrics metrics_from_json(const json& j, const std::string& source) {
     m.epochs.push_back(epoch_from_json(j["epochs"][i], source, fmt::format("epochs[{}]", i)));
   }
   m.best_epoch = static_cast<int64_t>(number_at(j, "best_epoch", source, "metrics"));
+  if (m.best_epoch < 1 || m.best_epoch > static_cast<int64_t>(m.epochs.size())) {
+    fail("{}: best_epoch {} is not one of its {} epochs", source, m.best_epoch, m.epochs.size());
+  }
   m.test_loss = number_at(j, "test_loss", source, "metrics");
   m.test_acc = number_at(j, "test_acc", source, "metrics");
   m.train_seconds = number_at(j, "train_seconds", source, "metrics");
@@ -117,13 +121,17 @@ RunMetrics read_metrics(const fs::path& dir) {
   return metrics_from_json(j, file.string());
 }
 
-bool run_is_up_to_date(const fs::path& dir, const json& config) {
-  if (!fs::exists(dir / "metrics.json") || !fs::exists(dir / "config.json")) return false;
+bool json_file_equals(const fs::path& file, const json& value) {
+  if (!fs::exists(file)) return false;
   try {
-    return json::parse(read_file(dir / "config.json")) == config;
+    return json::parse(read_file(file)) == value;
   } catch (const std::exception&) {
     return false;
   }
+}
+
+bool run_is_up_to_date(const fs::path& dir, const json& config) {
+  return fs::exists(dir / "metrics.json") && json_file_equals(dir / "config.json", config);
 }
 
 }  // namespace pipeline

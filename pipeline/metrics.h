@@ -39,6 +39,12 @@ struct RunMetrics {
 
 // A number for JSON, which has no NaN or infinity: those become null.
 nlohmann::json number_or_null(double value);
+// A number for a CSV cell (6 significant digits); NaN or infinity become an empty cell.
+std::string csv_number(double value);
+
+// The first line of sweep.csv (transfer-head writes it, transfer-compare reads it).
+inline constexpr char kSweepCsvHeader[] =
+    "rank,lr,weight_decay,init_seed,best_epoch,best_val_acc,best_val_loss,test_acc,test_loss";
 
 // One epoch as JSON (NaN, e.g. an unscored test, becomes null) and back; the reader
 // throws pipeline::Error naming `source` and `where` for a missing or non-number field.
@@ -56,6 +62,10 @@ void write_metrics(const std::filesystem::path& dir, const RunMetrics& metrics);
 // Reads and validates dir/metrics.json; a missing or malformed file is a pipeline::Error
 // naming it.
 RunMetrics read_metrics(const std::filesystem::path& dir);
+
+// True when `file` exists and holds JSON equal to `value`. Never throws (an unreadable
+// or malformed file is simply not equal).
+bool json_file_equals(const std::filesystem::path& file, const nlohmann::json& value);
 
 // True when `dir` is a finished run of exactly these settings: it holds metrics.json and
 // a config.json (written last by the stages) equal to `config`. Never throws.

@@ -15,14 +15,8 @@ namespace {
 constexpr int kPrecisionBits = 32 - 8 - 2;  // PIL's PRECISION_BITS for 8-bit images
 constexpr int32_t kHalf = 1 << (kPrecisionBits - 1);
 
-inline uint8_t clip8(int32_t sum) {
-  if (sum >= (1 << kPrecisionBits << 8)) return 255;
-  if (sum <= 0) return 0;
-  return static_cast<uint8_t>(sum >> kPrecisionBits);
-}
-
-// clip8 written branch-free so that a row of it vectorizes: for sums >= 2^30 the shift
-// gives 256..511 and for negative sums a negative number, both clamped as PIL clips.
+// PIL's clip8, written branch-free so that a row of it vectorizes: for sums >= 2^30 the
+// shift gives 256..511 and for negative sums a negative number, both clamped as PIL clips.
 inline int32_t rounded(int32_t sum) { return std::min(std::max(sum >> kPrecisionBits, 0), 255); }
 
 void check_images(const at::Tensor& images) {
@@ -34,7 +28,9 @@ void check_images(const at::Tensor& images) {
 }
 
 // The row kernels, compiled for AVX2 as well as the baseline (simd.h): the baseline
-// x86-64 has no 32-bit integer multiply-low or FMA, which these loops are made of.
+// x86-64 (SSE2) has neither a 32-bit integer multiply-low nor 256-bit vectors, which
+// these loops are made of. Built without FMA contraction (CMakeLists.txt), every clone
+// gives the same bits.
 #define TRANSFER_ROW_KERNEL TRANSFER_CLONES("avx2", "default")
 
 TRANSFER_ROW_KERNEL void accumulate_row(int32_t* acc, const uint8_t* src, int32_t weight, int64_t n) {
@@ -144,7 +140,7 @@ void Preprocessor::run(const at::Tensor& images, Sink sink) const {
           const uint8_t* src = padded.data() + h.first[x];
           int32_t sum = kHalf;
           for (int64_t t = 0; t < h_taps; ++t) sum += src[t] * k[t];
-          out[x] = clip8(sum);
+          out[x] = static_cast<uint8_t>(rounded(sum));
         }
       }
     }

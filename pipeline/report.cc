@@ -90,9 +90,7 @@ RunSettings probe_settings(const RunMetrics& m) {
   s.image_size = lookup(c, {"cache_settings", "image_size"});
   s.pretrained = lookup(c, {"cache_settings", "pretrained"});
   s.train_rows = lookup(c, {"train_rows"});
-  if (s.train_rows.is_null()) s.train_rows = lookup(c, {"cache_settings", "train_rows"});
   s.test_rows = lookup(c, {"test_rows"});
-  if (s.test_rows.is_null()) s.test_rows = lookup(c, {"cache_settings", "test_rows"});
   s.limit_train = lookup(c, {"cache_settings", "limit_train"});
   s.limit_test = lookup(c, {"cache_settings", "limit_test"});
   s.epochs = lookup(c, {"epochs"});
@@ -151,13 +149,7 @@ json settings_json(const RunSettings& s) {
 ApproachNumbers numbers_of(const RunMetrics& m, const RunSettings& settings) {
   ApproachNumbers n;
   n.approach = m.approach;
-  size_t best = 0;
-  if (m.best_epoch >= 1 && static_cast<size_t>(m.best_epoch) <= m.epochs.size()) {
-    best = static_cast<size_t>(m.best_epoch - 1);
-  } else {
-    for (size_t i = 1; i < m.epochs.size(); ++i)
-      if (m.epochs[i].val_acc > m.epochs[best].val_acc) best = i;
-  }
+  const auto best = static_cast<size_t>(m.best_epoch - 1);  // in range: metrics_from_json checks it
   n.best_epoch = m.epochs[best].epoch;
   n.best_val_acc = m.epochs[best].val_acc;
   n.best_val_loss = m.epochs[best].val_loss;
@@ -197,12 +189,10 @@ struct SweepRow {
 
 // sweep.csv as transfer-head writes it; throws Error naming the file and line.
 std::vector<SweepRow> read_sweep(const fs::path& file) {
-  static const std::string kHeader =
-      "rank,lr,weight_decay,init_seed,best_epoch,best_val_acc,best_val_loss,test_acc,test_loss";
   std::istringstream lines(read_file(file));
   std::string line;
-  if (!std::getline(lines, line) || line != kHeader) {
-    fail("{}: the first line is not the sweep header \"{}\"; rerun transfer-head", file.string(), kHeader);
+  if (!std::getline(lines, line) || line != kSweepCsvHeader) {
+    fail("{}: the first line is not the sweep header \"{}\"; rerun transfer-head", file.string(), kSweepCsvHeader);
   }
   std::vector<SweepRow> rows;
   for (int line_number = 2; std::getline(lines, line); ++line_number) {
@@ -275,8 +265,6 @@ void read_cache_cost(const fs::path& file, const RunMetrics& head, Extraction& e
 Extraction extraction_cost(const ReportOptions& options, const RunMetrics& head) {
   Extraction e;
   if (std::isfinite(options.extract_seconds)) {
-    if (!options.features.empty()) usage_fail("give --extract-seconds or --features, not both");
-    if (options.extract_seconds < 0) usage_fail("--extract-seconds must be >= 0, got {}", options.extract_seconds);
     e.seconds = options.extract_seconds;
     e.source = "given with --extract-seconds";
     return e;
@@ -353,7 +341,7 @@ std::string pretrained_diff(const RunSettings& s) {
   return s.pretrained.get<bool>() ? "" : "random initialisation, NOT ImageNet-pretrained";
 }
 
-std::string epochs_diff(const RunSettings& s, const ApproachNumbers& n) {
+std::string epochs_diff(const ApproachNumbers& n) {
   return n.epochs == kStudyProbe.epochs ? "" : fmt::format("{} epochs", n.epochs);
 }
 
@@ -375,7 +363,7 @@ std::vector<std::string> differences(const RunSettings& p, const RunSettings& f,
   differ(out, "Image size", image_size_diff(p), image_size_diff(f), "224 px");
   differ(out, "Data", rows_diff(p), rows_diff(f), "the full CIFAR-10, 50,000 training and 10,000 test images");
   differ(out, "Weights", pretrained_diff(p), pretrained_diff(f), "ImageNet-pretrained");
-  differ(out, "Epochs", epochs_diff(p, probe), epochs_diff(f, finetune), "10");
+  differ(out, "Epochs", epochs_diff(probe), epochs_diff(finetune), "10");
   differ(out, "Adam learning rate", number_diff(p.lr, 1e-3), number_diff(f.lr, 1e-3), "1e-3");
   differ(out, "Batch size", number_diff(p.batch_size, 128), number_diff(f.batch_size, 128), "128");
   differ(out, "Adam weight decay", number_diff(p.weight_decay, 0), "", "none");
@@ -433,8 +421,8 @@ std::string plot_csv(const std::vector<EpochRecord>& epochs, double start_second
   double elapsed = start_seconds;
   for (const EpochRecord& e : epochs) {
     elapsed += e.seconds;
-    csv += fmt::format("{},{:.6g},{:.6g},{:.6g},{:.6g},{:.6g},{:.6g}\n", e.epoch, e.train_loss, e.train_acc,
-                       e.val_loss, e.val_acc, e.seconds, elapsed);
+    csv += fmt::format("{},{},{},{},{},{},{}\n", e.epoch, csv_number(e.train_loss), csv_number(e.train_acc),
+                       csv_number(e.val_loss), csv_number(e.val_acc), csv_number(e.seconds), csv_number(elapsed));
   }
   return csv;
 }
@@ -681,7 +669,7 @@ std::string study_seconds(const StudyNumbers& s, double divide = 1) {
 
 std::string markdown(const ReportOptions& options, const ApproachNumbers& probe, const ApproachNumbers& tune,
                      const Extraction& extraction, const Conclusion& conclusion,
-                     const std::vector<std::string>& diffs, const std::vector<std::string>& notes,
+                     const std::vector<std::string>& diffs,
                      const std::vector<double>& probe_classes, const std::vector<double>& tune_classes,
                      const std::vector<SweepRow>& sweep, const std::vector<std::string>& plots,
                      const std::string& plots_error) {
@@ -724,7 +712,7 @@ std::string markdown(const ReportOptions& options, const ApproachNumbers& probe,
 
   md += "## Differences from the study\n\n";
   for (const std::string& d : diffs) md += "- " + d + "\n";
-  for (const std::string& n : notes) md += "- " + n + "\n";
+  for (const std::string& n : extraction.notes) md += "- " + n + "\n";
   md += "\n";
 
   md += "## Per-class test accuracy\n\n";
@@ -813,7 +801,7 @@ Conclusion conclude(const ApproachNumbers& probe, const ApproachNumbers& finetun
   c.extract_known = std::isfinite(probe.extract_seconds);
   const double extract = c.extract_known ? probe.extract_seconds : 0;
   const double head = probe.train_seconds, tune = finetune.train_seconds;
-  c.probe_seconds = extract + head;
+  c.probe_seconds = probe.total_seconds();
   c.finetune_seconds = tune;
   if (c.extract_known && head > 0) c.break_even_head_runs = (tune - extract) / head;
   if (c.extract_known && tune > head) c.cheaper_from_experiments = static_cast<int64_t>(std::floor(extract / (tune - head))) + 1;
@@ -920,6 +908,7 @@ ReportResult write_report(const ReportOptions& options) {
   if (std::isfinite(options.extract_seconds) && !options.features.empty()) {
     usage_fail("give --extract-seconds or --features, not both");
   }
+  if (options.extract_seconds < 0) usage_fail("--extract-seconds must be >= 0, got {}", options.extract_seconds);
   const RunMetrics head = read_run(options.head, "linear-probe", "--head", "transfer-head");
   const RunMetrics tune = read_run(options.finetune, "fine-tune", "--finetune", "transfer-finetune");
   const RunSettings probe_set = probe_settings(head), tune_set = finetune_settings(tune);
@@ -995,7 +984,7 @@ ReportResult write_report(const ReportOptions& options) {
   result.json = options.out / "report.json";
   write_file_atomic(result.json, report.dump(2) + "\n");
   write_file_atomic(result.markdown, markdown(options, probe, finetune, extraction, result.conclusion, diffs,
-                                              extraction.notes, probe_classes, tune_classes, sweep, result.plots,
+                                              probe_classes, tune_classes, sweep, result.plots,
                                               result.plots_error));
   return result;
 }

@@ -32,7 +32,7 @@ struct BatchScores {
   at::Tensor correct;   // [K] int64
 };
 
-// What the loop trains. Logits are [K, B, C] float32 on the CPU.
+// What the loop trains: K members (C classes each) stepped together on every batch.
 class Trainable {
  public:
   virtual ~Trainable() = default;
@@ -42,7 +42,7 @@ class Trainable {
   // forward pass that the step used (train mode: dropout included), e.g. by
   // score_logits on its logits.
   virtual BatchScores train_step(const Batch& batch) = 0;
-  // Logits without gradients, in the current mode.
+  // Logits [K, B, C] float32 on the CPU, without gradients, in the current mode.
   virtual at::Tensor predict(const at::Tensor& inputs) = 0;
   // Remembers member k's current weights as its best; use_best() loads them back.
   virtual void keep_best(int64_t member) = 0;

@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include "pipeline/pickle.h"
+
 namespace torch::nn {
 class Module;
 }
@@ -23,8 +25,9 @@ namespace pipeline {
 
 class AlexNet;  // pipeline/alexnet.h
 
-// (name, tensor) pairs, in file order (or module order for state_dict_of).
-using StateDict = std::vector<std::pair<std::string, at::Tensor>>;
+// (name, tensor) pairs, in file order (or module order for state_dict_of): pickle.h's
+// TensorDict under the name the model side uses.
+using StateDict = TensorDict;
 
 // Reads a torch.save zip file holding a state dict (what torchvision publishes).
 // Tensors are on the CPU with the saved dtypes. Throws pipeline::Error naming the file

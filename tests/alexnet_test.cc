@@ -13,13 +13,14 @@
 
 #include "pipeline/error.h"
 #include "pipeline/weights.h"
+#include "test_util.h"
 
 namespace pipeline {
 namespace {
 
 namespace fs = std::filesystem;
 
-fs::path fixture(const std::string& name) { return fs::path(TRANSFER_FIXTURES) / name; }
+using testutil::fixture;
 
 nlohmann::json alexnet_fixture() {
   std::ifstream in(fixture("alexnet_fixture.json"));

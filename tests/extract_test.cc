@@ -16,7 +16,7 @@ using testutil::TempDir;
 namespace {
 
 pipeline::ExtractOptions small_options(const TempDir& dir) {
-  pipeline::write_synthetic_cifar({dir / "data", 40, 12, 3});
+  if (!fs::exists(dir / "data")) pipeline::write_synthetic_cifar({dir / "data", 40, 12, 3});
   pipeline::ExtractOptions o;
   o.data = dir / "data";
   o.weights = "random:1";

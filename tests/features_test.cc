@@ -80,6 +80,23 @@ void write_all(FeatureWriter& w, const Contents& c, int64_t block) {
   }
 }
 
+// Expects the finished cache at `path` to hold exactly `c`: int64 labels, and float32
+// features (rounded through half first when the cache stores float16).
+void expect_holds(const fs::path& path, const Contents& c) {
+  FeatureReader r(path);
+  const bool half = r.dtype() == FeatureDtype::Float16;
+  for (const std::string split : {"train", "test"}) {
+    const torch::Tensor labels = r.labels(split);
+    EXPECT_EQ(labels.scalar_type(), torch::kLong);
+    EXPECT_TRUE(torch::equal(labels, c.labels(split))) << split;
+    for (const auto& [name, expected] : c.taps(split)) {
+      const torch::Tensor got = r.read(split, name);
+      EXPECT_EQ(got.scalar_type(), torch::kFloat);
+      EXPECT_TRUE(torch::equal(got, half ? expected.to(torch::kHalf).to(torch::kFloat) : expected)) << split << "/" << name;
+    }
+  }
+}
+
 // Expects fn to throw pipeline::Error whose message contains every one of `parts`.
 template <typename Fn>
 void expect_error(Fn&& fn, const std::vector<std::string>& parts) {
@@ -150,16 +167,7 @@ TEST_F(FeatureCache, RoundTripFloat32) {
   EXPECT_EQ(r.provenance().at("settings"), settings());
   EXPECT_EQ(r.provenance().at("created"), "today");
   EXPECT_EQ(r.provenance().at("schema_version"), pipeline::kCacheSchemaVersion);
-  for (const std::string split : {"train", "test"}) {
-    torch::Tensor labels = r.labels(split);
-    EXPECT_EQ(labels.scalar_type(), torch::kLong);
-    EXPECT_TRUE(torch::equal(labels, c.labels(split)));
-    for (const auto& [name, expected] : c.taps(split)) {
-      torch::Tensor got = r.read(split, name);
-      EXPECT_EQ(got.scalar_type(), torch::kFloat);
-      EXPECT_TRUE(torch::equal(got, expected)) << split << "/" << name;
-    }
-  }
+  expect_holds(path_, c);
   EXPECT_TRUE(pipeline::cache_matches(path_, settings()));
 }
 
@@ -173,14 +181,10 @@ TEST_F(FeatureCache, RoundTripFloat16) {
   }
   FeatureReader r(path_);
   EXPECT_EQ(r.dtype(), FeatureDtype::Float16);
+  expect_holds(path_, c);  // exactly what rounding to half gives,
   for (const std::string split : {"train", "test"}) {
-    EXPECT_TRUE(torch::equal(r.labels(split), c.labels(split)));
-    for (const auto& [name, expected] : c.taps(split)) {
-      torch::Tensor got = r.read(split, name);
-      EXPECT_EQ(got.scalar_type(), torch::kFloat);
-      // Exactly what rounding to half gives, i.e. within half precision of the input.
-      EXPECT_TRUE(torch::equal(got, expected.to(torch::kHalf).to(torch::kFloat))) << split << "/" << name;
-      EXPECT_TRUE(torch::allclose(got, expected, /*rtol=*/1e-3, /*atol=*/1e-4));
+    for (const auto& [name, expected] : c.taps(split)) {  // i.e. within half precision of the input
+      EXPECT_TRUE(torch::allclose(r.read(split, name), expected, /*rtol=*/1e-3, /*atol=*/1e-4));
     }
   }
 }
@@ -236,12 +240,7 @@ TEST_F(FeatureCache, ResumesAfterInterruption) {
   FeatureReader r(path_);
   EXPECT_EQ(r.provenance().at("created"), "tomorrow");  // the resuming run's provenance
   EXPECT_EQ(r.provenance().at("precision_max_abs_error"), 0.25);
-  for (const std::string split : {"train", "test"}) {
-    EXPECT_TRUE(torch::equal(r.labels(split), c.labels(split)));
-    for (const auto& [name, expected] : c.taps(split)) {
-      EXPECT_TRUE(torch::equal(r.read(split, name), expected.to(torch::kHalf).to(torch::kFloat)));
-    }
-  }
+  expect_holds(path_, c);
 }
 
 TEST_F(FeatureCache, RowsWrittenButNotCountedAreRewritten) {
@@ -262,9 +261,7 @@ TEST_F(FeatureCache, RowsWrittenButNotCountedAreRewritten) {
   EXPECT_EQ(w.rows_done("train"), 2);
   write_all(w, c, 5);
   w.finish();
-  FeatureReader r(path_);
-  EXPECT_TRUE(torch::equal(r.read("train", "fc7"), c.train.at("fc7")));
-  EXPECT_TRUE(torch::equal(r.labels("train"), c.train_labels));
+  expect_holds(path_, c);
 }
 
 TEST_F(FeatureCache, OtherSettingsOrLayoutStartOver) {
@@ -333,9 +330,7 @@ TEST_F(FeatureCache, BadWritesThrowAndCommitNothing) {
 
   write_all(w, c, 7);  // the failed calls left nothing behind
   w.finish();
-  FeatureReader r(path_);
-  EXPECT_TRUE(torch::equal(r.read("train", "fc6"), c.train.at("fc6")));
-  EXPECT_TRUE(torch::equal(r.labels("train"), c.train_labels));
+  expect_holds(path_, c);
 }
 
 TEST_F(FeatureCache, FinishWithMissingRowsThrows) {

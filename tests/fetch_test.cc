@@ -3,24 +3,19 @@
 // Downloads use file:// URLs; HTTP itself is covered by download_test.cc.
 #include "pipeline/fetch.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <gtest/gtest.h>
-#include <stdlib.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
-#include <random>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "pipeline/digest.h"
 #include "pipeline/error.h"
+#include "archive_util.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -28,44 +23,18 @@ using pipeline::DigestAlgorithm;
 
 namespace {
 using testutil::random_bytes;
-using testutil::read_all;
-using testutil::write_all;
+using testutil::read_text;
+using testutil::write_bytes;
 
 const char* const kBatches[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
                                 "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"};
 
-struct Entry {
-  std::string name;
-  std::string data;
-};
+using testutil::Entry;
 
-
-
-
-// A tar.gz with the folder cifar-10-batches-bin/ (when any entry is inside it) and `entries`.
-void write_tar_gz(const fs::path& file, const std::vector<Entry>& entries) {
-  struct archive* out = archive_write_new();
-  archive_write_add_filter_gzip(out);
-  archive_write_set_format_pax_restricted(out);
-  ASSERT_EQ(archive_write_open_filename(out, file.c_str()), ARCHIVE_OK);
-  struct archive_entry* dir = archive_entry_new();
-  archive_entry_set_pathname(dir, "cifar-10-batches-bin/");
-  archive_entry_set_filetype(dir, AE_IFDIR);
-  archive_entry_set_perm(dir, 0755);
-  ASSERT_EQ(archive_write_header(out, dir), ARCHIVE_OK);
-  archive_entry_free(dir);
-  for (const Entry& e : entries) {
-    struct archive_entry* entry = archive_entry_new();
-    archive_entry_set_pathname(entry, e.name.c_str());
-    archive_entry_set_filetype(entry, AE_IFREG);
-    archive_entry_set_perm(entry, 0644);
-    archive_entry_set_size(entry, static_cast<la_int64_t>(e.data.size()));
-    ASSERT_EQ(archive_write_header(out, entry), ARCHIVE_OK) << archive_error_string(out);
-    ASSERT_EQ(archive_write_data(out, e.data.data(), e.data.size()), static_cast<la_ssize_t>(e.data.size()));
-    archive_entry_free(entry);
-  }
-  ASSERT_EQ(archive_write_close(out), ARCHIVE_OK);
-  archive_write_free(out);
+// A tar.gz of the folder cifar-10-batches-bin/ and `entries`.
+void write_cifar_tar_gz(const fs::path& file, std::vector<Entry> entries) {
+  entries.insert(entries.begin(), Entry{"cifar-10-batches-bin/", "", Entry::Dir});
+  testutil::write_tar_gz(file, entries);
 }
 
 // The six batch files with `records` records each (random bytes), plus batches.meta.txt.
@@ -93,46 +62,34 @@ std::set<std::string> names_in(const fs::path& dir) {
   return names;
 }
 
-int run_command(const std::string& command) {
-  const int status = std::system((command + " > /dev/null 2>&1").c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 class FetchTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "fetch_test-XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    dir_ = tmp_.path();
     archive_ = dir_ / "cifar-10-binary.tar.gz";
     options_.out_dir = dir_ / "data";
     options_.skip_weights = true;
     options_.show_progress = false;
     options_.retries = 0;
   }
-  void TearDown() override { fs::remove_all(dir_); }
-
   // Writes the archive and points options_ at it with its MD5.
   void use_archive(const std::vector<Entry>& entries) {
-    write_tar_gz(archive_, entries);
+    write_cifar_tar_gz(archive_, entries);
     options_.archive = archive_;
     options_.md5 = pipeline::file_digest(archive_, DigestAlgorithm::Md5);
   }
 
   // fetch() must throw pipeline::Error whose message holds `needle`, leaving no CIFAR folder.
   void expect_failure(const std::string& needle) {
-    try {
-      pipeline::fetch(options_);
-      FAIL() << "expected pipeline::Error mentioning " << needle;
-    } catch (const pipeline::Error& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
+    const std::string message = testutil::error_of([&] { pipeline::fetch(options_); });
+    EXPECT_NE(message.find(needle), std::string::npos) << message;
     EXPECT_FALSE(fs::exists(cifar_dir()));
     EXPECT_EQ(names_in(options_.out_dir), std::set<std::string>{}) << "temporary files left behind";
   }
 
   fs::path cifar_dir() const { return options_.out_dir / pipeline::kCifar10DirName; }
 
+  testutil::TempDir tmp_;
   fs::path dir_;
   fs::path archive_;
   pipeline::FetchOptions options_;
@@ -147,8 +104,8 @@ TEST_F(FetchTest, LocalArchiveBecomesAVerifiedFolder) {
   EXPECT_EQ(result.cifar_dir, cifar_dir());
   EXPECT_FALSE(result.cifar_already_present);
   EXPECT_EQ(result.archive_md5, options_.md5);
-  for (const auto& e : entries) EXPECT_EQ(read_all(options_.out_dir / e.name), e.data) << e.name;
-  EXPECT_EQ(read_all(cifar_dir() / ".verified"), options_.md5 + "\n");
+  for (const auto& e : entries) EXPECT_EQ(read_text(options_.out_dir / e.name), e.data) << e.name;
+  EXPECT_EQ(read_text(cifar_dir() / ".verified"), options_.md5 + "\n");
   EXPECT_EQ(names_in(options_.out_dir), std::set<std::string>{"cifar-10-batches-bin"});
   EXPECT_NO_THROW(pipeline::check_cifar10_files(cifar_dir()));
   EXPECT_TRUE(result.weights_path.empty());
@@ -210,7 +167,7 @@ TEST_F(FetchTest, BatchOfWrongSizeIsRefused) {
 TEST_F(FetchTest, ArchiveWithoutTopFolderIsRefused) {
   std::vector<Entry> entries;
   for (const char* name : kBatches) entries.push_back({name, random_bytes(3073, 1)});
-  write_tar_gz(archive_, entries);  // still holds the (empty) top folder entry
+  write_cifar_tar_gz(archive_, entries);  // still holds the (empty) top folder entry
   options_.archive = archive_;
   options_.md5 = pipeline::file_digest(archive_, DigestAlgorithm::Md5);
   expect_failure("data_batch_1.bin is missing");
@@ -237,7 +194,7 @@ TEST_F(FetchTest, AbsoluteEntryIsRefused) {
 TEST_F(FetchTest, UnverifiedFolderIsReplaced) {
   use_archive(cifar_entries());
   fs::create_directories(cifar_dir());
-  write_all(cifar_dir() / "junk", "left from an interrupted manual unpack");
+  write_bytes(cifar_dir() / "junk", "left from an interrupted manual unpack");
 
   const auto result = pipeline::fetch(options_);
 
@@ -257,24 +214,24 @@ TEST_F(FetchTest, FolderFromAnotherArchiveIsReplaced) {
 
 TEST_F(FetchTest, UnwritableOutDirIsAnError) {
   use_archive(cifar_entries());
-  write_all(dir_ / "data", "a file where the output folder should be");
+  write_bytes(dir_ / "data", "a file where the output folder should be");
   EXPECT_THROW(pipeline::fetch(options_), pipeline::Error);
 }
 
 TEST_F(FetchTest, DownloadsArchiveFromUrlAndKeepsIt) {
-  write_tar_gz(archive_, cifar_entries());
+  write_cifar_tar_gz(archive_, cifar_entries());
   options_.url = "file://" + archive_.string();
   options_.md5 = pipeline::file_digest(archive_, DigestAlgorithm::Md5);
 
   const auto result = pipeline::fetch(options_);
 
   EXPECT_FALSE(result.cifar_already_present);
-  EXPECT_EQ(read_all(options_.out_dir / "cifar-10-binary.tar.gz"), read_all(archive_));
+  EXPECT_EQ(read_text(options_.out_dir / "cifar-10-binary.tar.gz"), read_text(archive_));
   EXPECT_EQ(names_in(options_.out_dir), (std::set<std::string>{"cifar-10-batches-bin", "cifar-10-binary.tar.gz"}));
 }
 
 TEST_F(FetchTest, DownloadWithWrongMd5IsDeleted) {
-  write_tar_gz(archive_, cifar_entries());
+  write_cifar_tar_gz(archive_, cifar_entries());
   options_.url = "file://" + archive_.string();
   options_.md5 = "0123456789abcdef0123456789abcdef";
   expect_failure("MD5");
@@ -292,7 +249,7 @@ class FetchWeightsTest : public FetchTest {
     const std::string data = random_bytes(5000, 42);
     const std::string sha = pipeline::bytes_digest(data, DigestAlgorithm::Sha256);
     const fs::path file = dir_ / (forced_name.empty() ? stem + "-" + sha.substr(0, 8) + ".pth" : forced_name);
-    write_all(file, data);
+    write_bytes(file, data);
     return file;
   }
 };
@@ -306,14 +263,9 @@ TEST_F(FetchWeightsTest, VerifyAcceptsMatchingName) {
 
 TEST_F(FetchWeightsTest, VerifyRejectsMismatchedName) {
   const fs::path file = make_weights("", "alexnet-owt-7be5be79.pth");
-  try {
-    pipeline::verify_weights_file(file);
-    FAIL() << "expected pipeline::Error";
-  } catch (const pipeline::Error& e) {
-    const std::string message = e.what();
-    EXPECT_NE(message.find(file.string()), std::string::npos) << message;
-    EXPECT_NE(message.find("7be5be79"), std::string::npos) << message;
-  }
+  const std::string message = testutil::error_of([&] { pipeline::verify_weights_file(file); });
+  EXPECT_NE(message.find(file.string()), std::string::npos) << message;
+  EXPECT_NE(message.find("7be5be79"), std::string::npos) << message;
 }
 
 TEST_F(FetchWeightsTest, VerifyWithoutHexInNameReturnsDigest) {
@@ -328,7 +280,7 @@ TEST_F(FetchWeightsTest, LocalWeightsFileIsCopiedThenFoundPresent) {
 
   const auto first = pipeline::fetch(options_);
   EXPECT_EQ(first.weights_path, options_.out_dir / options_.weights_file.filename());
-  EXPECT_EQ(read_all(first.weights_path), read_all(options_.weights_file));
+  EXPECT_EQ(read_text(first.weights_path), read_text(options_.weights_file));
   EXPECT_EQ(first.weights_sha256, pipeline::file_digest(options_.weights_file, DigestAlgorithm::Sha256));
   EXPECT_FALSE(first.weights_already_present);
 
@@ -352,7 +304,7 @@ TEST_F(FetchWeightsTest, WeightsAreDownloadedFromUrl) {
   const fs::path source = make_weights("alexnet-owt");
   options_.weights_url = "file://" + source.string();
   const auto result = pipeline::fetch(options_);
-  EXPECT_EQ(read_all(result.weights_path), read_all(source));
+  EXPECT_EQ(read_text(result.weights_path), read_text(source));
   EXPECT_EQ(result.weights_sha256, pipeline::file_digest(source, DigestAlgorithm::Sha256));
 }
 
@@ -366,34 +318,34 @@ TEST_F(FetchWeightsTest, MismatchedDownloadIsDeleted) {
 
 class FetchStageTest : public FetchTest {
  protected:
-  std::string command(const std::string& flags) const {
-    return std::string(TRANSFER_BIN) + "/transfer-fetch --out '" + options_.out_dir.string() + "' " + flags;
+  // transfer-fetch's exit code with `flags`, writing into options_.out_dir.
+  int fetch_stage(const std::string& flags) const {
+    return testutil::run_stage("transfer-fetch --out '" + options_.out_dir.string() + "' " + flags);
   }
 };
 
 TEST_F(FetchStageTest, BadMd5ExitsOneAndLeavesNoFolder) {
-  write_tar_gz(archive_, cifar_entries());
-  EXPECT_EQ(run_command(command("--skip-weights --archive '" + archive_.string() +
-                                "' --md5 0123456789abcdef0123456789abcdef")),
+  write_cifar_tar_gz(archive_, cifar_entries());
+  EXPECT_EQ(fetch_stage("--skip-weights --archive '" + archive_.string() + "' --md5 0123456789abcdef0123456789abcdef"),
             1);
   EXPECT_FALSE(fs::exists(cifar_dir()));
 }
 
 TEST_F(FetchStageTest, GoodArchiveExitsZeroTwice) {
-  write_tar_gz(archive_, cifar_entries());
+  write_cifar_tar_gz(archive_, cifar_entries());
   const std::string flags = "--skip-weights --no-progress --archive '" + archive_.string() + "' --md5 " +
                             pipeline::file_digest(archive_, DigestAlgorithm::Md5);
-  EXPECT_EQ(run_command(command(flags)), 0);
+  EXPECT_EQ(fetch_stage(flags), 0);
   EXPECT_NO_THROW(pipeline::check_cifar10_files(cifar_dir()));
-  EXPECT_EQ(run_command(command(flags)), 0);
+  EXPECT_EQ(fetch_stage(flags), 0);
 }
 
 TEST_F(FetchStageTest, BadUsageExitsTwo) {
-  EXPECT_EQ(run_command(command("--no-such-flag")), 2);
-  EXPECT_EQ(run_command(command("--skip-weights --archive /nonexistent/archive.tar.gz")), 2);
-  write_tar_gz(archive_, cifar_entries());
-  EXPECT_EQ(run_command(command("--skip-weights --archive '" + archive_.string() + "' --md5 xyz")), 2);
-  EXPECT_EQ(run_command(command("--help")), 0);
+  EXPECT_EQ(fetch_stage("--no-such-flag"), 2);
+  EXPECT_EQ(fetch_stage("--skip-weights --archive /nonexistent/archive.tar.gz"), 2);
+  write_cifar_tar_gz(archive_, cifar_entries());
+  EXPECT_EQ(fetch_stage("--skip-weights --archive '" + archive_.string() + "' --md5 xyz"), 2);
+  EXPECT_EQ(fetch_stage("--help"), 0);
   EXPECT_FALSE(fs::exists(cifar_dir()));
 }
 

@@ -23,12 +23,8 @@ using testutil::error_of;
 
 namespace fs = std::filesystem;
 
-fs::path fixture(const std::string& name) { return fs::path(TRANSFER_FIXTURES) / name; }
-
-std::string read_bytes(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using testutil::fixture;
+using testutil::read_text;
 
 // A scratch file removed when the test ends.
 class TempFile {
@@ -46,7 +42,6 @@ class TempFile {
   fs::path path_;
 };
 
-// The message of the pipeline::Error that `f` throws ("" and a test failure if none).
 
 at::ScalarType dtype_named(const std::string& name) {
   static const std::map<std::string, at::ScalarType> types = {
@@ -57,7 +52,7 @@ at::ScalarType dtype_named(const std::string& name) {
 
 TEST(PickleTest, ReadsPythonStateDict) {
   const TensorDict dict = read_torch_save_dict(fixture("tiny_state_dict.pth"));
-  const auto expected = nlohmann::json::parse(read_bytes(fixture("tiny_state_dict.json")))["entries"];
+  const auto expected = nlohmann::json::parse(read_text(fixture("tiny_state_dict.json")))["entries"];
   ASSERT_EQ(dict.size(), expected.size());
   for (size_t i = 0; i < dict.size(); ++i) {
     const auto& e = expected[i];
@@ -125,7 +120,7 @@ TEST(PickleTest, LegacyFormatIsNamed) {
 }
 
 TEST(PickleTest, TruncatedFileIsAnError) {
-  const std::string bytes = read_bytes(fixture("tiny_state_dict.pth"));
+  const std::string bytes = read_text(fixture("tiny_state_dict.pth"));
   for (size_t keep : {bytes.size() / 2, bytes.size() - 1, size_t{30}, size_t{4}}) {
     TempFile half(bytes.substr(0, keep));
     const std::string message = error_of([&] { read_torch_save_dict(half.path()); });
@@ -135,7 +130,7 @@ TEST(PickleTest, TruncatedFileIsAnError) {
 }
 
 TEST(PickleTest, CorruptByteIsAnError) {
-  std::string bytes = read_bytes(fixture("tiny_state_dict.pth"));
+  std::string bytes = read_text(fixture("tiny_state_dict.pth"));
   bytes[100] ^= 0x20;  // inside data.pkl: its CRC no longer matches
   TempFile corrupt(bytes);
   const std::string message = error_of([&] { read_torch_save_dict(corrupt.path()); });

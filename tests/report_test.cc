@@ -58,8 +58,10 @@ RunMetrics fake_run(const std::string& approach, double test_acc, double seconds
   return m;
 }
 
-// A transfer-head run folder: 64 px, 1,000 training images, random weights, bf16 cache.
-fs::path write_probe(const fs::path& dir, double test_acc = 0.7, double seconds_per_epoch = 0.5) {
+// A transfer-head run folder: 64 px, 1,000 training images, random weights, bf16 cache;
+// `config_patch` (a JSON merge patch) changes its config.
+fs::path write_probe(const fs::path& dir, double test_acc = 0.7, double seconds_per_epoch = 0.5,
+                     const json& config_patch = json::object()) {
   RunMetrics m = fake_run("linear-probe", test_acc, seconds_per_epoch, 3);
   m.device = "cpu (2 threads)";
   m.config = {{"stage", "transfer-head"},
@@ -71,9 +73,7 @@ fs::path write_probe(const fs::path& dir, double test_acc = 0.7, double seconds_
                 {"limit_test", 100},
                 {"precision", "bf16"},
                 {"normalization", "imagenet"},
-                {"dtype", "float32"},
-                {"train_rows", 1000},
-                {"test_rows", 100}}},
+                {"dtype", "float32"}}},
               {"tap", "fc7"},
               {"epochs", 3},
               {"lr", 1e-3},
@@ -83,6 +83,7 @@ fs::path write_probe(const fs::path& dir, double test_acc = 0.7, double seconds_
               {"test_every_epoch", false},
               {"train_rows", 1000},
               {"test_rows", 100}};
+  m.config.merge_patch(config_patch);
   pipeline::write_metrics(dir, m);
   pipeline::write_file_atomic(dir / "config.json", m.config.dump(2));
   return dir;
@@ -173,13 +174,7 @@ TEST(ReportTest, TableHoldsBothApproachesAndTheStudy) {
 TEST(ReportTest, NamesAHeadTrainedWithBf16ProductsOnAFloat32Cache) {
   TempDir tmp;
   ReportOptions options = options_in(tmp);
-  json config = json::parse(testutil::read_text(options.head / "config.json"));
-  config["cache_settings"]["precision"] = "fp32";
-  config["precision"] = "bf16";
-  RunMetrics m = pipeline::read_metrics(options.head);
-  m.config = config;
-  pipeline::write_metrics(options.head, m);
-  pipeline::write_file_atomic(options.head / "config.json", config.dump(2));
+  write_probe(options.head, 0.7, 0.5, {{"cache_settings", {{"precision", "fp32"}}}, {"precision", "bf16"}});
   const std::string md = testutil::read_text(pipeline::write_report(options).markdown);
   EXPECT_TRUE(contains(md, "Precision: fp32 features with bf16 head products for the linear probe")) << md;
 }
@@ -284,12 +279,8 @@ TEST(ReportTest, MissingMetricsIsAnErrorNamingTheFile) {
   TempDir tmp;
   ReportOptions o = options_in(tmp);
   fs::remove(o.finetune / "metrics.json");
-  try {
-    pipeline::write_report(o);
-    FAIL() << "expected pipeline::Error";
-  } catch (const pipeline::Error& e) {
-    EXPECT_TRUE(contains(e.what(), (o.finetune / "metrics.json").string())) << e.what();
-  }
+  const std::string message = testutil::error_of([&] { pipeline::write_report(o); });
+  EXPECT_TRUE(contains(message, (o.finetune / "metrics.json").string())) << message;
   EXPECT_FALSE(fs::exists(o.out / "report.md"));
 }
 
@@ -297,12 +288,8 @@ TEST(ReportTest, MalformedMetricsIsAnErrorNamingTheFile) {
   TempDir tmp;
   ReportOptions o = options_in(tmp);
   pipeline::write_file_atomic(o.head / "metrics.json", "{\"approach\": \"linear-probe\", \"epochs\": [");
-  try {
-    pipeline::write_report(o);
-    FAIL() << "expected pipeline::Error";
-  } catch (const pipeline::Error& e) {
-    EXPECT_TRUE(contains(e.what(), (o.head / "metrics.json").string())) << e.what();
-  }
+  const std::string message = testutil::error_of([&] { pipeline::write_report(o); });
+  EXPECT_TRUE(contains(message, (o.head / "metrics.json").string())) << message;
   pipeline::write_file_atomic(o.head / "metrics.json", "{\"approach\": \"linear-probe\", \"epochs\": []}");
   EXPECT_THROW(pipeline::write_report(o), pipeline::Error);
 }
@@ -336,13 +323,9 @@ TEST(ReportTest, SweepLeaderboardShowsTheTopTen) {
   EXPECT_EQ(report["sweep"]["top"].size(), 10u);
 
   pipeline::write_file_atomic(o.head / "sweep.csv", csv + "13,oops,0,13,3,0.1,0.5,0.1,0.6\n");
-  try {
-    pipeline::write_report(o);
-    FAIL() << "expected pipeline::Error";
-  } catch (const pipeline::Error& e) {
-    EXPECT_TRUE(contains(e.what(), (o.head / "sweep.csv").string())) << e.what();
-    EXPECT_TRUE(contains(e.what(), "line 14")) << e.what();
-  }
+  const std::string message = testutil::error_of([&] { pipeline::write_report(o); });
+  EXPECT_TRUE(contains(message, (o.head / "sweep.csv").string())) << message;
+  EXPECT_TRUE(contains(message, "line 14")) << message;
 }
 
 // A tiny complete cache whose provenance records an extraction time.
@@ -394,12 +377,8 @@ TEST(ReportTest, ExtractionCostComesFromTheCacheProvenance) {
   write_cache(o.features, head_config["cache_settings"], std::numeric_limits<double>::quiet_NaN());
   for (const fs::path& file : {o.features, tmp / "missing.h5"}) {
     o.features = file;
-    try {
-      pipeline::write_report(o);
-      ADD_FAILURE() << "expected pipeline::Error for " << file;
-    } catch (const pipeline::Error& e) {
-      EXPECT_TRUE(contains(e.what(), file.string())) << e.what();
-    }
+    const std::string message = testutil::error_of([&] { pipeline::write_report(o); });
+    EXPECT_TRUE(contains(message, file.string())) << message;
   }
 }
 

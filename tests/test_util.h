@@ -1,6 +1,7 @@
 #pragma once
-// Helpers shared by the tests: a temporary folder removed at the end of a test,
-// raw fixture files, and running a stage binary for its exit code.
+// Helpers shared by the tests: a temporary folder removed at the end of a test, raw
+// file and fixture reads and writes, running a stage binary for its exit code, the
+// message of an expected pipeline::Error, and seeded random bytes.
 
 #include <gtest/gtest.h>
 
@@ -52,6 +53,11 @@ inline void write_bytes(const fs::path& file, const std::vector<char>& bytes) {
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
+inline void write_bytes(const fs::path& file, const std::string& bytes) {
+  std::ofstream out(file, std::ios::binary);
+  out << bytes;
+}
+
 inline fs::path fixture(const std::string& name) { return fs::path(TRANSFER_FIXTURES) / name; }
 
 // Runs a stage from the build's bin folder with a shell command line; returns its
@@ -85,16 +91,6 @@ inline std::string random_bytes(size_t size, unsigned seed) {
   std::string out(size, '\0');
   for (auto& c : out) c = static_cast<char>(generator() & 0xff);
   return out;
-}
-
-inline std::string read_all(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-inline void write_all(const fs::path& file, const std::string& data) {
-  std::ofstream out(file, std::ios::binary);
-  out << data;
 }
 
 inline std::string read_text(const fs::path& file) {

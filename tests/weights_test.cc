@@ -22,7 +22,7 @@ using testutil::error_of;
 
 namespace fs = std::filesystem;
 
-fs::path fixture(const std::string& name) { return fs::path(TRANSFER_FIXTURES) / name; }
+using testutil::fixture;
 
 // The module whose state_dict() tests/fixtures/tiny_state_dict.pth holds (see
 // make_model_fixtures.py: class Tiny).
