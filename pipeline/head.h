@@ -39,7 +39,7 @@ struct HeadOptions {
   int64_t sweep_seeds = 0;                  // > 0: that many init seeds per setting (seed, seed+1, ...)
   std::string precision = "fp32";           // fp32, or bf16: matrix products in bfloat16 (features and weights
                                             // rounded to it, float32 accumulation; loss, gradients' softmax and
-                                            // Adam in float32), 1.3-2x faster sweeps on CPUs with AVX512-BF16 or AMX.
+                                            // Adam in float32), up to 2x faster sweeps on CPUs with AVX512-BF16 or AMX.
                                             // fp16 is a usage error: heads train on the CPU
   bool test_every_epoch = false;
   int threads = 0;                          // 0: every core

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   app.add_option("--sweep-wd", options.sweep_wd, "sweep these weight decays (comma list)")->delimiter(',');
   app.add_option("--sweep-seeds", options.sweep_seeds, "init seeds per setting (seed, seed+1, ...)")->capture_default_str();
   app.add_option("--precision", options.precision,
-                 "fp32, or bf16: matrix products in bfloat16 (1.3-2x faster sweeps on CPUs with AVX512-BF16/AMX); "
+                 "fp32, or bf16: matrix products in bfloat16 (up to 2x faster sweeps on CPUs with AVX512-BF16/AMX); "
                  "heads train on the CPU, so fp16 is refused")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
