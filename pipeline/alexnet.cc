@@ -85,6 +85,11 @@ void check_image_size(int64_t image_size) {
   if (image_size < kMinInputSide) {
     usage_fail("--image-size {} is below {}, the smallest input AlexNet's layers accept", image_size, kMinInputSide);
   }
+  if (image_size > kMaxInputSide) {
+    usage_fail("--image-size {} is above {}: a 32-pixel image gains nothing from more, and one batch would not fit "
+               "in memory",
+               image_size, kMaxInputSide);
+  }
 }
 
 int64_t tap_width(Tap tap, int64_t num_classes) {

@@ -46,8 +46,11 @@ int64_t tap_width(Tap tap, int64_t num_classes = 1000);
 
 // Smallest input side AlexNet accepts (smaller sides pool away to nothing).
 constexpr int64_t kMinInputSide = 63;
+// The largest --image-size accepted (AlexNet's own ImageNet input is 224).
+constexpr int64_t kMaxInputSide = 1024;
 
-// Throws pipeline::UsageError naming --image-size when `image_size` < kMinInputSide.
+// Throws pipeline::UsageError naming --image-size when `image_size` is outside
+// [kMinInputSide, kMaxInputSide].
 void check_image_size(int64_t image_size);
 
 // torchvision's AlexNet classifier (Dropout, Linear(9216,4096), ReLU, Dropout,

@@ -4,6 +4,8 @@
 #include <archive_entry.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -48,16 +50,22 @@ fs::path safe_relative(const fs::path& archive, const std::string& name, const s
   return out;
 }
 
-// A symbolic link at `link` (relative to the target folder) pointing to `target`
-// must resolve, lexically, to a place inside the target folder.
-void check_symlink(const fs::path& archive, const std::string& name, const fs::path& link, const std::string& target) {
+// A symbolic link may only point down from where it stands. A lexical check of
+// link/../target is not enough: `a -> .` followed by `b -> a/..` is lexically inside
+// but physically the folder's parent, and a link made later can change what an earlier
+// target means. Without any ".." no resolution can ever climb, whatever the links.
+void check_symlink(const fs::path& archive, const std::string& name, const std::string& target) {
   if (target.empty()) refuse(archive, name, "is a symbolic link with an empty target");
   if (target.front() == '/') refuse(archive, name, fmt::format("is a symbolic link to the absolute path '{}'", target));
-  const fs::path resolved = (link.parent_path() / target).lexically_normal();
-  const auto first = resolved.begin();
-  if (first != resolved.end() && *first == "..") {
-    refuse(archive, name, fmt::format("is a symbolic link to '{}', outside the folder", target));
+  for (const fs::path& part : fs::path(target)) {
+    if (part == "..") refuse(archive, name, fmt::format("is a symbolic link to '{}', which climbs with '..'", target));
   }
+}
+
+[[noreturn]] void refuse_size(const fs::path& archive, const std::string& name, uint64_t bytes, uint64_t max_bytes) {
+  fail("refusing to unpack {}: entry '{}' holds {} bytes or more, more than the {} such a file can hold; the archive "
+       "is not the one expected",
+       archive.string(), name, bytes, max_bytes);
 }
 
 [[noreturn]] void damaged(const fs::path& archive, const std::string& where, struct archive* a) {
@@ -65,24 +73,40 @@ void check_symlink(const fs::path& archive, const std::string& name, const fs::p
        archive.string(), where, error_of(a));
 }
 
-void copy_data(const fs::path& archive, const std::string& name, const fs::path& out, struct archive* in,
-               struct archive* disk) {
+// Copies the entry's data, at most `max_bytes` (offset + size of every block, so a
+// sparse entry is bounded too). libarchive reports a short or failed write to disk
+// (ENOSPC, EFBIG) as ARCHIVE_WARN, so anything but ARCHIVE_OK is a failure.
+// Returns the end of the data written.
+uint64_t copy_data(const fs::path& archive, const std::string& name, const fs::path& out, struct archive* in,
+                   struct archive* disk, uint64_t max_bytes) {
+  uint64_t end = 0;
   for (;;) {
     const void* block = nullptr;
     size_t size = 0;
     la_int64_t offset = 0;
     const int r = archive_read_data_block(in, &block, &size, &offset);
-    if (r == ARCHIVE_EOF) return;
-    if (r < ARCHIVE_WARN) damaged(archive, fmt::format(" at entry '{}'", name), in);
-    if (archive_write_data_block(disk, block, size, offset) < ARCHIVE_WARN) {
-      fail("cannot write {} while unpacking {}: {}", out.string(), archive.string(), error_of(disk));
+    if (r == ARCHIVE_EOF) return end;
+    if (r != ARCHIVE_OK) damaged(archive, fmt::format(" at entry '{}'", name), in);
+    if (offset < 0 || static_cast<uint64_t>(offset) + size > max_bytes) {
+      refuse_size(archive, name, static_cast<uint64_t>(std::max<la_int64_t>(offset, 0)) + size, max_bytes);
+    }
+    end = std::max<uint64_t>(end, static_cast<uint64_t>(offset) + size);
+    if (archive_write_data_block(disk, block, size, offset) != ARCHIVE_OK) {
+      fail("cannot write {} while unpacking {}: {} (is the disk full?)", out.string(), archive.string(),
+           error_of(disk));
     }
   }
 }
 
+std::string allowed_list(const UnpackLimits& limits) {
+  std::string names;
+  for (const auto& [name, bytes] : limits.entries) names += (names.empty() ? "" : ", ") + name;
+  return names;
+}
+
 }  // namespace
 
-std::size_t extract_archive(const fs::path& archive, const fs::path& dest_dir) {
+std::size_t extract_archive(const fs::path& archive, const fs::path& dest_dir, const UnpackLimits& limits) {
   std::unique_ptr<struct archive, ReadDeleter> in(archive_read_new());
   std::unique_ptr<struct archive, WriteDeleter> disk(archive_write_disk_new());
   if (!in || !disk) fail("libarchive could not start reading {}", archive.string());
@@ -111,13 +135,32 @@ std::size_t extract_archive(const fs::path& archive, const fs::path& dest_dir) {
 
     const mode_t type = archive_entry_filetype(entry);
     const char* hardlink = archive_entry_hardlink(entry);
+    if (!limits.links && (hardlink != nullptr || type == AE_IFLNK)) {
+      fail("refusing to unpack {}: entry '{}' is a link, and this archive holds none in its official form; the "
+           "archive is not trustworthy (download it again from the official source)",
+           archive.string(), name);
+    }
+    uint64_t max_bytes = UINT64_MAX;
+    if (!limits.entries.empty()) {
+      const auto allowed = limits.entries.find(relative.generic_string());
+      if (allowed == limits.entries.end() || (type == AE_IFDIR) != (allowed->second == 0)) {
+        fail("refusing to unpack {}: it holds '{}', which the expected archive does not (it holds only {}); the "
+             "archive is not the one expected",
+             archive.string(), name, allowed_list(limits));
+      }
+      max_bytes = allowed->second;
+      if (archive_entry_size_is_set(entry) && archive_entry_size(entry) > 0 &&
+          static_cast<uint64_t>(archive_entry_size(entry)) > max_bytes) {
+        refuse_size(archive, name, static_cast<uint64_t>(archive_entry_size(entry)), max_bytes);
+      }
+    }
     if (hardlink != nullptr) {
       const fs::path target = safe_relative(archive, name, hardlink, "hard link target");
       if (target.empty()) refuse(archive, name, "is a hard link to the folder itself");
       archive_entry_set_hardlink(entry, (dest_dir / target).c_str());
     } else if (type == AE_IFLNK) {
       const char* target = archive_entry_symlink(entry);
-      check_symlink(archive, name, relative, target != nullptr ? target : "");
+      check_symlink(archive, name, target != nullptr ? target : "");
     } else if (type != AE_IFREG && type != AE_IFDIR) {
       refuse(archive, name, "is a device, FIFO or socket");
     }
@@ -125,18 +168,21 @@ std::size_t extract_archive(const fs::path& archive, const fs::path& dest_dir) {
     const fs::path out = dest_dir / relative;
     archive_entry_set_pathname(entry, out.c_str());
     const int w = archive_write_header(disk.get(), entry);
-    if (w < ARCHIVE_WARN) {
+    if (w != ARCHIVE_OK) {
       fail("cannot write {} while unpacking {}: {}", out.string(), archive.string(), error_of(disk.get()));
     }
     if (archive_entry_size(entry) > 0 && hardlink == nullptr) {
-      copy_data(archive, name, out, in.get(), disk.get());
+      const uint64_t end = copy_data(archive, name, out, in.get(), disk.get(), max_bytes);
+      if (type == AE_IFREG && archive_entry_size_is_set(entry) && end > static_cast<uint64_t>(archive_entry_size(entry))) {
+        damaged(archive, fmt::format(" at entry '{}' (more data than its header declares)", name), in.get());
+      }
     }
-    if (archive_write_finish_entry(disk.get()) < ARCHIVE_WARN) {
+    if (archive_write_finish_entry(disk.get()) != ARCHIVE_OK) {
       fail("cannot finish writing {} while unpacking {}: {}", out.string(), archive.string(), error_of(disk.get()));
     }
     ++written;
   }
-  if (archive_write_close(disk.get()) < ARCHIVE_WARN) {
+  if (archive_write_close(disk.get()) != ARCHIVE_OK) {
     fail("cannot finish unpacking {} into {}: {}", archive.string(), dest_dir.string(), error_of(disk.get()));
   }
   return written;

@@ -3,6 +3,7 @@
 #include <torch/types.h>
 
 #include <fstream>
+#include <map>
 
 #include "pipeline/digest.h"
 #include "pipeline/error.h"
@@ -20,6 +21,12 @@ std::vector<fs::path> cifar_files(const fs::path& dir, Split split) {
   return files;
 }
 
+std::vector<fs::path> cifar_all_files(const fs::path& dir) {
+  std::vector<fs::path> files = cifar_files(dir, Split::Train);
+  files.push_back(cifar_files(dir, Split::Test).front());
+  return files;
+}
+
 std::string cifar_file_problem(const fs::path& file) {
   std::error_code ec;
   const auto status = fs::status(file, ec);
@@ -29,6 +36,10 @@ std::string cifar_file_problem(const fs::path& file) {
   if (ec) return "cannot be read: " + ec.message();
   if (size == 0 || size % kCifarRecordBytes != 0) {
     return fmt::format("has {} bytes, not a positive multiple of the {}-byte record", size, kCifarRecordBytes);
+  }
+  if (size / kCifarRecordBytes > static_cast<uintmax_t>(kCifarRecordsPerFile)) {
+    return fmt::format("has {} bytes ({} records), more than the {} records a CIFAR-10 batch file holds", size,
+                       size / kCifarRecordBytes, kCifarRecordsPerFile);
   }
   return "";
 }
@@ -72,11 +83,21 @@ CifarImages load_cifar(const fs::path& dir, Split split, int64_t limit) {
   return decode_cifar_files(cifar_files(dir, split), limit);
 }
 
+const std::map<std::string, std::string>& cifar10_official_md5s() {
+  static const std::map<std::string, std::string> md5s = {
+      {"data_batch_1.bin", "5dd7e06a14cb22eb9f671a540d1b7c25"}, {"data_batch_2.bin", "5ea93a67294ea407fff1d09f752e9692"},
+      {"data_batch_3.bin", "942cd6a4bcdd0dd3c604fbe906cb4421"}, {"data_batch_4.bin", "ae636b3ba5c66a11e91e8cb52e771fcb"},
+      {"data_batch_5.bin", "53f37980c15c3d472c316c40844f3f0d"}, {"test_batch.bin", "803d5f7f4d78ea53de84dbe85f74fb6d"}};
+  return md5s;
+}
+
 std::string cifar_digest(const fs::path& dir) {
   std::string digests;
-  for (Split split : {Split::Train, Split::Test}) {
-    for (const fs::path& file : cifar_files(dir, split)) {
-      if (!fs::exists(file)) fail("CIFAR-10 file {} is missing; run transfer-fetch", file.string());
+  {
+    for (const fs::path& file : cifar_all_files(dir)) {
+      // Checked before hashing: a link to /dev/zero or a huge file is refused, not read.
+      const std::string problem = cifar_file_problem(file);
+      if (!problem.empty()) fail("CIFAR-10 file {} {}; run transfer-fetch", file.string(), problem);
       digests += file_digest(file, DigestAlgorithm::Sha256);
     }
   }

@@ -11,6 +11,7 @@
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,9 @@ inline constexpr int64_t kCifarSide = 32;
 inline constexpr int64_t kCifarImageBytes = 3 * kCifarSide * kCifarSide;  // 3,072
 inline constexpr int64_t kCifarRecordBytes = 1 + kCifarImageBytes;        // 3,073
 inline constexpr int64_t kCifarClasses = 10;
+// The official batch files hold exactly 10,000 records each; no valid file holds more,
+// which bounds what a batch file can make the program read or allocate.
+inline constexpr int64_t kCifarRecordsPerFile = 10000;
 inline constexpr std::array<const char*, 10> kCifarClassNames = {
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
 
@@ -33,10 +37,14 @@ struct CifarImages {
 
 // The batch files of a split, in order, inside `dir`.
 std::vector<std::filesystem::path> cifar_files(const std::filesystem::path& dir, Split split);
+// Every batch file inside `dir`: the training files, then test_batch.bin.
+std::vector<std::filesystem::path> cifar_all_files(const std::filesystem::path& dir);
 
 // What is wrong with one batch file, "" if nothing: "is missing", "is not a regular
-// file", "cannot be read: ...", or "has N bytes, not a positive multiple of the
-// 3073-byte record" (a truncated or foreign file). Never throws.
+// file" (links are followed: a link to /dev/zero is not one), "cannot be read: ...",
+// "has N bytes, not a positive multiple of the 3073-byte record" (a truncated or
+// foreign file), or more than kCifarRecordsPerFile records. Never throws; reads
+// nothing but the file's metadata.
 std::string cifar_file_problem(const std::filesystem::path& file);
 
 // Decodes `files` in order, keeping at most `limit` records (limit < 0: all).
@@ -46,6 +54,10 @@ CifarImages decode_cifar_files(const std::vector<std::filesystem::path>& files, 
 
 // decode_cifar_files(cifar_files(dir, split), limit).
 CifarImages load_cifar(const std::filesystem::path& dir, Split split, int64_t limit = -1);
+
+// The MD5 of each file of the official cifar-10-binary.tar.gz, by file name (as
+// published beside the archive; DESIGN.md lists them).
+const std::map<std::string, std::string>& cifar10_official_md5s();
 
 // SHA-256 over the split files' digests (train then test, in order): identifies the
 // dataset a cache or run was made from. Reads every file once.

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "pipeline/alexnet.h"
+#include "pipeline/torch_files.h"
 
 namespace pipeline {
 
@@ -61,6 +62,6 @@ void ClassifierHead::keep_best(int64_t) { impl_->best->keep(); }
 
 void ClassifierHead::use_best() { impl_->best->restore(); }
 
-void ClassifierHead::save(const std::string& file) const { torch::save(impl_->classifier, file); }
+void ClassifierHead::save(const std::string& file) const { save_torch_file(impl_->classifier, file); }
 
 }  // namespace pipeline

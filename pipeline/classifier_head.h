@@ -30,7 +30,8 @@ class ClassifierHead : public Trainable {
   at::Tensor predict(const at::Tensor& inputs) override;
   void keep_best(int64_t member) override;
   void use_best() override;
-  // torch::save of the classifier module (keys 0..6 as in torchvision's classifier).
+  // torch::save of the classifier module (keys 0..6 as in torchvision's classifier),
+  // written atomically; throws pipeline::Error naming the file (e.g. on a full disk).
   void save(const std::string& file) const;
 
  private:

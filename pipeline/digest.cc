@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "pipeline/error.h"
+#include "pipeline/files.h"
 
 namespace pipeline {
 namespace {
@@ -44,6 +45,7 @@ std::string finish_hex(EVP_MD_CTX* context) {
 }  // namespace
 
 std::string file_digest(const std::filesystem::path& file, DigestAlgorithm algorithm) {
+  require_regular_file(file, "file");  // a link to /dev/zero would be hashed forever
   std::ifstream in(file, std::ios::binary);
   if (!in) fail("cannot open {} to compute its digest", file.string());
   Context context = start(algorithm);

@@ -13,6 +13,7 @@
 #include "pipeline/cifar10.h"
 #include "pipeline/error.h"
 #include "pipeline/features.h"
+#include "pipeline/files.h"
 #include "pipeline/preprocess.h"
 #include "pipeline/progress.h"
 #include "pipeline/weights.h"
@@ -85,8 +86,18 @@ json relative_errors(const std::map<Tap, at::Tensor>& reference, const std::map<
 
 }  // namespace
 
-ExtractSummary run_extract(const ExtractOptions& options) {
-  validate(options);
+ExtractSummary run_extract(const ExtractOptions& given) {
+  validate(given);
+  ExtractOptions options = given;
+  options.out = output_path(given.out, "--out");
+  // The output is checked before any work: it may not overwrite an input, and its
+  // folder must be writable (else an hour of extraction would end in a failed rename).
+  std::vector<fs::path> inputs = cifar_all_files(options.data);
+  const WeightsSource weights_source = parse_weights_source(options.weights);
+  if (!weights_source.random) inputs.push_back(weights_source.file);
+  refuse_output_over_inputs(options.out, inputs, "--out");
+  refuse_output_over_inputs(options.out.string() + ".partial", inputs, "--out");
+  prepare_output_file(options.out, "--out");
   const std::vector<Tap> taps = parse_taps(options.taps);
   const Normalization normalization = normalization_by_name(options.normalize);
   const FeatureDtype dtype = parse_feature_dtype(options.dtype);
@@ -95,7 +106,7 @@ ExtractSummary run_extract(const ExtractOptions& options) {
   summary.device = compute.describe();
 
   AlexNet model;
-  const WeightsInfo weights = load_alexnet_weights(model, parse_weights_source(options.weights));
+  const WeightsInfo weights = load_alexnet_weights(model, weights_source);
   spdlog::info("weights: {}", weights.describe());
 
   // What determines the cache's contents (row counts follow from the data and limits).

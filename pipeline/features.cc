@@ -11,6 +11,8 @@
 #include <system_error>
 
 #include "pipeline/error.h"
+#include "pipeline/isolate.h"
+#include "pipeline/metrics.h"  // integer_at
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -24,6 +26,7 @@ constexpr const char* kCompleteAttr = "complete";
 constexpr const char* kRowsWrittenAttr = "rows_written";
 constexpr int64_t kTargetChunkBytes = 2 << 20;  // big enough for streaming, small enough to resume cheaply
 constexpr int64_t kLabelChunkRows = 64 << 10;
+constexpr double kIsolationSeconds = 30;  // checking a real cache's metadata takes milliseconds
 
 int split_index(const std::string& split) {
   if (split == "train") return 0;
@@ -142,13 +145,15 @@ json layout_json(const CacheLayout& layout) {
           {"taps", taps}};
 }
 
+// Throws pipeline::Error (numbers out of range, never cast) or json::exception (types).
 CacheLayout layout_from_json(const json& j) {
+  constexpr int64_t kMaxRows = int64_t{1} << 40, kMaxWidth = int64_t{1} << 30;
   CacheLayout layout;
-  layout.train_rows = j.at("train_rows").get<int64_t>();
-  layout.test_rows = j.at("test_rows").get<int64_t>();
+  layout.train_rows = integer_at(j, "train_rows", "provenance", "layout", 0, kMaxRows);
+  layout.test_rows = integer_at(j, "test_rows", "provenance", "layout", 0, kMaxRows);
   layout.dtype = parse_feature_dtype(j.at("dtype").get<std::string>());
   for (const auto& tap : j.at("taps")) {
-    layout.taps.emplace_back(tap.at("name").get<std::string>(), tap.at("width").get<int64_t>());
+    layout.taps.emplace_back(tap.at("name").get<std::string>(), integer_at(tap, "width", "provenance", "layout.taps", 1, kMaxWidth));
   }
   return layout;
 }
@@ -285,6 +290,32 @@ SplitSets open_split(const H5::H5File& file, const fs::path& path, const CacheLa
   return sets;
 }
 
+// A complete cache has every row written and every byte of its data on disk; these
+// checks make a cache that only claims to be complete (a raised or zero rows_written,
+// dims far beyond the file, chunks never written) an error instead of rows of fill
+// values or a huge allocation.
+void check_complete_split(const SplitSets& sets, const fs::path& path, const CacheLayout& layout, int s,
+                          uintmax_t file_bytes) {
+  const int64_t rows = rows_of(layout, s);
+  const int64_t written = sets.group.attrExists(kRowsWrittenAttr) ? read_int64_attr(sets.group, kRowsWrittenAttr) : -1;
+  if (written != rows) {
+    fail("feature cache {} says it is complete, but /{} has rows_written {} of its {} rows; the file is damaged "
+         "(rerun transfer-extract --force)",
+         path.string(), kSplits[s], written, rows);
+  }
+  const int item = layout.dtype == FeatureDtype::Float16 ? 2 : 4;
+  for (size_t t = 0; t < layout.taps.size(); ++t) {
+    const __int128 bytes = static_cast<__int128>(rows) * layout.taps[t].second * item;
+    const hsize_t stored = sets.taps[t].getStorageSize();
+    if (bytes > static_cast<__int128>(file_bytes) || static_cast<__int128>(stored) < bytes) {
+      fail("feature cache {}: /{}/{} should hold {} bytes of features but the file stores {} (of {} in all); the "
+           "file is damaged or truncated (rerun transfer-extract --force)",
+           path.string(), kSplits[s], layout.taps[t].first, static_cast<int64_t>(std::min<__int128>(bytes, INT64_MAX)),
+           stored, file_bytes);
+    }
+  }
+}
+
 void remove_file(const fs::path& path) {
   std::error_code ec;
   fs::remove(path, ec);
@@ -330,41 +361,67 @@ struct FeatureWriter::Impl {
     return dapl;
   }
 
-  // Tries to reopen an interrupted write of the same cache; false if it is not one.
-  bool try_resume() {
-    if (!fs::exists(partial_path)) return false;
-    // A file another process holds open for writing is not ours to delete.
-    auto refuse_if_locked = [&] {
+  // True when `file` (open) is an interrupted write of this very cache; fills splits
+  // and done. Throws H5::Exception or json/pipeline errors on damage.
+  bool partial_matches() {
+    json stored = json::parse(read_string_attr(file, kProvenanceAttr));
+    if (stored.value("schema_version", -1) != kCacheSchemaVersion) return false;
+    if (stored.at("settings") != provenance.at("settings")) return false;
+    if (layout_from_json(stored.at("layout")) != layout) return false;
+    H5::DSetAccPropList dapl = write_access();
+    for (int s = 0; s < 2; ++s) {
+      splits[s] = open_split(file, partial_path, layout, s, dapl);
+      done[s] = read_int64_attr(splits[s].group, kRowsWrittenAttr);
+      if (done[s] < 0 || done[s] > total(s)) return false;
+      // rows_written may only claim rows whose bytes exist: a raised count over
+      // chunks never written would turn fill values into "features".
+      for (size_t t = 0; t < layout.taps.size(); ++t) {
+        const __int128 claimed = static_cast<__int128>(done[s]) * layout.taps[t].second *
+                                 (layout.dtype == FeatureDtype::Float16 ? 2 : 4);
+        if (static_cast<__int128>(splits[s].taps[t].getStorageSize()) < claimed) return false;
+      }
+    }
+    return true;
+  }
+
+  // Opens partial_path in `mode`; false when it cannot be opened (not HDF5, damaged).
+  // A file another process holds open for writing is not ours to delete: that throws.
+  bool open_partial(unsigned mode) {
+    quiet_hdf5();
+    try {
+      if (!H5::H5File::isHdf5(partial_path.string())) return false;
+      file = H5::H5File(partial_path.string(), mode, H5::FileCreatPropList::DEFAULT, file_access());
+      return true;
+    } catch (const H5::Exception&) {
       if (t_h5_cause.find("unable to lock") != std::string::npos) {
         fail("feature cache {} is locked ({}): is another transfer-extract writing it?", partial_path.string(),
              t_h5_cause);
       }
-    };
-    quiet_hdf5();
-    try {
-      if (!H5::H5File::isHdf5(partial_path.string())) return false;
-    } catch (const H5::Exception&) {
-      refuse_if_locked();
       return false;
     }
-    quiet_hdf5();
+  }
+
+  // Tries to reopen an interrupted write of the same cache; false if it is not one.
+  bool try_resume() {
+    if (!fs::exists(partial_path)) return false;
+    // The partial file is checked read-only in a child process first (isolate.h): a
+    // file damaged so that HDF5 would loop or crash is started over, not resumed.
+    const Isolated probe = run_isolated(
+        [&] {
+          if (!open_partial(H5F_ACC_RDONLY)) fail("not resumable");
+          bool ok = false;
+          try {
+            ok = partial_matches();
+          } catch (const H5::Exception&) {
+          }
+          if (!ok) fail("not resumable");
+        },
+        kIsolationSeconds);
+    if (probe.outcome == Isolated::Threw && probe.message.find("is locked") != std::string::npos) throw Error(probe.message);
+    if (probe.outcome != Isolated::Finished) return false;
+    if (!open_partial(H5F_ACC_RDWR)) return false;
     try {
-      file = H5::H5File(partial_path.string(), H5F_ACC_RDWR, H5::FileCreatPropList::DEFAULT, file_access());
-    } catch (const H5::Exception&) {
-      refuse_if_locked();
-      return false;
-    }
-    try {
-      json stored = json::parse(read_string_attr(file, kProvenanceAttr));
-      if (stored.value("schema_version", -1) != kCacheSchemaVersion) return false;
-      if (stored.at("settings") != provenance.at("settings")) return false;
-      if (layout_from_json(stored.at("layout")) != layout) return false;
-      H5::DSetAccPropList dapl = write_access();
-      for (int s = 0; s < 2; ++s) {
-        splits[s] = open_split(file, partial_path, layout, s, dapl);
-        done[s] = read_int64_attr(splits[s].group, kRowsWrittenAttr);
-        if (done[s] < 0 || done[s] > total(s)) return false;
-      }
+      if (!partial_matches()) return false;
       write_string_attr(file, kProvenanceAttr, dump(provenance));
       file.flush(H5F_SCOPE_LOCAL);
       return true;
@@ -598,6 +655,9 @@ struct FeatureReader::Impl {
   H5::H5File file;
   std::array<SplitSets, 2> splits;
 
+  // Opens and checks the file (the reader's constructor, minus the isolation).
+  void open(const fs::path& path);
+
   int64_t tap_index(const std::string& tap) const {
     for (size_t i = 0; i < layout.taps.size(); ++i) {
       if (layout.taps[i].first == tap) return static_cast<int64_t>(i);
@@ -607,9 +667,10 @@ struct FeatureReader::Impl {
   }
 };
 
-FeatureReader::FeatureReader(const fs::path& path) : impl_(std::make_unique<Impl>()) {
+void FeatureReader::Impl::open(const fs::path& file) {
   quiet_hdf5();
-  Impl& r = *impl_;
+  Impl& r = *this;
+  const fs::path& path = file;
   r.path = path;
   const std::string name = path.string();
   if (!fs::exists(path)) {
@@ -657,7 +718,7 @@ FeatureReader::FeatureReader(const fs::path& path) : impl_(std::make_unique<Impl
     check_layout(r.layout, path);
   } catch (const json::exception& e) {
     fail("feature cache {}: provenance \"layout\" is malformed ({})", name, e.what());
-  } catch (const UsageError& e) {
+  } catch (const Error& e) {
     fail("feature cache {}: provenance \"layout\" is malformed ({})", name, e.what());
   }
   guarded(path, "datasets", [&] {
@@ -666,7 +727,20 @@ FeatureReader::FeatureReader(const fs::path& path) : impl_(std::make_unique<Impl
     H5::DSetAccPropList dapl;
     dapl.setChunkCache(0, 0, 1.0);
     for (int s = 0; s < 2; ++s) r.splits[s] = open_split(r.file, path, r.layout, s, dapl);
+    for (int s = 0; s < 2; ++s) check_complete_split(r.splits[s], path, r.layout, s, fs::file_size(path));
   });
+}
+
+FeatureReader::FeatureReader(const fs::path& path) : impl_(std::make_unique<Impl>()) {
+  // First in a child process: a hostile file that makes HDF5 loop or crash costs the
+  // child, and this process reports it (isolate.h).
+  const Isolated probe = run_isolated([&] { Impl().open(path); }, kIsolationSeconds);
+  if (probe.outcome == Isolated::Threw) throw Error(probe.message);
+  if (probe.outcome != Isolated::Finished) {
+    fail("feature cache {}: reading its metadata {}: the file is damaged (rerun transfer-extract --force)",
+         path.string(), probe.message);
+  }
+  impl_->open(path);
 }
 
 FeatureReader::~FeatureReader() = default;

@@ -1,14 +1,11 @@
 #include "pipeline/fetch.h"
 
 #include <spdlog/spdlog.h>
-#include <stdlib.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
+#include <sstream>
 #include <system_error>
 #include <vector>
 
@@ -44,31 +41,6 @@ bool all_hex(const std::string& text) {
   return std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isxdigit(c) != 0; });
 }
 
-// Removes a temporary file or folder when it goes out of scope, unless released.
-class TempPath {
- public:
-  explicit TempPath(fs::path path) : path_(std::move(path)) {}
-  TempPath(const TempPath&) = delete;
-  TempPath& operator=(const TempPath&) = delete;
-  ~TempPath() {
-    std::error_code ignored;
-    if (!path_.empty()) fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-fs::path make_temp_dir(const fs::path& parent, const std::string& prefix) {
-  std::string name = (parent / (prefix + "XXXXXX")).string();
-  if (mkdtemp(name.data()) == nullptr) {
-    fail("cannot create a temporary folder in {}: {}; choose a writable --out folder", parent.string(),
-         std::strerror(errno));
-  }
-  return fs::path(name.data());
-}
-
 void ensure_dir(const fs::path& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -81,20 +53,24 @@ void ensure_dir(const fs::path& dir) {
 // What is wrong with the CIFAR-10 files in `dir` ("" if nothing); names files as
 // `shown_as`/NAME.
 std::string cifar_problem(const fs::path& dir, const std::string& shown_as) {
-  std::vector<fs::path> files = cifar_files(dir, Split::Train);
-  files.push_back(cifar_files(dir, Split::Test).front());
-  for (const fs::path& file : files) {
+  for (const fs::path& file : cifar_all_files(dir)) {
     const std::string problem = cifar_file_problem(file);
     if (!problem.empty()) return fmt::format("{}/{} {}", shown_as, file.filename().string(), problem);
   }
   return "";
 }
 
+// The MD5 the folder's marker records, "" when there is no readable marker (a link
+// to a device, a huge file: never read past 4 KiB).
 std::string read_marker(const fs::path& dir) {
-  std::ifstream in(dir / kCifar10VerifiedMarker);
-  std::string md5;
-  if (in) in >> md5;
-  return lowercase(md5);
+  try {
+    std::istringstream in(read_file(dir / kCifar10VerifiedMarker, 4096));
+    std::string md5;
+    in >> md5;
+    return lowercase(md5);
+  } catch (const Error&) {
+    return "";
+  }
 }
 
 bool cifar_verified(const fs::path& dir, const std::string& md5) {
@@ -124,36 +100,65 @@ DownloadOptions download_options(const FetchOptions& options) {
   return out;
 }
 
-// Unpacks `archive` next to the target, checks it, marks it, and renames it into place.
+// The entries of cifar-10-binary.tar.gz, each with the most bytes it may hold: the
+// official archive has exactly these (batch files of 10,000 records; two small text
+// files), so nothing else, and nothing larger, is unpacked.
+UnpackLimits cifar_archive_limits() {
+  UnpackLimits limits;
+  limits.links = false;
+  const std::string top = kCifar10DirName;
+  limits.entries[top] = 0;
+  for (const auto& [name, md5] : cifar10_official_md5s()) {
+    limits.entries[top + "/" + name] = static_cast<uint64_t>(kCifarRecordsPerFile * kCifarRecordBytes);
+  }
+  for (const char* text : {"batches.meta.txt", "readme.html"}) limits.entries[top + "/" + text] = 1 << 20;
+  return limits;
+}
+
+// What a folder may hold to be replaced by a new unpack: the archive's own files and
+// the marker, nothing of the user's.
+std::string replaceable_cifar_folder(const fs::path& dir) {
+  std::vector<std::string> names = {"batches.meta.txt", "readme.html", kCifar10VerifiedMarker};
+  for (const auto& [name, md5] : cifar10_official_md5s()) names.push_back(name);
+  return only_entries(dir, names);
+}
+
+// Unpacks `archive` into a temporary folder next to the target, checks it (sizes; the
+// published per-file MD5s when it is the official archive), marks it, and swaps it in.
 void unpack_cifar(const fs::path& archive, const std::string& md5, const fs::path& target) {
-  const fs::path out_dir = target.parent_path();
-  TempPath temp(make_temp_dir(out_dir, fmt::format(".{}.tmp-", kCifar10DirName)));
   spdlog::info("unpacking {} into {}", archive.string(), target.string());
-  extract_archive(archive, temp.path());
-
-  const fs::path unpacked = temp.path() / kCifar10DirName;
-  if (!fs::is_directory(fs::symlink_status(unpacked))) {
-    fail("{} has no top folder {}/: it is not the binary version of CIFAR-10 (the python and matlab versions "
-         "will not do)",
-         archive.string(), kCifar10DirName);
-  }
-  const std::string problem = cifar_problem(unpacked, kCifar10DirName);
-  if (!problem.empty()) fail("{} is not a complete CIFAR-10 binary archive: {}", archive.string(), problem);
-
-  write_file_atomic(unpacked / kCifar10VerifiedMarker, md5 + "\n");
-
-  std::error_code ec;
-  if (fs::exists(fs::symlink_status(target, ec))) {
-    spdlog::warn("replacing {}: it is not a verified unpack of the archive with MD5 {}", target.string(), md5);
-    fs::remove_all(target, ec);
-    if (ec) fail("cannot remove the unverified folder {}: {}; remove it by hand", target.string(), ec.message());
-  }
-  fs::rename(unpacked, target, ec);
-  if (ec) {
-    // Another run may have finished the same work a moment earlier.
-    if (cifar_verified(target, md5)) return;
-    fail("cannot rename {} to {}: {}", unpacked.string(), target.string(), ec.message());
-  }
+  replace_folder_atomically(
+      target,
+      [&](const fs::path& temp) {
+        TempPath unpack_dir(make_temp_dir(target.parent_path(), fmt::format(".{}.unpack-", kCifar10DirName)));
+        extract_archive(archive, unpack_dir.path(), cifar_archive_limits());
+        const fs::path unpacked = unpack_dir.path() / kCifar10DirName;
+        if (!fs::is_directory(fs::symlink_status(unpacked))) {
+          fail("{} has no top folder {}/: it is not the binary version of CIFAR-10 (the python and matlab "
+               "versions will not do)",
+               archive.string(), kCifar10DirName);
+        }
+        const std::string problem = cifar_problem(unpacked, kCifar10DirName);
+        if (!problem.empty()) fail("{} is not a complete CIFAR-10 binary archive: {}", archive.string(), problem);
+        if (md5 == kCifar10Md5) {
+          // The archive's MD5 matched, but what reached the disk is checked too: a write
+          // that failed silently would leave zeros where the records were.
+          for (const auto& [name, expected] : cifar10_official_md5s()) {
+            const std::string actual = file_digest(unpacked / name, DigestAlgorithm::Md5);
+            if (actual != expected) {
+              fail("{}/{} unpacked from {} has MD5 {}, not the published {}: the unpack was damaged (is the disk "
+                   "full?)",
+                   kCifar10DirName, name, archive.string(), actual, expected);
+            }
+          }
+        }
+        write_file_atomic(unpacked / kCifar10VerifiedMarker, md5 + "\n");
+        fs::remove(temp);
+        std::error_code ec;
+        fs::rename(unpacked, temp, ec);
+        if (ec) fail("cannot rename {} to {}: {}", unpacked.string(), temp.string(), ec.message());
+      },
+      replaceable_cifar_folder);
 }
 
 void fetch_cifar(const FetchOptions& options, const std::string& md5, FetchResult& result) {
@@ -174,7 +179,7 @@ void fetch_cifar(const FetchOptions& options, const std::string& md5, FetchResul
   fs::path archive;
   if (!options.archive.empty()) {
     archive = options.archive;
-    if (!fs::is_regular_file(archive)) fail("the archive {} does not exist or is not a file", archive.string());
+    require_regular_file(archive, "the archive");
     const std::string actual = file_digest(archive, DigestAlgorithm::Md5);
     if (actual != md5) {
       fail("{} has MD5 {} but {} was expected: the file is damaged or not the official archive (pass --md5 {} if it "
@@ -264,9 +269,7 @@ void fetch_weights(const FetchOptions& options, FetchResult& result) {
   }
 
   if (local) {
-    if (!fs::is_regular_file(options.weights_file)) {
-      fail("the weights file {} does not exist or is not a file", options.weights_file.string());
-    }
+    require_regular_file(options.weights_file, "the weights file");
     replace_atomically(dest, [&](const fs::path& temporary) {
       fs::copy_file(options.weights_file, temporary, fs::copy_options::overwrite_existing, ec);
       if (ec) fail("cannot copy {} to {}: {}", options.weights_file.string(), temporary.string(), ec.message());
@@ -299,14 +302,17 @@ FetchResult fetch(const FetchOptions& options) {
   const std::string md5 = checked_md5(options.md5);
   if (options.retries < 0) usage_fail("--retries must be 0 or more, not {}", options.retries);
   if (options.timeout_seconds <= 0) usage_fail("--timeout must be positive, not {}", options.timeout_seconds);
-  ensure_dir(options.out_dir);
+  FetchOptions resolved = options;
+  resolved.out_dir = output_path(options.out_dir, "--out");
+  refuse_output_over_inputs(resolved.out_dir / kCifar10DirName, {options.archive, options.weights_file}, "--out");
+  ensure_dir(resolved.out_dir);
 
   FetchResult result;
-  fetch_cifar(options, md5, result);
+  fetch_cifar(resolved, md5, result);
   if (options.skip_weights) {
     spdlog::info("skipping the AlexNet weights as asked");
   } else {
-    fetch_weights(options, result);
+    fetch_weights(resolved, result);
   }
   return result;
 }

@@ -1,5 +1,13 @@
 #include "pipeline/files.h"
 
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 
@@ -8,6 +16,112 @@
 namespace fs = std::filesystem;
 
 namespace pipeline {
+namespace {
+
+// `path` with every existing part's links resolved (the rest kept lexically).
+fs::path resolved(const fs::path& path) {
+  std::error_code ec;
+  fs::path out = fs::weakly_canonical(fs::absolute(path), ec);
+  return ec ? fs::absolute(path).lexically_normal() : out;
+}
+
+// True when `inner` equals `outer` or lies inside it (both resolved).
+bool within(const fs::path& inner, const fs::path& outer) {
+  auto i = inner.begin();
+  for (auto o = outer.begin(); o != outer.end(); ++o, ++i) {
+    if (o->empty()) continue;  // a trailing separator
+    if (i == inner.end() || *i != *o) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TempPath::~TempPath() {
+  std::error_code ignored;
+  if (!path_.empty()) fs::remove_all(path_, ignored);
+}
+
+fs::path make_temp_dir(const fs::path& parent, const std::string& prefix) {
+  std::string name = (parent / (prefix + "XXXXXX")).string();
+  if (mkdtemp(name.data()) == nullptr) {
+    fail("cannot create a temporary folder in {}: {}; choose a writable output folder", parent.string(),
+         std::strerror(errno));
+  }
+  return fs::path(name.c_str());
+}
+
+fs::path output_path(const fs::path& given, const std::string& flag) {
+  if (given.empty()) usage_fail("{} is required", flag);
+  fs::path path = fs::absolute(given).lexically_normal();
+  // "DIR/" has an empty file name: the folder meant is DIR itself, never its parent.
+  while (!path.has_filename() && path.has_relative_path()) path = path.parent_path();
+  if (!path.has_relative_path()) usage_fail("{} {} is the root folder; choose a folder of its own", flag, given.string());
+  return path;
+}
+
+void refuse_output_over_inputs(const fs::path& output, const std::vector<fs::path>& inputs, const std::string& flag) {
+  const fs::path out = resolved(output);
+  for (const fs::path& input : inputs) {
+    std::error_code ec;
+    if (input.empty() || !fs::exists(fs::symlink_status(input, ec))) continue;
+    const fs::path in = resolved(input);
+    if (within(out, in)) {
+      usage_fail("{} {} would overwrite the input {}: choose an output outside the inputs", flag, output.string(),
+                 input.string());
+    }
+  }
+}
+
+void prepare_output_file(const fs::path& path, const std::string& flag) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) fail("{} {} is a folder; name the file to write", flag, path.string());
+  const fs::path parent = fs::absolute(path).parent_path();
+  fs::create_directories(parent, ec);
+  if (!fs::is_directory(parent)) {
+    fail("{} {}: cannot create the folder {}: {}", flag, path.string(), parent.string(),
+         ec ? ec.message() : "a file is in the way");
+  }
+  if (::access(parent.c_str(), W_OK) != 0) {
+    fail("{} {}: the folder {} is not writable: {}", flag, path.string(), parent.string(), std::strerror(errno));
+  }
+}
+
+FolderLock::FolderLock(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (!fs::is_directory(dir)) {
+    fail("cannot create the run folder {}: {}", dir.string(), ec ? ec.message() : "a file of that name is in the way");
+  }
+  const fs::path lock = dir / ".lock";
+  fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail("cannot write into the run folder {}: {}", dir.string(), std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int error = errno;
+    ::close(fd_);
+    fd_ = -1;
+    if (error == EWOULDBLOCK) {
+      fail("{} is in use by another run (it holds {}); wait for it to finish or choose another --out", dir.string(),
+           lock.string());
+    }
+    fail("cannot lock the run folder {}: {}", dir.string(), std::strerror(error));
+  }
+}
+
+FolderLock::~FolderLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+}
+
+void require_regular_file(const fs::path& file, const std::string& what) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(file, ec);
+  if (!fs::exists(status)) fail("{} {}: no such file", what, file.string());
+  if (fs::is_directory(status)) fail("{} {} is a folder, not a file", what, file.string());
+  if (!fs::is_regular_file(status)) {
+    fail("{} {} is not a regular file (a device, FIFO or socket, or a link to one); refusing to read it", what,
+         file.string());
+  }
+}
 
 void replace_atomically(const fs::path& path, const std::function<void(const fs::path& temporary)>& write) {
   std::error_code error;
@@ -30,15 +144,74 @@ void replace_atomically(const fs::path& path, const std::function<void(const fs:
 void write_file_atomic(const fs::path& path, const std::string& content) {
   replace_atomically(path, [&](const fs::path& temporary) {
     std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out << content;
-    if (!out.flush()) fail("cannot write {}", temporary.string());
+    if (!out) fail("cannot create {}: {}", temporary.string(), std::strerror(errno));
+    out.write(content.data(), static_cast<std::streamsize>(content.size()));
+    out.close();  // the last buffered bytes reach the disk here; a full disk shows now
+    if (out.fail()) fail("cannot write {} ({} bytes): the disk may be full", path.string(), content.size());
   });
 }
 
-std::string read_file(const fs::path& path) {
+fs::path old_folder_of(const fs::path& target) {
+  return target.parent_path() / ("." + target.filename().string() + ".old");
+}
+
+std::string only_entries(const fs::path& dir, const std::vector<std::string>& names) {
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (std::find(names.begin(), names.end(), name) == names.end()) {
+      return fmt::format("holds {}, which this program did not write", name);
+    }
+  }
+  if (ec) return "cannot be listed: " + ec.message();
+  return "";
+}
+
+void replace_folder_atomically(const fs::path& target, const std::function<void(const fs::path& temporary)>& fill,
+                               const std::function<std::string(const fs::path& existing)>& replaceable) {
+  std::error_code ec;
+  const fs::file_status status = fs::symlink_status(target, ec);
+  const bool existed = fs::exists(status);
+  if (existed) {
+    if (fs::is_symlink(status)) fail("{} is a symbolic link; refusing to replace it (remove it or choose another folder)", target.string());
+    if (!fs::is_directory(status)) fail("{} exists and is not a folder; refusing to replace it", target.string());
+    const std::string why = replaceable(target);
+    if (!why.empty()) {
+      fail("{} exists and {}; refusing to replace it (remove it by hand or choose another folder)", target.string(), why);
+    }
+  }
+  const fs::path parent = target.parent_path();
+  fs::create_directories(parent, ec);
+  if (!fs::is_directory(parent)) fail("cannot create the folder {}: {}", parent.string(), ec ? ec.message() : "a file is in the way");
+  TempPath temporary(make_temp_dir(parent, "." + target.filename().string() + ".tmp-"));
+  fill(temporary.path());
+
+  const fs::path old = old_folder_of(target);
+  fs::remove_all(old, ec);
+  if (existed) {
+    fs::rename(target, old, ec);
+    if (ec) fail("cannot move {} aside to {}: {}", target.string(), old.string(), ec.message());
+  }
+  fs::rename(temporary.path(), target, ec);
+  if (ec) {
+    const std::string reason = ec.message();
+    if (existed) fs::rename(old, target, ec);
+    fail("cannot rename {} to {}: {}", temporary.path().string(), target.string(), reason);
+  }
+  fs::remove_all(old, ec);
+}
+
+std::string read_file(const fs::path& path, std::uintmax_t max_bytes) {
+  require_regular_file(path, "file");
+  std::error_code ec;
+  const std::uintmax_t size = fs::file_size(path, ec);
+  if (ec) fail("cannot read {}: {}", path.string(), ec.message());
+  if (size > max_bytes) fail("{} has {} bytes, more than the {} such a file can hold", path.string(), size, max_bytes);
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot read {}", path.string());
-  return std::string(std::istreambuf_iterator<char>(in), {});
+  if (!in) fail("cannot read {}: {}", path.string(), std::strerror(errno));
+  std::string content(std::istreambuf_iterator<char>(in), {});
+  if (in.bad()) fail("read error in {}", path.string());
+  return content;
 }
 
 }  // namespace pipeline

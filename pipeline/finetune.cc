@@ -3,12 +3,15 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "pipeline/alexnet.h"
 #include "pipeline/batches.h"
 #include "pipeline/cifar10.h"
 #include "pipeline/error.h"
 #include "pipeline/files.h"
 #include "pipeline/preprocess.h"
+#include "pipeline/torch_files.h"
 #include "pipeline/train.h"
 #include "pipeline/weights.h"
 
@@ -58,29 +61,43 @@ class FinetuneModel : public Trainable {
   void use_best() override { best_.restore(); }
 
   void save_state(const fs::path& dir) const override {
-    torch::save(model_, (dir / "model.pt").string());
-    torch::save(optimizer_, (dir / "optimizer.pt").string());
-    torch::save(best_.saved(), (dir / "best.pt").string());
+    save_torch_file(model_, dir / "model.pt");
+    save_torch_file(optimizer_, dir / "optimizer.pt");
+    save_torch_file(best_.saved(), dir / "best.pt");
     // Dropout draws from the default CPU generator: saving it makes a resumed CPU run
     // draw the same masks as an uninterrupted one.
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     std::vector<at::Tensor> extra = {generator.get_state(),
                                      torch::tensor({loss_scale_, static_cast<double>(good_steps_)}, torch::kFloat64)};
-    torch::save(extra, (dir / "rng.pt").string());
+    save_torch_file(extra, dir / "rng.pt");
   }
 
   void load_state(const fs::path& dir) override {
-    torch::load(model_, (dir / "model.pt").string(), compute_.device);
-    torch::load(optimizer_, (dir / "optimizer.pt").string(), compute_.device);
+    load_torch_file(model_, dir / "model.pt", "checkpoint file", compute_.device);
+    load_torch_file(optimizer_, dir / "optimizer.pt", "checkpoint file", compute_.device);
     std::vector<at::Tensor> best, extra;
-    torch::load(best, (dir / "best.pt").string(), compute_.device);
-    torch::load(extra, (dir / "rng.pt").string());
-    if (best.size() != best_.saved().size()) fail("checkpoint {} does not match this model", dir.string());
-    best_.saved() = best;
+    load_torch_file(best, dir / "best.pt", "checkpoint file", compute_.device);
+    load_torch_file(extra, dir / "rng.pt", "checkpoint file");
+    const std::vector<at::Tensor>& live = best_.saved();
+    bool fits = best.size() == live.size();
+    for (size_t i = 0; fits && i < best.size(); ++i) fits = best[i].sizes() == live[i].sizes();
+    if (!fits) fail("checkpoint file {} holds other tensors than this model's best weights", (dir / "best.pt").string());
+    // rng.pt: the CPU generator's state (a uint8 tensor) and [loss scale, good steps].
+    if (extra.size() != 2 || extra[1].scalar_type() != torch::kFloat64 || extra[1].numel() != 2 ||
+        !std::isfinite(extra[1][0].item<double>()) || !(extra[1][0].item<double>() > 0) ||
+        !(extra[1][1].item<double>() >= 0) || !(extra[1][1].item<double>() < 1e15)) {
+      fail("checkpoint file {} is not a generator state and loss scale written by transfer-finetune",
+           (dir / "rng.pt").string());
+    }
     at::Generator generator = at::detail::getDefaultCPUGenerator();
-    generator.set_state(extra.at(0));
-    loss_scale_ = extra.at(1)[0].item<double>();
-    good_steps_ = static_cast<int64_t>(extra.at(1)[1].item<double>());
+    try {
+      generator.set_state(extra[0]);
+    } catch (const c10::Error& e) {
+      fail("checkpoint file {} holds no valid generator state: {}", (dir / "rng.pt").string(), e.what_without_backtrace());
+    }
+    best_.saved() = best;
+    loss_scale_ = extra[1][0].item<double>();
+    good_steps_ = static_cast<int64_t>(extra[1][1].item<double>());
   }
 
   AlexNet& model() { return model_; }
@@ -134,8 +151,15 @@ void validate(const FinetuneOptions& o) {
 
 }  // namespace
 
-FinetuneSummary run_finetune(const FinetuneOptions& options) {
-  validate(options);
+FinetuneSummary run_finetune(const FinetuneOptions& given) {
+  validate(given);
+  FinetuneOptions options = given;
+  options.out = output_path(given.out, "--out");
+  std::vector<fs::path> inputs = cifar_all_files(options.data);
+  inputs.push_back(given.weights);  // ignored when it is random:SEED (no such file)
+  refuse_output_over_inputs(options.out, inputs, "--out");
+  // Before any work: the folder must be writable, and it is this run's alone.
+  const FolderLock lock(options.out);
   const Compute compute = resolve_compute(options.compute);
   const Normalization normalization = normalization_by_name(options.normalize);
   const WeightsSource source = parse_weights_source(options.weights);
@@ -184,7 +208,7 @@ FinetuneSummary run_finetune(const FinetuneOptions& options) {
     if (fs::exists(checkpoint)) spdlog::info("starting over: discarding the checkpoint in {}", checkpoint.string());
     fs::remove_all(checkpoint, ignored);
     fs::remove(options.out / "config.json", ignored);
-    write_file_atomic(checkpoint_config, config.dump(2) + "\n");
+    write_file_atomic(checkpoint_config, json_file_text(config));
   }
 
   // The new last layer's init and the dropout masks come from the global generator.
@@ -240,8 +264,8 @@ FinetuneSummary run_finetune(const FinetuneOptions& options) {
   metrics.confusion = result.members[0].confusion;
   write_metrics(options.out, metrics);
   const fs::path model_file = options.out / "model.pt";
-  replace_atomically(model_file, [&](const fs::path& temporary) { torch::save(trainable.model(), temporary.string()); });
-  write_file_atomic(options.out / "config.json", config.dump(2) + "\n");
+  save_torch_file(trainable.model(), model_file);
+  write_file_atomic(options.out / "config.json", json_file_text(config));
   // Finished: the checkpoint (weights, optimizer and best weights, ~1 GB at 224 px) has
   // served its purpose.
   fs::remove_all(checkpoint, ignored);

@@ -18,6 +18,7 @@
 #include "pipeline/files.h"
 #include "pipeline/random.h"
 #include "pipeline/simd.h"
+#include "pipeline/torch_files.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -235,7 +236,15 @@ void validate(const HeadOptions& o) {
     if (!(lr > 0)) usage_fail("--sweep-lr values must be > 0, got {}", lr);
   for (double wd : o.sweep_wd)
     if (!(wd >= 0)) usage_fail("--sweep-wd values must be >= 0, got {}", wd);
-  if (o.sweep_seeds < 0) usage_fail("--sweep-seeds must be >= 0, got {}", o.sweep_seeds);
+  if (o.sweep_seeds < 0 || o.sweep_seeds > kMaxHeads) {
+    usage_fail("--sweep-seeds must be 0..{}, got {}", kMaxHeads, o.sweep_seeds);
+  }
+  const size_t heads = std::max<size_t>(1, o.sweep_lr.size()) * std::max<size_t>(1, o.sweep_wd.size()) *
+                       static_cast<size_t>(std::max<int64_t>(1, o.sweep_seeds));
+  if (heads > static_cast<size_t>(kMaxHeads)) {
+    usage_fail("the sweep asks for {} heads (--sweep-lr x --sweep-wd x --sweep-seeds); at most {} train at once",
+               heads, kMaxHeads);
+  }
   if (head_grid(o).size() > 1 && !(o.val_fraction > 0)) {
     usage_fail("a sweep ranks its heads on validation: --val-fraction must be > 0");
   }
@@ -300,7 +309,7 @@ void save_head(const fs::path& file, const at::Tensor& weight, const at::Tensor&
   torch::serialize::OutputArchive archive;
   archive.write("weight", weight);
   archive.write("bias", bias);
-  replace_atomically(file, [&](const fs::path& temporary) { archive.save_to(temporary.string()); });
+  save_torch_archive(archive, file);
 }
 
 std::string sweep_csv(const std::vector<HeadSetting>& grid, const std::vector<MemberResult>& members,
@@ -318,8 +327,12 @@ std::string sweep_csv(const std::vector<HeadSetting>& grid, const std::vector<Me
 
 }  // namespace
 
-HeadSummary run_head(const HeadOptions& options) {
-  validate(options);
+HeadSummary run_head(const HeadOptions& given) {
+  validate(given);
+  HeadOptions options = given;
+  options.out = output_path(given.out, "--out");
+  refuse_output_over_inputs(options.out, {options.features}, "--out");
+  const FolderLock lock(options.out);  // before any work: writable, and this run's alone
   // Heads train on the CPU; fp16 there is a usage error.
   const Compute compute = resolve_compute({"cpu", options.precision, options.threads});
   const auto read_start = std::chrono::steady_clock::now();
@@ -422,14 +435,14 @@ HeadSummary run_head(const HeadOptions& options) {
   if (linear) {
     save_head(options.out / "head.pt", linear->weight(best), linear->bias(best));
   } else {
-    replace_atomically(options.out / "head.pt", [&](const fs::path& temporary) { classifier->save(temporary.string()); });
+    classifier->save((options.out / "head.pt").string());
   }
   if (grid.size() > 1) {
     write_file_atomic(options.out / "sweep.csv", sweep_csv(grid, result.members, ranking));
   } else {
     fs::remove(options.out / "sweep.csv", ignored);
   }
-  write_file_atomic(options.out / "config.json", config.dump(2) + "\n");
+  write_file_atomic(options.out / "config.json", json_file_text(config));
   summary.best = metrics;
   summary.heads = static_cast<int64_t>(grid.size());
   return summary;

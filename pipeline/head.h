@@ -22,6 +22,10 @@
 
 namespace pipeline {
 
+// The most heads one run trains at once (a sweep's grid: --sweep-lr x --sweep-wd x
+// --sweep-seeds); their weights alone are heads x classes x width floats.
+inline constexpr int64_t kMaxHeads = 1024;
+
 struct HeadOptions {
   std::filesystem::path features;           // the cache (transfer-extract's output)
   std::filesystem::path out;                // run folder

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
 
 #include "pipeline/error.h"
 #include "pipeline/files.h"
@@ -13,7 +15,6 @@ using nlohmann::json;
 namespace pipeline {
 namespace {
 
-
 double number_at(const json& object, const char* key, const std::string& source, const std::string& where) {
   if (!object.contains(key)) fail("{}: {} has no \"{}\"", source, where, key);
   const json& value = object.at(key);
@@ -22,8 +23,33 @@ double number_at(const json& object, const char* key, const std::string& source,
   return value.get<double>();
 }
 
-
 }  // namespace
+
+RunMetrics metrics_fields(const json& j, const std::string& source);
+
+int64_t integer_at(const json& object, const char* key, const std::string& source, const std::string& where,
+                   int64_t min, int64_t max) {
+  if (!object.is_object() || !object.contains(key)) fail("{}: {} has no \"{}\"", source, where, key);
+  const json& value = object.at(key);
+  // Compared as JSON numbers first: casting 1e300 (or 2^64-1) to int64 is undefined.
+  bool ok = false;
+  int64_t out = 0;
+  if (value.is_number_unsigned()) {
+    ok = value.get<uint64_t>() <= static_cast<uint64_t>(max);
+    if (ok) out = static_cast<int64_t>(value.get<uint64_t>());
+  } else if (value.is_number_integer()) {
+    out = value.get<int64_t>();
+    ok = true;
+  }
+  if (!ok || out < min || out > max) {
+    fail("{}: {}.{} is {}, not an integer in [{}, {}]", source, where, key, value.dump(), min, max);
+  }
+  return out;
+}
+
+std::string json_file_text(const json& value) {
+  return value.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+}
 
 std::string csv_number(double value) { return std::isfinite(value) ? fmt::format("{:.6g}", value) : ""; }
 
@@ -43,7 +69,7 @@ json to_json(const EpochRecord& e) {
 EpochRecord epoch_from_json(const json& e, const std::string& source, const std::string& where) {
   if (!e.is_object()) fail("{}: {} is not an object", source, where);
   EpochRecord r;
-  r.epoch = static_cast<int64_t>(number_at(e, "epoch", source, where));
+  r.epoch = integer_at(e, "epoch", source, where, 1, kMaxEpochs);
   r.train_loss = number_at(e, "train_loss", source, where);
   r.train_acc = number_at(e, "train_acc", source, where);
   r.val_loss = number_at(e, "val_loss", source, where);
@@ -63,6 +89,15 @@ json to_json(const RunMetrics& m) {
 }
 
 RunMetrics metrics_from_json(const json& j, const std::string& source) {
+  try {
+    return metrics_fields(j, source);
+  } catch (const json::exception& e) {
+    // A field of the wrong JSON type: nlohmann's message names no file.
+    fail("{}: a field has the wrong type ({}); the file was not written by this program", source, e.what());
+  }
+}
+
+RunMetrics metrics_fields(const json& j, const std::string& source) {
   if (!j.is_object()) fail("{}: not a JSON object", source);
   RunMetrics m;
   if (!j.contains("approach") || !j["approach"].is_string()) fail("{}: missing \"approach\"", source);
@@ -74,7 +109,7 @@ RunMetrics metrics_from_json(const json& j, const std::string& source) {
   for (size_t i = 0; i < j["epochs"].size(); ++i) {
     m.epochs.push_back(epoch_from_json(j["epochs"][i], source, fmt::format("epochs[{}]", i)));
   }
-  m.best_epoch = static_cast<int64_t>(number_at(j, "best_epoch", source, "metrics"));
+  m.best_epoch = integer_at(j, "best_epoch", source, "metrics", 1, kMaxEpochs);
   if (m.best_epoch < 1 || m.best_epoch > static_cast<int64_t>(m.epochs.size())) {
     fail("{}: best_epoch {} is not one of its {} epochs", source, m.best_epoch, m.epochs.size());
   }
@@ -82,12 +117,18 @@ RunMetrics metrics_from_json(const json& j, const std::string& source) {
   m.test_acc = number_at(j, "test_acc", source, "metrics");
   m.train_seconds = number_at(j, "train_seconds", source, "metrics");
   m.images_per_second = number_at(j, "images_per_second", source, "metrics");
-  m.device = j.value("device", "");
+  m.device = j.contains("device") ? j.at("device").get<std::string>() : "";
   if (j.contains("confusion")) {
-    try {
-      m.confusion = j["confusion"].get<std::vector<std::vector<int64_t>>>();
-    } catch (const json::exception&) {
-      fail("{}: \"confusion\" is not a matrix of counts", source);
+    const json& rows = j["confusion"];
+    if (!rows.is_array()) fail("{}: \"confusion\" is not a matrix of counts", source);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      if (!rows[r].is_array() || rows[r].size() != rows.size()) fail("{}: \"confusion\" is not a square matrix", source);
+      std::vector<int64_t> counts;
+      for (size_t c = 0; c < rows[r].size(); ++c) {
+        counts.push_back(integer_at(json{{"count", rows[r][c]}}, "count", source, fmt::format("confusion[{}][{}]", r, c),
+                                    0, std::numeric_limits<int32_t>::max()));
+      }
+      m.confusion.push_back(counts);
     }
   }
   if (!(m.test_acc >= 0 && m.test_acc <= 1)) fail("{}: test_acc {} is not a fraction in [0,1]", source, m.test_acc);
@@ -106,16 +147,20 @@ std::string history_csv(const std::vector<EpochRecord>& epochs) {
 
 void write_metrics(const fs::path& dir, const RunMetrics& metrics) {
   write_file_atomic(dir / "history.csv", history_csv(metrics.epochs));
-  write_file_atomic(dir / "metrics.json", to_json(metrics).dump(2) + "\n");
+  write_file_atomic(dir / "metrics.json", json_file_text(to_json(metrics)));
 }
 
 RunMetrics read_metrics(const fs::path& dir) {
   const fs::path file = dir / "metrics.json";
   if (!fs::exists(file)) fail("{} does not exist: is {} a finished run folder?", file.string(), dir.string());
+  // config.json is written last: without it the run did not finish, whatever else is there.
+  if (!fs::exists(dir / "config.json")) {
+    fail("{} has no config.json: the run did not finish (rerun its stage to complete it)", dir.string());
+  }
   json j;
   try {
     j = json::parse(read_file(file));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail("{} is not valid JSON: {}", file.string(), e.what());
   }
   return metrics_from_json(j, file.string());
@@ -131,7 +176,13 @@ bool json_file_equals(const fs::path& file, const json& value) {
 }
 
 bool run_is_up_to_date(const fs::path& dir, const json& config) {
-  return fs::exists(dir / "metrics.json") && json_file_equals(dir / "config.json", config);
+  if (!fs::exists(dir / "metrics.json") || !json_file_equals(dir / "config.json", config)) return false;
+  try {
+    read_metrics(dir);
+    return true;
+  } catch (const Error&) {
+    return false;  // a damaged metrics.json is redone, not trusted
+  }
 }
 
 }  // namespace pipeline

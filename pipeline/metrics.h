@@ -37,6 +37,20 @@ struct RunMetrics {
   std::vector<std::vector<int64_t>> confusion;  // [10][10]
 };
 
+// The most epochs a run file may name (a bound for validation, far above any real run).
+inline constexpr int64_t kMaxEpochs = 1000000;
+
+// object[key] as an integer in [min, max]. Throws pipeline::Error naming `source`,
+// `where` and `key` when it is absent, not an integer (1.5, "3", 1e300: never cast
+// out of range), or outside [min, max].
+int64_t integer_at(const nlohmann::json& object, const char* key, const std::string& source,
+                   const std::string& where, int64_t min, int64_t max);
+
+// `value` as the text of a JSON file (indented, newline-terminated). Strings that are
+// not UTF-8 (paths are bytes on Linux) have their bad bytes replaced by U+FFFD rather
+// than throwing halfway through a stage's output. Never throws.
+std::string json_file_text(const nlohmann::json& value);
+
 // A number for JSON, which has no NaN or infinity: those become null.
 nlohmann::json number_or_null(double value);
 // A number for a CSV cell (6 significant digits); NaN or infinity become an empty cell.
@@ -52,23 +66,26 @@ nlohmann::json to_json(const EpochRecord& record);
 EpochRecord epoch_from_json(const nlohmann::json& json, const std::string& source, const std::string& where);
 
 nlohmann::json to_json(const RunMetrics& metrics);
-// Validates every field; throws pipeline::Error naming `source` and the field.
+// Validates every field (types, integer ranges, best_epoch among the epochs, a square
+// confusion matrix of counts); throws pipeline::Error naming `source` and the field.
 RunMetrics metrics_from_json(const nlohmann::json& json, const std::string& source);
 
 std::string history_csv(const std::vector<EpochRecord>& epochs);
 
 // Writes dir/metrics.json and dir/history.csv (each atomically).
 void write_metrics(const std::filesystem::path& dir, const RunMetrics& metrics);
-// Reads and validates dir/metrics.json; a missing or malformed file is a pipeline::Error
-// naming it.
+// Reads and validates dir/metrics.json of a finished run; a missing or malformed file,
+// or a folder without config.json (the finished marker, written last), is a
+// pipeline::Error naming it.
 RunMetrics read_metrics(const std::filesystem::path& dir);
 
 // True when `file` exists and holds JSON equal to `value`. Never throws (an unreadable
 // or malformed file is simply not equal).
 bool json_file_equals(const std::filesystem::path& file, const nlohmann::json& value);
 
-// True when `dir` is a finished run of exactly these settings: it holds metrics.json and
-// a config.json (written last by the stages) equal to `config`. Never throws.
+// True when `dir` is a finished run of exactly these settings: it holds a valid
+// metrics.json and a config.json (written last by the stages) equal to `config`.
+// Never throws.
 bool run_is_up_to_date(const std::filesystem::path& dir, const nlohmann::json& config);
 
 }  // namespace pipeline

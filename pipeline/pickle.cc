@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "pipeline/error.h"
+#include "pipeline/files.h"
 
 namespace pipeline {
 namespace {
@@ -62,6 +63,7 @@ struct Value {
 };
 
 constexpr int kMaxDepth = 64;
+constexpr int64_t kMaxElements = int64_t{1} << 56;  // so that elements * itemsize fits int64
 
 // The storage classes torch.save names in persistent ids, and their element types.
 const std::map<std::string, at::ScalarType>& storage_types() {
@@ -341,6 +343,16 @@ class Unpickler {
       last += static_cast<__int128>(size[d] > 0 ? size[d] - 1 : 0) * stride[d];
       if (last > numel) break;
     }
+    // The element count must fit too: with zero strides a tiny storage can claim
+    // [2^40, 2^40], whose count overflows int64 inside LibTorch.
+    __int128 count = 1;
+    for (int64_t extent : size) {
+      count *= extent;
+      if (count > kMaxElements) {
+        error(fmt::format("tensor of size [{}] has more than {} elements", fmt::join(size, ","),
+                          static_cast<int64_t>(kMaxElements)));
+      }
+    }
     if (!empty && last >= numel) {
       error(fmt::format("tensor of size [{}] stride [{}] offset {} overruns its storage of {} "
                         "elements",
@@ -425,7 +437,7 @@ struct ZipContents {
   std::string pickle_name;  // "<prefix>/data.pkl"
   std::string pickle;
   std::string byteorder;    // "" when the archive has no byteorder record (1.x)
-  std::map<std::string, at::Tensor> entries;  // name -> bytes (uint8), for "*/data/*"
+  std::map<std::string, int64_t> storages;  // "*/data/*" entry name -> declared bytes (not read yet)
 };
 
 [[noreturn]] void archive_fail(struct archive* a, const std::filesystem::path& file,
@@ -457,11 +469,12 @@ void read_entry(struct archive* a, const std::filesystem::path& file, const std:
   }
 }
 
-ZipContents read_zip(const std::filesystem::path& file) {
-  std::error_code ec;
-  const uintmax_t file_size = std::filesystem::file_size(file, ec);
-  if (ec) fail("cannot read {}: {}", file.string(), ec.message());
-
+// Calls visit(name, declared size) for each file entry of the zip `file`, with the
+// entry open for reading; visit reads it (read_entry) or leaves it (it is skipped
+// unread: never inflated). Entries claiming more bytes than the file has are refused:
+// torch.save stores entries uncompressed, so none can be larger than the file.
+template <typename Visit>
+void for_each_zip_entry(const std::filesystem::path& file, uintmax_t file_size, Visit&& visit) {
   std::unique_ptr<struct archive, ArchiveDeleter> archive(archive_read_new());
   if (!archive) fail("libarchive could not start reading {}", file.string());
   struct archive* a = archive.get();
@@ -471,28 +484,35 @@ ZipContents read_zip(const std::filesystem::path& file) {
   if (archive_read_open_filename(a, file.c_str(), 1 << 16) != ARCHIVE_OK) {
     archive_fail(a, file, "cannot open as a zip archive");
   }
-  ZipContents zip;
   struct archive_entry* entry = nullptr;
   while (true) {
     const int status = archive_read_next_header(a, &entry);
     if (status == ARCHIVE_EOF) break;
     if (status != ARCHIVE_OK && status != ARCHIVE_WARN) archive_fail(a, file, "cannot read the zip directory");
+    if (archive_entry_filetype(entry) == AE_IFDIR) continue;
     const char* raw_name = archive_entry_pathname(entry);
     const std::string name = raw_name ? raw_name : "";
-    const size_t slash = name.find('/');
-    const std::string rest = slash == std::string::npos ? "" : name.substr(slash + 1);
-    const bool wanted = rest == "data.pkl" || rest == "byteorder" || rest.rfind("data/", 0) == 0;
-    if (!wanted || archive_entry_filetype(entry) == AE_IFDIR) {
-      archive_read_data_skip(a);
-      continue;
-    }
     if (!archive_entry_size_is_set(entry)) fail("{}: zip entry {} has no size", file.string(), name);
     const la_int64_t size = archive_entry_size(entry);
-    // torch.save stores entries uncompressed, so none can be larger than the file.
     if (size < 0 || static_cast<uintmax_t>(size) > file_size) {
       fail("{}: zip entry {} claims {} bytes in a file of {} (corrupt; download or save it again)",
            file.string(), name, size, file_size);
     }
+    visit(a, name, size);
+  }
+}
+
+// The part of `name` after its first '/' ("archive/data/0" -> "data/0").
+std::string inner_name(const std::string& name) {
+  const size_t slash = name.find('/');
+  return slash == std::string::npos ? "" : name.substr(slash + 1);
+}
+
+// First pass: data.pkl and byteorder are read; storages are only listed.
+ZipContents read_zip_index(const std::filesystem::path& file, uintmax_t file_size) {
+  ZipContents zip;
+  for_each_zip_entry(file, file_size, [&](struct archive* a, const std::string& name, la_int64_t size) {
+    const std::string rest = inner_name(name);
     if (rest == "data.pkl" || rest == "byteorder") {
       std::string bytes(static_cast<size_t>(size), '\0');
       read_entry(a, file, name, size, reinterpret_cast<uint8_t*>(bytes.data()));
@@ -503,12 +523,10 @@ ZipContents read_zip(const std::filesystem::path& file) {
         zip.pickle_name = name;
         zip.pickle = std::move(bytes);
       }
-    } else {
-      at::Tensor bytes = at::empty({static_cast<int64_t>(size)}, at::kByte);
-      read_entry(a, file, name, size, bytes.data_ptr<uint8_t>());
-      zip.entries[name] = bytes;
+    } else if (rest.rfind("data/", 0) == 0) {
+      if (!zip.storages.emplace(name, size).second) fail("{}: holds the entry {} twice", file.string(), name);
     }
-  }
+  });
   return zip;
 }
 
@@ -546,8 +564,7 @@ TensorDict unpickle_tensor_dict(std::string_view pickle, const StorageLoader& st
 
 TensorDict read_torch_save_dict(const std::filesystem::path& file) {
   const std::string source = file.string();
-  if (!std::filesystem::exists(file)) fail("{}: no such file", source);
-  if (std::filesystem::is_directory(file)) fail("{} is a directory, not a torch.save file", source);
+  require_regular_file(file, "torch.save file");
   const std::string head = read_head(file, 4);
   if (is_legacy_format(head)) {
     fail("{} is in torch.save's legacy (pre-1.6, non-zip) format, which this reader does not "
@@ -562,7 +579,10 @@ TensorDict read_torch_save_dict(const std::filesystem::path& file) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
   fail("{}: reading torch.save files needs a little-endian machine", source);
 #endif
-  ZipContents zip = read_zip(file);
+  std::error_code ec;
+  const uintmax_t file_size = std::filesystem::file_size(file, ec);
+  if (ec) fail("cannot read {}: {}", source, ec.message());
+  const ZipContents zip = read_zip_index(file, file_size);
   if (zip.pickle_name.empty()) {
     fail("{}: the zip archive has no <name>/data.pkl entry, so it is not a torch.save file", source);
   }
@@ -571,19 +591,40 @@ TensorDict read_torch_save_dict(const std::filesystem::path& file) {
          zip.byteorder);
   }
   const std::string prefix = zip.pickle_name.substr(0, zip.pickle_name.size() - 8);  // "x/"
+  // Storages the pickle refers to are allocated as it names them and filled in a second
+  // pass over the zip; entries it does not name are never read. Their total is bounded
+  // by the file's size (torch.save does not compress), so no file can make the reader
+  // allocate more than it holds.
+  std::map<std::string, at::Tensor> wanted;
+  uintmax_t total = 0;
   StorageLoader loader = [&](const std::string& key, at::ScalarType dtype, int64_t numel) {
-    auto it = zip.entries.find(prefix + "data/" + key);
-    if (it == zip.entries.end()) fail("{}: storage {}data/{} is missing", source, prefix, key);
+    const std::string name = prefix + "data/" + key;
+    auto it = zip.storages.find(name);
+    if (it == zip.storages.end()) fail("{}: storage {} is missing", source, name);
     const int64_t item = static_cast<int64_t>(c10::elementSize(dtype));
-    const int64_t bytes = it->second.numel();
+    const int64_t bytes = it->second;
     if (numel > bytes / item || numel * item != bytes) {
-      fail("{}: storage {}data/{} holds {} bytes, not {} elements of {}", source, prefix, key,
-           bytes, numel, c10::toString(dtype));
+      fail("{}: storage {} holds {} bytes, not {} elements of {}", source, name, bytes, numel, c10::toString(dtype));
     }
-    if (numel == 0) return at::empty({0}, at::TensorOptions().dtype(dtype));
-    return it->second.view(dtype);
+    total += static_cast<uintmax_t>(bytes);
+    if (total > file_size) {
+      fail("{}: its storages hold {} bytes or more, more than the file's {} (corrupt; download or save it again)",
+           source, total, file_size);
+    }
+    at::Tensor storage = at::empty({numel}, at::TensorOptions().dtype(dtype));
+    wanted[name] = storage;
+    return storage;
   };
-  return unpickle_tensor_dict(zip.pickle, loader, source);
+  TensorDict dict = unpickle_tensor_dict(zip.pickle, loader, source);
+  size_t filled = 0;
+  for_each_zip_entry(file, file_size, [&](struct archive* a, const std::string& name, la_int64_t size) {
+    auto it = wanted.find(name);
+    if (it == wanted.end()) return;
+    read_entry(a, file, name, size, static_cast<uint8_t*>(it->second.data_ptr()));
+    ++filled;
+  });
+  if (filled != wanted.size()) fail("{}: a storage entry could not be read on the second pass", source);
+  return dict;
 }
 
 }  // namespace pipeline

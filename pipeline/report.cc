@@ -115,6 +115,19 @@ RunSettings probe_settings(const RunMetrics& m) {
   return s;
 }
 
+// The settings that are counts must be integers in a sane range: the report prints
+// them and casts them (a double such as 1e300 cast to int64 is undefined behaviour).
+void check_counts(const RunSettings& s, const fs::path& file) {
+  const std::pair<const char*, const json*> counts[] = {
+      {"image_size", &s.image_size}, {"train_rows", &s.train_rows}, {"test_rows", &s.test_rows},
+      {"limit_train", &s.limit_train}, {"limit_test", &s.limit_test}, {"epochs", &s.epochs},
+      {"batch_size", &s.batch_size}};
+  for (const auto& [name, value] : counts) {
+    if (value->is_null()) continue;
+    integer_at(json{{name, *value}}, name, file.string(), "config", -1, int64_t{1} << 40);
+  }
+}
+
 RunSettings finetune_settings(const RunMetrics& m) {
   const json& c = m.config;
   RunSettings s;
@@ -209,6 +222,11 @@ std::vector<SweepRow> read_sweep(const fs::path& file) {
       values.push_back(value);
     }
     if (values.size() != 9) fail("{}: line {} has {} fields, expected 9", file.string(), line_number, values.size());
+    for (int k : {0, 3, 4}) {  // rank, init_seed, best_epoch: integers, never cast out of range
+      if (values[k] != std::floor(values[k]) || std::fabs(values[k]) > 9e15) {
+        fail("{}: line {}: field {} is {}, not an integer", file.string(), line_number, k + 1, values[k]);
+      }
+    }
     SweepRow r;
     r.rank = static_cast<int64_t>(values[0]);
     r.lr = values[1];
@@ -909,9 +927,13 @@ ReportResult write_report(const ReportOptions& options) {
     usage_fail("give --extract-seconds or --features, not both");
   }
   if (options.extract_seconds < 0) usage_fail("--extract-seconds must be >= 0, got {}", options.extract_seconds);
+  // Checked before any reading or writing: the report may not land inside a run it reads.
+  refuse_output_over_inputs(output_path(options.out, "--out"), {options.head, options.finetune}, "--out");
   const RunMetrics head = read_run(options.head, "linear-probe", "--head", "transfer-head");
   const RunMetrics tune = read_run(options.finetune, "fine-tune", "--finetune", "transfer-finetune");
   const RunSettings probe_set = probe_settings(head), tune_set = finetune_settings(tune);
+  check_counts(probe_set, options.head / "metrics.json");
+  check_counts(tune_set, options.finetune / "metrics.json");
   const Extraction extraction = extraction_cost(options, head);
   ApproachNumbers probe = numbers_of(head, probe_set);
   probe.extract_seconds = extraction.seconds;
@@ -982,7 +1004,7 @@ ReportResult write_report(const ReportOptions& options) {
 
   result.markdown = options.out / "report.md";
   result.json = options.out / "report.json";
-  write_file_atomic(result.json, report.dump(2) + "\n");
+  write_file_atomic(result.json, json_file_text(report));
   write_file_atomic(result.markdown, markdown(options, probe, finetune, extraction, result.conclusion, diffs,
                                               probe_classes, tune_classes, sweep, result.plots,
                                               result.plots_error));

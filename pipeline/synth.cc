@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include "pipeline/cifar10.h"
 #include "pipeline/error.h"
+#include "pipeline/files.h"
 #include "pipeline/random.h"
 
 namespace fs = std::filesystem;
@@ -17,6 +17,8 @@ namespace pipeline {
 namespace {
 
 using Rgb = std::array<int, 3>;
+
+constexpr const char* kMetaFile = "batches.meta.txt";
 
 // Ten colour pairs and five shapes: class c gets palette c and shape c % 5, so two
 // classes share a shape but never colours, and colour alone is never the whole story.
@@ -53,13 +55,9 @@ void draw(int label, SplitMix64& rng, char* record) {
 }
 
 void write_records(const fs::path& file, const std::vector<int>& labels, size_t begin, size_t end, SplitMix64& rng) {
-  std::ofstream out(file, std::ios::binary);
-  std::vector<char> record(kCifarRecordBytes);
-  for (size_t i = begin; i < end; ++i) {
-    draw(labels[i], rng, record.data());
-    out.write(record.data(), kCifarRecordBytes);
-  }
-  if (!out.flush()) fail("cannot write synthetic data to {}", file.string());
+  std::string records(static_cast<size_t>(kCifarRecordBytes) * (end - begin), '\0');
+  for (size_t i = begin; i < end; ++i) draw(labels[i], rng, records.data() + (i - begin) * kCifarRecordBytes);
+  write_file_atomic(file, records);
 }
 
 std::vector<int> balanced_labels(int64_t n, SplitMix64& rng) {
@@ -72,34 +70,39 @@ std::vector<int> balanced_labels(int64_t n, SplitMix64& rng) {
 }  // namespace
 
 void write_synthetic_cifar(const SynthOptions& options) {
-  if (options.train < 5) usage_fail("--train must be at least 5 (one record per batch file), got {}", options.train);
-  if (options.test < 1) usage_fail("--test must be at least 1, got {}", options.test);
-  if (options.out.empty()) usage_fail("--out is required");
-
-  const fs::path out = fs::absolute(options.out).lexically_normal();
-  const fs::path parent = out.has_filename() ? out.parent_path() : out.parent_path().parent_path();
-  const fs::path target = parent / out.filename();
-  const fs::path temporary = parent / ("." + target.filename().string() + ".tmp");
-  std::error_code error;
-  fs::create_directories(parent, error);
-  fs::remove_all(temporary, error);
-  if (!fs::create_directories(temporary, error)) fail("cannot create {}: {}", temporary.string(), error.message());
-
-  SplitMix64 rng(options.seed);
-  const std::vector<int> train = balanced_labels(options.train, rng);
-  for (int b = 0; b < 5; ++b) {
-    const size_t begin = train.size() * b / 5, end = train.size() * (b + 1) / 5;
-    write_records(temporary / ("data_batch_" + std::to_string(b + 1) + ".bin"), train, begin, end, rng);
+  constexpr int64_t kMaxTrain = 5 * kCifarRecordsPerFile, kMaxTest = kCifarRecordsPerFile;
+  if (options.train < 5 || options.train > kMaxTrain) {
+    usage_fail("--train must be 5..{} (one to {} records per batch file, as in CIFAR-10), got {}", kMaxTrain,
+               kCifarRecordsPerFile, options.train);
   }
-  const std::vector<int> test = balanced_labels(options.test, rng);
-  write_records(temporary / "test_batch.bin", test, 0, test.size(), rng);
-  {
-    std::ofstream meta(temporary / "batches.meta.txt");
-    for (const char* name : kCifarClassNames) meta << name << "\n";
+  if (options.test < 1 || options.test > kMaxTest) {
+    usage_fail("--test must be 1..{} (test_batch.bin holds at most {} records), got {}", kMaxTest, kMaxTest,
+               options.test);
   }
-  fs::remove_all(target, error);
-  fs::rename(temporary, target, error);
-  if (error) fail("cannot move {} into place as {}: {}", temporary.string(), target.string(), error.message());
+  const fs::path target = output_path(options.out, "--out");
+  std::vector<std::string> ours;
+  for (Split split : {Split::Train, Split::Test}) {
+    for (const fs::path& file : cifar_files(target, split)) ours.push_back(file.filename().string());
+  }
+  ours.push_back(kMetaFile);
+  // Only a folder of files this stage writes is replaced: `--out` naming a folder of
+  // the user's own (their home, the current folder) is refused, not emptied.
+  replace_folder_atomically(
+      target,
+      [&](const fs::path& temporary) {
+        SplitMix64 rng(options.seed);
+        const std::vector<int> train = balanced_labels(options.train, rng);
+        for (int b = 0; b < 5; ++b) {
+          const size_t begin = train.size() * b / 5, end = train.size() * (b + 1) / 5;
+          write_records(temporary / ("data_batch_" + std::to_string(b + 1) + ".bin"), train, begin, end, rng);
+        }
+        const std::vector<int> test = balanced_labels(options.test, rng);
+        write_records(temporary / "test_batch.bin", test, 0, test.size(), rng);
+        std::string names;
+        for (const char* name : kCifarClassNames) names += std::string(name) + "\n";
+        write_file_atomic(temporary / kMetaFile, names);
+      },
+      [&](const fs::path& existing) { return only_entries(existing, ours); });
 }
 
 }  // namespace pipeline

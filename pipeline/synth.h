@@ -11,14 +11,17 @@ namespace pipeline {
 
 struct SynthOptions {
   std::filesystem::path out;  // folder to create: data_batch_1..5.bin, test_batch.bin, batches.meta.txt
-  int64_t train = 5000;       // training records, spread over the 5 batch files (>= 5)
-  int64_t test = 1000;        // test records (>= 1)
+  int64_t train = 5000;       // training records, spread over the 5 batch files (5..50,000)
+  int64_t test = 1000;        // test records (1..10,000)
   uint64_t seed = 0;
 };
 
-// Writes the folder through a temporary sibling and a rename; an existing `out` is
-// replaced. Labels are balanced (round robin) and shuffled. Throws pipeline::Error
-// on I/O failure and pipeline::UsageError for counts out of range.
+// Writes the folder through a temporary sibling and a rename (files.h's
+// replace_folder_atomically). An existing `out` is replaced only when it holds nothing
+// but the files this writes; any other folder (or a file, or a link) is refused with
+// pipeline::Error, untouched. "DIR/" and "DIR/." mean DIR. Labels are balanced (round
+// robin) and shuffled. Throws pipeline::Error on I/O failure (naming the file) and
+// pipeline::UsageError for counts out of range or an empty or root `out`.
 void write_synthetic_cifar(const SynthOptions& options);
 
 }  // namespace pipeline

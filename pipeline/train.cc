@@ -125,53 +125,92 @@ struct LoopState {
 };
 
 void save_checkpoint(const Trainable& model, const LoopState& state, const fs::path& dir) {
-  // Written beside the old checkpoint and swapped in by renames: an interruption at any
-  // point leaves either the previous complete checkpoint or the new one.
-  const fs::path fresh = dir.string() + ".new", old = dir.string() + ".old";
-  std::error_code ignored;
-  fs::remove_all(fresh, ignored);
-  fs::create_directories(fresh);
-  model.save_state(fresh);
-  json members = json::array();
-  for (size_t m = 0; m < state.members.size(); ++m) {
-    json epochs = json::array();
-    for (const auto& e : state.members[m].epochs) epochs.push_back(to_json(e));
-    members.push_back({{"epochs", epochs}, {"best_epoch", state.members[m].best_epoch}, {"best_val", state.best_val[m]}});
-  }
-  write_file_atomic(fresh / "loop.json", json{{"epochs_done", state.epochs_done}, {"train_seconds", state.train_seconds},
-                                               {"phase_seconds", state.phase_seconds},
-                                               {"images_trained", state.images_trained}, {"members", members}}
-                                             .dump(1));
-  fs::remove_all(old, ignored);
-  if (fs::exists(dir)) fs::rename(dir, old);
-  fs::rename(fresh, dir);
-  fs::remove_all(old, ignored);
+  // Built in a temporary sibling and swapped in by renames (files.h): an interruption
+  // at any point leaves either the previous complete checkpoint or the new one.
+  replace_folder_atomically(
+      fs::absolute(dir).lexically_normal(),
+      [&](const fs::path& fresh) {
+        model.save_state(fresh);
+        json members = json::array();
+        for (size_t m = 0; m < state.members.size(); ++m) {
+          json epochs = json::array();
+          for (const auto& e : state.members[m].epochs) epochs.push_back(to_json(e));
+          members.push_back(
+              {{"epochs", epochs}, {"best_epoch", state.members[m].best_epoch}, {"best_val", state.best_val[m]}});
+        }
+        write_file_atomic(fresh / "loop.json",
+                          json{{"epochs_done", state.epochs_done}, {"train_seconds", state.train_seconds},
+                               {"phase_seconds", state.phase_seconds}, {"images_trained", state.images_trained},
+                               {"members", members}}
+                              .dump(1));
+      },
+      [](const fs::path&) { return std::string(); });  // the run's own folder: always ours
 }
 
-bool load_checkpoint(Trainable& model, LoopState& state, const fs::path& dir) {
+// A finite number >= 0 at object[key]; throws Error naming the file otherwise.
+double seconds_at(const json& object, const char* key, const std::string& source) {
+  const json& value = object.at(key);
+  if (!value.is_number() || !(value.get<double>() >= 0) || !std::isfinite(value.get<double>())) {
+    fail("{}: \"{}\" is {}, not a number of seconds", source, key, value.dump());
+  }
+  return value.get<double>();
+}
+
+// Reads loop.json, cross-checking every count against the others and this run, so a
+// checkpoint can never claim more (or other) work than it holds.
+void read_loop_state(const Trainable& model, LoopState& state, const fs::path& file, int64_t epochs) {
+  const std::string source = file.string();
+  json j;
+  try {
+    j = json::parse(read_file(file, 64u << 20));
+  } catch (const json::exception& e) {
+    fail("{} is not valid JSON: {}", source, e.what());
+  }
+  if (!j.is_object()) fail("{} is not a JSON object", source);
+  try {
+    state.epochs_done = integer_at(j, "epochs_done", source, "loop.json", 0, epochs);
+    state.train_seconds = seconds_at(j, "train_seconds", source);
+    state.phase_seconds = seconds_at(j, "phase_seconds", source);
+    state.images_trained = integer_at(j, "images_trained", source, "loop.json", 0, std::numeric_limits<int64_t>::max() / 2);
+    const json& members = j.at("members");
+    if (!members.is_array() || static_cast<int64_t>(members.size()) != model.members()) {
+      fail("{} holds {} members, this run has {}", source, members.is_array() ? members.size() : 0, model.members());
+    }
+    for (size_t m = 0; m < members.size(); ++m) {
+      const json& member = members[m];
+      const json& list = member.at("epochs");
+      if (!list.is_array() || static_cast<int64_t>(list.size()) != state.epochs_done) {
+        fail("{}: member {} records {} epochs, but epochs_done is {}", source, m, list.is_array() ? list.size() : 0,
+             state.epochs_done);
+      }
+      for (size_t e = 0; e < list.size(); ++e) {
+        state.members[m].epochs.push_back(epoch_from_json(list[e], source, fmt::format("members[{}].epochs[{}]", m, e)));
+        if (state.members[m].epochs.back().epoch != static_cast<int64_t>(e) + 1) {
+          fail("{}: members[{}].epochs[{}] is numbered {}, not {}", source, m, e, state.members[m].epochs.back().epoch, e + 1);
+        }
+      }
+      state.members[m].best_epoch =
+          integer_at(member, "best_epoch", source, fmt::format("members[{}]", m), state.epochs_done > 0 ? 1 : 0, state.epochs_done);
+      state.best_val[m] = member.at("best_val").is_null() ? -1.0 : member.at("best_val").get<double>();
+    }
+  } catch (const json::exception& e) {
+    fail("{}: a field is missing or of the wrong type ({})", source, e.what());
+  }
+}
+
+bool load_checkpoint(Trainable& model, LoopState& state, const fs::path& dir, int64_t epochs) {
   if (!fs::exists(dir / "loop.json")) {
-    // An interruption between the two renames leaves only the .old copy.
-    const fs::path old = dir.string() + ".old";
+    // An interruption between the swap's two renames leaves only the old copy.
+    const fs::path old = old_folder_of(fs::absolute(dir).lexically_normal());
     if (!fs::exists(old / "loop.json")) return false;
     fs::rename(old, dir);
   }
-  const json j = json::parse(read_file(dir / "loop.json"));
-  state.epochs_done = j.at("epochs_done");
-  state.train_seconds = j.at("train_seconds");
-  state.phase_seconds = j.at("phase_seconds");
-  state.images_trained = j.at("images_trained");
-  if (static_cast<int64_t>(j.at("members").size()) != model.members()) {
-    fail("checkpoint {} holds {} members, this run has {}", dir.string(), j.at("members").size(), model.members());
+  try {
+    read_loop_state(model, state, dir / "loop.json", epochs);
+    model.load_state(dir);
+  } catch (const Error& e) {
+    fail("cannot resume from the checkpoint {}: {}\nrun without --resume to start over", dir.string(), e.what());
   }
-  for (size_t m = 0; m < j.at("members").size(); ++m) {
-    const json& member = j["members"][m];
-    for (const json& e : member.at("epochs")) {
-      state.members[m].epochs.push_back(epoch_from_json(e, (dir / "loop.json").string(), "epochs"));
-    }
-    state.members[m].best_epoch = member.at("best_epoch");
-    state.best_val[m] = member.at("best_val").is_null() ? -1.0 : member.at("best_val").get<double>();
-  }
-  model.load_state(dir);
   return true;
 }
 
@@ -184,7 +223,8 @@ LoopResult run_training(Trainable& model, const TrainData& data, const LoopOptio
   LoopState state;
   state.members.resize(k);
   state.best_val.assign(k, -1.0);
-  if (!options.checkpoint_dir.empty() && options.resume && load_checkpoint(model, state, options.checkpoint_dir)) {
+  if (!options.checkpoint_dir.empty() && options.resume &&
+      load_checkpoint(model, state, options.checkpoint_dir, options.epochs)) {
     spdlog::info("resuming from {} after epoch {}", options.checkpoint_dir.string(), state.epochs_done);
   }
 

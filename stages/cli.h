@@ -5,6 +5,7 @@
 // CLI11 reports its parse/validation errors with codes of 100 and up; they become 2.
 
 #include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -36,7 +37,7 @@ inline void add_compute_flags(CLI::App& app, pipeline::ComputeOptions& compute) 
 
 // Parses argv into `app`, then runs body() (which returns the exit code) and maps
 // exceptions: pipeline::UsageError -> 2, pipeline::Error and anything else -> 1, each
-// printed once on stderr without a stack trace.
+// printed once on stderr without a stack trace (LibTorch's c10::Error included).
 // Logs and progress go to stderr, so stdout holds only each stage's summary.
 template <typename Body>
 int run(CLI::App& app, int argc, char** argv, Body body) {
@@ -56,6 +57,13 @@ int run(CLI::App& app, int argc, char** argv, Body body) {
     return 2;
   } catch (const pipeline::Error& e) {
     spdlog::error("{}", e.what());
+    return 1;
+  } catch (const c10::Error& e) {
+    // LibTorch's message without its 20-frame backtrace.
+    spdlog::error("{} failed: {}", app.get_name(), e.what_without_backtrace());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    spdlog::error("{} failed: out of memory", app.get_name());
     return 1;
   } catch (const std::exception& e) {
     spdlog::error("{} failed: {}", app.get_name(), e.what());

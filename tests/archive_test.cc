@@ -81,6 +81,36 @@ TEST_F(ArchiveTest, RefusesSymlinksLeadingOutside) {
   EXPECT_FALSE(fs::exists(fs::symlink_status(out_ / "link")));
 }
 
+// Lexically inside, physically outside: "up" points at its own folder, then a later
+// link climbs "up/../.." -- which normalizes to the folder, but resolves to its
+// grandparent on disk. Any ".." in a link target is refused, so no chain climbs.
+TEST_F(ArchiveTest, RefusesSymlinkChainsThatClimbThroughEarlierLinks) {
+  expect_refused({{"top/up", ".", Entry::Symlink}, {"top/x", "up/../..", Entry::Symlink}}, "top/x");
+  EXPECT_FALSE(fs::exists(fs::symlink_status(out_ / "top/x")));
+  expect_refused({{"top/sub/", "", Entry::Dir}, {"top/sub/y", "../a.bin", Entry::Symlink}}, "top/sub/y");
+}
+
+TEST_F(ArchiveTest, LimitsRefuseLinksUnexpectedAndOversizedEntries) {
+  pipeline::UnpackLimits limits;
+  limits.links = false;
+  limits.entries = {{"top", 0}, {"top/a.bin", 10}};
+  write_tar_gz(dir_ / "ok.tar.gz", {{"top/", "", Entry::Dir}, {"top/a.bin", "0123456789"}});
+  EXPECT_EQ(pipeline::extract_archive(dir_ / "ok.tar.gz", out_, limits), 2u);
+
+  const auto refused = [&](const std::vector<Entry>& entries, const std::string& needle) {
+    fs::remove_all(out_);
+    fs::create_directories(out_);
+    write_tar_gz(dir_ / "bad.tar.gz", entries);
+    const std::string message = testutil::error_of([&] { pipeline::extract_archive(dir_ / "bad.tar.gz", out_, limits); });
+    EXPECT_NE(message.find(needle), std::string::npos) << message;
+  };
+  refused({{"top/a.bin", "01234567890"}}, "more than the 10");
+  refused({{"top/b.bin", "x"}}, "top/b.bin");
+  refused({{"top/a.bin", "a.bin", Entry::Symlink}}, "is a link");
+  refused({{"top/a.bin/", "", Entry::Dir}}, "top/a.bin");
+  EXPECT_FALSE(fs::exists(out_ / "top/a.bin"));
+}
+
 TEST_F(ArchiveTest, RefusesHardlinksLeadingOutside) {
   expect_refused({{"top/hard", "../outside", Entry::Hardlink}}, "top/hard");
   expect_refused({{"top/hard", "/etc/passwd", Entry::Hardlink}}, "top/hard");

@@ -482,3 +482,42 @@ TEST_F(FeatureCache, TruncatedFileIsAnErrorNamingIt) {
   EXPECT_FALSE(w.resumed());
   EXPECT_EQ(w.rows_done("train"), 0);
 }
+
+
+// A cache is complete by its numbers, not its flag: "complete" true with rows_written
+// lowered or raised is refused, as is a partial file whose rows_written claims rows
+// that were never written (resuming it would turn fill values into features).
+class FeatureCacheLies : public FeatureCache {};
+
+TEST_F(FeatureCacheLies, CompleteFlagWithWrongRowCountIsRefused) {
+  const CacheLayout layout = small_layout();
+  write_complete(layout);
+  for (int64_t lie : {int64_t{0}, int64_t{11}}) {
+    {
+      H5::H5File file(path_.string(), H5F_ACC_RDWR);
+      H5::Group train = file.openGroup("train");
+      train.openAttribute("rows_written").write(H5::PredType::NATIVE_INT64, &lie);
+    }
+    expect_error([&] { FeatureReader r(path_); }, {path_.string(), "rows_written"});
+  }
+}
+
+TEST_F(FeatureCacheLies, RaisedRowsWrittenInAPartialFileStartsOver) {
+  CacheLayout layout = small_layout(FeatureDtype::Float32, 2000, 6);
+  layout.taps = {{"fc7", 4096}};  // 512 rows per 2 MiB chunk: 10 rows leave most chunks unwritten
+  const Contents c = make_contents(layout);
+  {
+    FeatureWriter w(path_, provenance(), layout);
+    write_rows(w, c, "train", 0, 10);
+    EXPECT_EQ(w.rows_done("train"), 10);
+  }
+  {
+    H5::H5File file(partial_.string(), H5F_ACC_RDWR);
+    const int64_t lie = 2000;
+    file.openGroup("train").openAttribute("rows_written").write(H5::PredType::NATIVE_INT64, &lie);
+  }
+  FeatureWriter again(path_, provenance(), layout);
+  EXPECT_FALSE(again.resumed());
+  EXPECT_EQ(again.rows_done("train"), 0);
+}
+

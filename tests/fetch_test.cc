@@ -170,7 +170,7 @@ TEST_F(FetchTest, ArchiveWithoutTopFolderIsRefused) {
   write_cifar_tar_gz(archive_, entries);  // still holds the (empty) top folder entry
   options_.archive = archive_;
   options_.md5 = pipeline::file_digest(archive_, DigestAlgorithm::Md5);
-  expect_failure("data_batch_1.bin is missing");
+  expect_failure("holds 'data_batch_1.bin', which the expected archive does not");
 }
 
 TEST_F(FetchTest, DotDotEntryIsRefused) {
@@ -194,13 +194,85 @@ TEST_F(FetchTest, AbsoluteEntryIsRefused) {
 TEST_F(FetchTest, UnverifiedFolderIsReplaced) {
   use_archive(cifar_entries());
   fs::create_directories(cifar_dir());
-  write_bytes(cifar_dir() / "junk", "left from an interrupted manual unpack");
+  write_bytes(cifar_dir() / "data_batch_1.bin", "left from an interrupted manual unpack");
 
   const auto result = pipeline::fetch(options_);
 
   EXPECT_FALSE(result.cifar_already_present);
-  EXPECT_FALSE(fs::exists(cifar_dir() / "junk"));
   EXPECT_NO_THROW(pipeline::check_cifar10_files(cifar_dir()));
+}
+
+// A folder holding anything the archive does not (the user's own files) is never
+// deleted to make room: the fetch stops before any work, and the folder is untouched.
+TEST_F(FetchTest, FolderWithForeignFilesIsNotReplaced) {
+  use_archive(cifar_entries());
+  fs::create_directories(cifar_dir());
+  write_bytes(cifar_dir() / "notes.txt", "the user's own notes");
+  const std::string message = testutil::error_of([&] { pipeline::fetch(options_); });
+  EXPECT_NE(message.find("notes.txt"), std::string::npos) << message;
+  EXPECT_EQ(testutil::read_text(cifar_dir() / "notes.txt"), "the user's own notes");
+  EXPECT_EQ(names_in(options_.out_dir), std::set<std::string>{pipeline::kCifar10DirName});
+}
+
+TEST_F(FetchTest, LinksInTheArchiveAreRefused) {
+  for (const Entry& link : {Entry{"cifar-10-batches-bin/readme.html", "data_batch_1.bin", Entry::Symlink},
+                            Entry{"cifar-10-batches-bin/readme.html", "cifar-10-batches-bin/data_batch_1.bin",
+                                  Entry::Hardlink}}) {
+    auto entries = cifar_entries();
+    entries.push_back(link);
+    use_archive(entries);
+    expect_failure("is a link");
+  }
+}
+
+// The lexically-inside, physically-outside chain: up -> "." then x -> "up/../..".
+TEST_F(FetchTest, SymlinkChainOutOfTheFolderIsRefused) {
+  auto entries = cifar_entries();
+  entries.push_back({"cifar-10-batches-bin/up", ".", Entry::Symlink});
+  entries.push_back({"cifar-10-batches-bin/data_batch_9.bin", "up/../..", Entry::Symlink});
+  use_archive(entries);
+  expect_failure("refusing");
+}
+
+TEST_F(FetchTest, UnexpectedEntryIsRefused) {
+  auto entries = cifar_entries();
+  entries.push_back({"cifar-10-batches-bin/extra.bin", "200 MB of anything"});
+  use_archive(entries);
+  expect_failure("extra.bin");
+}
+
+// A batch file declared larger than 10,000 records is refused before a byte of it is
+// written (a 56 KB archive could otherwise unpack a 10 GB file).
+TEST_F(FetchTest, OversizedEntryIsRefusedBeforeItIsWritten) {
+  auto entries = cifar_entries();
+  entries[0].data = std::string(3073 * 10001, '\0');
+  use_archive(entries);
+  expect_failure("more than the 30730000 such a file can hold");
+}
+
+// On a full disk (here: a file-size limit) libarchive only warns; the unpack must fail
+// and leave nothing that looks verified.
+TEST_F(FetchTest, WriteFailureWhileUnpackingIsAnError) {
+  auto entries = cifar_entries(400);  // 1.2 MB per batch file, over the 512 KiB limit
+  use_archive(entries);
+  const fs::path log = dir_ / "fetch.log";
+  const std::string command = fmt::format(
+      "bash -c 'trap \"\" XFSZ; ulimit -f 512; exec {}/transfer-fetch --archive {} --md5 {} --out {} --skip-weights' "
+      ">{} 2>&1",
+      TRANSFER_BIN, archive_.string(), options_.md5, options_.out_dir.string(), log.string());
+  const int status = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1) << testutil::read_text(log);
+  EXPECT_NE(testutil::read_text(log).find("data_batch_1.bin"), std::string::npos) << testutil::read_text(log);
+  EXPECT_FALSE(fs::exists(cifar_dir()));
+  EXPECT_EQ(names_in(options_.out_dir), std::set<std::string>{}) << "temporary files left behind";
+}
+
+TEST_F(FetchTest, ArchiveThatIsNotARegularFileIsRefused) {
+  options_.archive = dir_ / "zero.tar.gz";
+  fs::create_symlink("/dev/zero", options_.archive);
+  options_.md5 = std::string(32, '0');
+  expect_failure("not a regular file");
 }
 
 TEST_F(FetchTest, FolderFromAnotherArchiveIsReplaced) {

@@ -3,6 +3,8 @@
 
 #include "pipeline/pickle.h"
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -184,6 +186,78 @@ TEST(PickleTest, TensorOutsideItsStorageIsAnError) {
   const std::string message =
       error_of([] { unpickle_tensor_dict(tensor_pickle(6, 3, 2, 2), arange_storages, "test"); });
   EXPECT_NE(message.find("overruns its storage"), std::string::npos) << message;
+}
+
+// LONG1: a little-endian two's-complement integer of 8 bytes.
+std::string long1(int64_t v) {
+  std::string out = "\x8a\x08";
+  for (int i = 0; i < 8; ++i) out += static_cast<char>((static_cast<uint64_t>(v) >> (8 * i)) & 0xff);
+  return out;
+}
+
+// Zero strides let a 6-element storage claim [2^40, 2^40]: every element reached lies
+// inside the storage, but the count (2^80) overflows int64 inside LibTorch.
+TEST(PickleTest, ElementCountOverflowIsAnError) {
+  const std::string pickle = std::string("\x80\x02}") + binunicode("w") + "ctorch._utils\n_rebuild_tensor_v2\n((" +
+                             binunicode("storage") + "ctorch\nFloatStorage\n" + binunicode("0") + binunicode("cpu") +
+                             binint1(6) + "tQ" + binint1(0) + long1(int64_t{1} << 40) + long1(int64_t{1} << 40) +
+                             "\x86" + binint1(0) + binint1(0) + "\x86\x89}tRs.";
+  const std::string message = error_of([&] { unpickle_tensor_dict(pickle, arange_storages, "f.pth"); });
+  EXPECT_NE(message.find("more than"), std::string::npos) << message;
+}
+
+// A torch.save-like zip written with deflate: `storages` referenced float storages of
+// `numel` zeros each, plus `unreferenced` further compressed entries and `padding`
+// random bytes (an unreferenced entry that keeps the file large).
+std::string deflated_zip(int storages, int numel, int unreferenced, size_t padding) {
+  std::string pickle = std::string("\x80\x02}(");
+  for (int k = 0; k < storages; ++k) {
+    const std::string key = std::to_string(k);
+    pickle += binunicode("w" + key) + "ctorch._utils\n_rebuild_tensor_v2\n((" + binunicode("storage") +
+              "ctorch\nFloatStorage\n" + binunicode(key) + binunicode("cpu") + "J" +
+              std::string(reinterpret_cast<const char*>(&numel), 4) + "tQ" + binint1(0) + "J" +
+              std::string(reinterpret_cast<const char*>(&numel), 4) + "\x85" + binint1(1) + "\x85\x89}tR";
+  }
+  pickle += "u.";
+  std::vector<std::pair<std::string, std::string>> entries = {{"archive/data.pkl", pickle}};
+  for (int k = 0; k < storages; ++k) entries.emplace_back("archive/data/" + std::to_string(k), std::string(4 * numel, '\0'));
+  for (int k = 0; k < unreferenced; ++k) entries.emplace_back("archive/data/x" + std::to_string(k), std::string(4 * numel, '\0'));
+  entries.emplace_back("archive/padding", testutil::random_bytes(padding, 3));
+  std::string bytes;
+  struct archive* a = archive_write_new();
+  archive_write_set_format_zip(a);
+  archive_write_set_options(a, "zip:compression=deflate");
+  std::vector<char> buffer(64 << 20);
+  size_t used = 0;
+  archive_write_open_memory(a, buffer.data(), buffer.size(), &used);
+  for (const auto& [name, data] : entries) {
+    struct archive_entry* e = archive_entry_new();
+    archive_entry_set_pathname(e, name.c_str());
+    archive_entry_set_filetype(e, AE_IFREG);
+    archive_entry_set_perm(e, 0644);
+    archive_entry_set_size(e, static_cast<la_int64_t>(data.size()));
+    archive_write_header(a, e);
+    archive_write_data(a, data.data(), data.size());
+    archive_entry_free(e);
+  }
+  archive_write_close(a);
+  archive_write_free(a);
+  return std::string(buffer.data(), used);
+}
+
+// Storages are bounded by the file: torch.save stores them uncompressed, so referenced
+// storages that inflate to more bytes than the file holds are refused before they are
+// allocated; unreferenced entries are never inflated at all.
+TEST(PickleTest, StoragesBeyondTheFileSizeAreRefused) {
+  const TempFile ok(deflated_zip(1, 100, 200, 20000));
+  const TensorDict dict = read_torch_save_dict(ok.path());
+  ASSERT_EQ(dict.size(), 1u);
+  EXPECT_EQ(dict[0].second.numel(), 100);
+  EXPECT_EQ(dict[0].second.abs().sum().item<float>(), 0.0f);
+
+  const TempFile bomb(deflated_zip(8, 4000, 0, 20000));  // 8 x 16 KB of zeros in a ~21 KB file
+  const std::string message = error_of([&] { read_torch_save_dict(bomb.path()); });
+  EXPECT_NE(message.find("more than the file's"), std::string::npos) << message;
 }
 
 TEST(PickleTest, UnknownOpcodeAndGlobalAreNamed) {

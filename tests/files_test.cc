@@ -1,0 +1,149 @@
+// Tests of pipeline/files: output paths, folder replacement, input/output overlap,
+// regular-file checks, run-folder locks and bounded reads.
+
+#include "pipeline/files.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+#include "pipeline/error.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using testutil::error_of;
+using testutil::read_text;
+using testutil::write_bytes;
+
+namespace {
+
+class FilesTest : public ::testing::Test {
+ protected:
+  testutil::TempDir tmp_;
+};
+
+// The bug that deleted a user's folder: "DIR/" has an empty file name, and the
+// parent of "DIR/" is DIR itself, so taking parent_path() twice named DIR's parent.
+TEST_F(FilesTest, OutputPathOfATrailingSlashIsTheFolderItself) {
+  const fs::path dir = tmp_ / "out";
+  EXPECT_EQ(pipeline::output_path(dir.string() + "/", "--out"), dir);
+  EXPECT_EQ(pipeline::output_path(dir.string() + "/.", "--out"), dir);
+  EXPECT_EQ(pipeline::output_path(dir.string() + "//", "--out"), dir);
+  EXPECT_EQ(pipeline::output_path(dir / "sub" / "..", "--out"), dir);
+  EXPECT_THROW(pipeline::output_path("/", "--out"), pipeline::UsageError);
+  EXPECT_THROW(pipeline::output_path("", "--out"), pipeline::UsageError);
+}
+
+TEST_F(FilesTest, ReplaceFolderSwapsInTheNewContents) {
+  const fs::path target = tmp_ / "folder";
+  fs::create_directories(target);
+  write_bytes(target / "a", "old");
+  write_bytes(tmp_ / "sibling", "stays");
+  pipeline::replace_folder_atomically(
+      target, [](const fs::path& t) { write_bytes(t / "a", "new"); }, [](const fs::path&) { return std::string(); });
+  EXPECT_EQ(read_text(target / "a"), "new");
+  EXPECT_EQ(read_text(tmp_ / "sibling"), "stays");
+  EXPECT_FALSE(fs::exists(pipeline::old_folder_of(target)));
+  // Nothing but the target and the sibling: no temporary left.
+  int entries = 0;
+  for (const auto& e : fs::directory_iterator(tmp_.path())) entries += e.path().filename() != ".." ? 1 : 0;
+  EXPECT_EQ(entries, 2);
+}
+
+TEST_F(FilesTest, ReplaceFolderRefusesForeignFoldersFilesAndLinks) {
+  const fs::path target = tmp_ / "home";
+  fs::create_directories(target);
+  write_bytes(target / "thesis.tex", "years of work");
+  bool filled = false;
+  const auto fill = [&](const fs::path&) { filled = true; };
+  const auto ours = [](const fs::path& dir) { return pipeline::only_entries(dir, {"data_batch_1.bin"}); };
+  const std::string message = error_of([&] { pipeline::replace_folder_atomically(target, fill, ours); });
+  EXPECT_NE(message.find("thesis.tex"), std::string::npos) << message;
+  EXPECT_FALSE(filled) << "the check must come before any work";
+  EXPECT_EQ(read_text(target / "thesis.tex"), "years of work");
+
+  write_bytes(tmp_ / "file", "x");
+  EXPECT_THROW(pipeline::replace_folder_atomically(tmp_ / "file", fill, ours), pipeline::Error);
+  fs::create_directory_symlink(target, tmp_ / "link");
+  EXPECT_THROW(pipeline::replace_folder_atomically(tmp_ / "link", fill, ours), pipeline::Error);
+  EXPECT_TRUE(fs::exists(target / "thesis.tex"));
+}
+
+TEST_F(FilesTest, ReplaceFolderFailureLeavesTheOldFolder) {
+  const fs::path target = tmp_ / "folder";
+  fs::create_directories(target);
+  write_bytes(target / "a", "old");
+  EXPECT_THROW(pipeline::replace_folder_atomically(
+                   target, [](const fs::path&) { pipeline::fail("disk full"); },
+                   [](const fs::path&) { return std::string(); }),
+               pipeline::Error);
+  EXPECT_EQ(read_text(target / "a"), "old");
+  for (const auto& e : fs::directory_iterator(tmp_.path())) EXPECT_EQ(e.path(), target) << "left behind";
+}
+
+TEST_F(FilesTest, OutputOverAnInputIsAUsageError) {
+  const fs::path input = tmp_ / "data" / "data_batch_1.bin";
+  fs::create_directories(input.parent_path());
+  write_bytes(input, "records");
+  EXPECT_THROW(pipeline::refuse_output_over_inputs(input, {input}, "--out"), pipeline::UsageError);
+  // Another spelling of the same file, through a link to its folder.
+  fs::create_directory_symlink(input.parent_path(), tmp_ / "alias");
+  EXPECT_THROW(pipeline::refuse_output_over_inputs(tmp_ / "alias" / "data_batch_1.bin", {input}, "--out"),
+               pipeline::UsageError);
+  // Inside an input folder (a run folder the report reads).
+  EXPECT_THROW(pipeline::refuse_output_over_inputs(tmp_ / "data" / "report", {tmp_ / "data"}, "--out"),
+               pipeline::UsageError);
+  EXPECT_NO_THROW(pipeline::refuse_output_over_inputs(tmp_ / "cache.h5", {input, tmp_ / "missing"}, "--out"));
+  EXPECT_EQ(read_text(input), "records");
+}
+
+TEST_F(FilesTest, OnlyRegularFilesAreRead) {
+  EXPECT_NE(error_of([] { pipeline::require_regular_file("/dev/zero", "weights file"); }).find("not a regular file"),
+            std::string::npos);
+  fs::create_symlink("/dev/zero", tmp_ / "zero.bin");
+  EXPECT_NE(error_of([&] { pipeline::read_file(tmp_ / "zero.bin"); }).find("zero.bin"), std::string::npos);
+  ASSERT_EQ(::mkfifo((tmp_ / "fifo").c_str(), 0600), 0);
+  EXPECT_NE(error_of([&] { pipeline::read_file(tmp_ / "fifo"); }).find("not a regular file"), std::string::npos);
+  EXPECT_NE(error_of([&] { pipeline::read_file(tmp_.path()); }).find("is a folder"), std::string::npos);
+  EXPECT_NE(error_of([&] { pipeline::read_file(tmp_ / "none"); }).find("no such file"), std::string::npos);
+  write_bytes(tmp_ / "big", std::string(2000, 'x'));
+  EXPECT_NE(error_of([&] { pipeline::read_file(tmp_ / "big", 1000); }).find("2000 bytes"), std::string::npos);
+  EXPECT_EQ(pipeline::read_file(tmp_ / "big").size(), 2000u);
+}
+
+TEST_F(FilesTest, ARunFolderHasOneWriter) {
+  const fs::path run = tmp_ / "run";
+  {
+    const pipeline::FolderLock first(run);
+    const std::string message = error_of([&] { pipeline::FolderLock second(run); });
+    EXPECT_NE(message.find("in use by another run"), std::string::npos) << message;
+  }
+  EXPECT_NO_THROW(pipeline::FolderLock again(run));  // released with the first
+  write_bytes(tmp_ / "file", "x");
+  EXPECT_THROW(pipeline::FolderLock on_a_file(tmp_ / "file"), pipeline::Error);
+}
+
+TEST_F(FilesTest, AFailedWriteNamesTheFileAndLeavesNoTemporary) {
+  // /dev/full accepts the open and fails every write with ENOSPC, like a full disk.
+  if (::access("/dev/full", W_OK) != 0) GTEST_SKIP() << "no /dev/full";
+  const fs::path target = tmp_ / "full";
+  fs::create_symlink("/dev/full", target.string() + ".tmp");
+  const std::string message = error_of([&] { pipeline::write_file_atomic(target, std::string(1 << 20, 'x')); });
+  EXPECT_NE(message.find(target.string()), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(target));
+  EXPECT_FALSE(fs::exists(fs::symlink_status(target.string() + ".tmp")));
+}
+
+TEST_F(FilesTest, OutputFileIsCheckedBeforeWork) {
+  EXPECT_NO_THROW(pipeline::prepare_output_file(tmp_ / "new" / "cache.h5", "--out"));
+  EXPECT_TRUE(fs::is_directory(tmp_ / "new"));
+  EXPECT_NE(error_of([&] { pipeline::prepare_output_file(tmp_.path(), "--out"); }).find("is a folder"),
+            std::string::npos);
+  write_bytes(tmp_ / "blocker", "x");
+  EXPECT_THROW(pipeline::prepare_output_file(tmp_ / "blocker" / "cache.h5", "--out"), pipeline::Error);
+}
+
+}  // namespace

@@ -1,0 +1,262 @@
+// fuzz-parsers: seeded-mutation fuzzing of every reader of untrusted files -- the
+// CIFAR-10 batch decoder, the torch.save reader, the feature-cache reader and the
+// archive unpacker.
+//
+//   fuzz-parsers [--iterations N] [--seed S] [--only cifar|torch|cache|archive] [--keep DIR]
+//                [--verbose 1]   (names each input before parsing it: finds a hang)
+//
+// Each parser starts from valid inputs (made here, or the committed fixtures) and is
+// fed N mutants of them: random byte flips, interesting values (0, 0xff, INT_MAX, 2^40
+// as 4 or 8 bytes), truncations, deleted and duplicated ranges. A mutant may be
+// accepted or refused with pipeline::Error; anything else -- another exception type,
+// a crash, a hang, or (in a -DTRANSFER_SANITIZE=ON build) a memory or UB finding --
+// is a finding. Findings are printed with the mutant saved under --keep (default: the
+// temporary folder) and make the exit code 1. Deterministic for a seed.
+#include <archive.h>
+#include <archive_entry.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <ATen/ATen.h>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "pipeline/archive.h"
+#include "pipeline/cifar10.h"
+#include "pipeline/error.h"
+#include "pipeline/features.h"
+#include "pipeline/pickle.h"
+#include "pipeline/synth.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_bytes(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_bytes(const fs::path& file, const std::string& bytes) {
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// One to eight random edits of `seed`.
+std::string mutate(const std::string& seed, std::mt19937_64& rng) {
+  std::string s = seed;
+  const auto pick = [&](size_t n) { return n == 0 ? size_t{0} : static_cast<size_t>(rng() % n); };
+  const int edits = 1 + static_cast<int>(rng() % 8);
+  for (int e = 0; e < edits && !s.empty(); ++e) {
+    switch (rng() % 7) {
+      case 0:  // flip bits of one byte
+      case 1:
+        s[pick(s.size())] ^= static_cast<char>(1 + rng() % 255);
+        break;
+      case 2: {  // an interesting byte
+        const char values[] = {'\0', '\xff', '\x7f', '\x80', '\x01'};
+        s[pick(s.size())] = values[rng() % 5];
+        break;
+      }
+      case 3: {  // an interesting 4- or 8-byte integer, little-endian
+        const uint64_t values[] = {0, ~uint64_t{0}, 0x7fffffff, 0x80000000, uint64_t{1} << 40, 0x7fffffffffffffff};
+        const uint64_t v = values[rng() % 6];
+        const size_t width = rng() % 2 ? 4 : 8;
+        if (s.size() >= width) std::memcpy(&s[pick(s.size() - width + 1)], &v, width);
+        break;
+      }
+      case 4:  // truncate
+        s.resize(pick(s.size()));
+        break;
+      case 5: {  // delete a range
+        const size_t at = pick(s.size());
+        s.erase(at, 1 + pick(std::min<size_t>(64, s.size() - at)));
+        break;
+      }
+      default: {  // duplicate a range
+        const size_t at = pick(s.size());
+        s.insert(pick(s.size()), s.substr(at, 1 + pick(std::min<size_t>(64, s.size() - at))));
+        break;
+      }
+    }
+  }
+  return s;
+}
+
+struct Target {
+  std::string name;
+  std::vector<std::string> seeds;
+  std::string suffix;                              // file name ending of a mutant
+  std::function<void(const fs::path&)> parse;      // reads the file as a user's file would be read
+};
+
+fs::path make_temp_dir() {
+  std::string name = (fs::temp_directory_path() / "fuzz-parsers-XXXXXX").string();
+  if (::mkdtemp(name.data()) == nullptr) {
+    std::perror("mkdtemp");
+    std::exit(2);
+  }
+  return fs::path(name.c_str());
+}
+
+// A small tar.gz holding a CIFAR-like folder.
+std::string cifar_archive(const fs::path& dir) {
+  const fs::path file = dir / "seed.tar.gz";
+  struct archive* a = archive_write_new();
+  archive_write_add_filter_gzip(a);
+  archive_write_set_format_pax_restricted(a);
+  archive_write_open_filename(a, file.c_str());
+  const std::vector<std::pair<std::string, std::string>> entries = {
+      {"cifar-10-batches-bin/", ""},
+      {"cifar-10-batches-bin/data_batch_1.bin", std::string(3073 * 2, '\3')},
+      {"cifar-10-batches-bin/test_batch.bin", std::string(3073, '\5')},
+      {"cifar-10-batches-bin/batches.meta.txt", "airplane\nautomobile\n"}};
+  for (const auto& [name, data] : entries) {
+    struct archive_entry* e = archive_entry_new();
+    archive_entry_set_pathname(e, name.c_str());
+    archive_entry_set_filetype(e, name.back() == '/' ? AE_IFDIR : AE_IFREG);
+    archive_entry_set_perm(e, 0644);
+    archive_entry_set_size(e, static_cast<la_int64_t>(data.size()));
+    archive_write_header(a, e);
+    archive_write_data(a, data.data(), data.size());
+    archive_entry_free(e);
+  }
+  archive_write_close(a);
+  archive_write_free(a);
+  return read_bytes(file);
+}
+
+// A small complete cache of each dtype, written by the real writer.
+std::vector<std::string> cache_seeds(const fs::path& dir) {
+  std::vector<std::string> seeds;
+  for (pipeline::FeatureDtype dtype : {pipeline::FeatureDtype::Float32, pipeline::FeatureDtype::Float16}) {
+    const fs::path file = dir / ("seed-" + pipeline::to_string(dtype) + ".h5");
+    pipeline::CacheLayout layout;
+    layout.train_rows = 12;
+    layout.test_rows = 4;
+    layout.taps = {{"fc7", 16}, {"pool5", 8}};
+    layout.dtype = dtype;
+    const nlohmann::json provenance = {{"settings", {{"seed", 1}}}};
+    pipeline::FeatureWriter writer(file, provenance, layout);
+    for (const char* split : {"train", "test"}) {
+      const int64_t n = writer.rows(split);
+      writer.write(split, 0, at::arange(n, at::kLong) % 10,
+                   {{"fc7", at::randn({n, 16})}, {"pool5", at::rand({n, 8})}});
+    }
+    writer.finish();
+    seeds.push_back(read_bytes(file));
+  }
+  return seeds;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t iterations = 300;
+  uint64_t seed = 1;
+  std::string only;
+  fs::path keep;
+  bool verbose = false;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i], value = argv[i + 1];
+    if (flag == "--iterations") iterations = std::stoll(value);
+    else if (flag == "--seed") seed = std::stoull(value);
+    else if (flag == "--only") only = value;
+    else if (flag == "--keep") keep = value;
+    else if (flag == "--verbose") verbose = value == "1";
+    else {
+      std::fprintf(stderr, "fuzz-parsers: unknown flag %s\n", flag.c_str());
+      return 2;
+    }
+  }
+  const fs::path work = make_temp_dir();
+  if (keep.empty()) keep = work;
+  spdlog::set_level(spdlog::level::off);  // the parsers' warnings are not findings
+  pipeline::SynthOptions synth;
+  synth.out = work / "synth";
+  synth.train = 10;
+  synth.test = 2;
+  pipeline::write_synthetic_cifar(synth);
+  const fs::path unpack = work / "unpack";
+
+  std::vector<Target> targets = {
+      {"cifar", {read_bytes(synth.out / "data_batch_1.bin"), read_bytes(synth.out / "test_batch.bin")}, ".bin",
+       [](const fs::path& file) {
+         pipeline::decode_cifar_files({file});
+       }},
+      {"torch",
+       {read_bytes(fs::path(TRANSFER_FIXTURES) / "tiny_state_dict.pth"),
+        read_bytes(fs::path(TRANSFER_FIXTURES) / "torch2_state_dict.pth")},
+       ".pth",
+       [](const fs::path& file) {
+         for (const auto& [key, tensor] : pipeline::read_torch_save_dict(file)) (void)tensor.sum().item<double>();
+       }},
+      {"cache", cache_seeds(work), ".h5",
+       [](const fs::path& file) {
+         const pipeline::FeatureReader reader(file);
+         for (const char* split : {"train", "test"}) {
+           (void)reader.labels(split).sum().item<int64_t>();
+           for (const std::string& tap : reader.taps()) (void)reader.read(split, tap).sum().item<double>();
+         }
+       }},
+      {"archive", {cifar_archive(work)}, ".tar.gz",
+       [&](const fs::path& file) {
+         fs::remove_all(unpack);
+         fs::create_directories(unpack);
+         pipeline::UnpackLimits limits;
+         limits.links = false;
+         limits.entries = {{"cifar-10-batches-bin", 0},
+                           {"cifar-10-batches-bin/data_batch_1.bin", 30730000},
+                           {"cifar-10-batches-bin/test_batch.bin", 30730000},
+                           {"cifar-10-batches-bin/batches.meta.txt", 1 << 20}};
+         pipeline::extract_archive(file, unpack, limits);
+       }},
+  };
+
+  int findings = 0;
+  std::mt19937_64 rng(seed);
+  for (const Target& target : targets) {
+    if (!only.empty() && only != target.name) continue;
+    int64_t accepted = 0, refused = 0;
+    const fs::path file = work / ("mutant" + target.suffix);
+    for (int64_t i = 0; i < iterations; ++i) {
+      const std::string mutant = mutate(target.seeds[static_cast<size_t>(i) % target.seeds.size()], rng);
+      write_bytes(file, mutant);
+      if (verbose) std::fprintf(stderr, "fuzz-parsers: %s input %lld\n", target.name.c_str(), static_cast<long long>(i));
+      std::string finding;
+      try {
+        target.parse(file);
+        ++accepted;
+      } catch (const pipeline::Error&) {
+        ++refused;
+      } catch (const std::exception& e) {
+        finding = std::string("a non-pipeline exception: ") + e.what();
+      } catch (...) {
+        finding = "an exception of unknown type";
+      }
+      if (!finding.empty()) {
+        ++findings;
+        const fs::path kept = keep / ("finding-" + target.name + "-" + std::to_string(i) + target.suffix);
+        write_bytes(kept, mutant);
+        std::fprintf(stderr, "fuzz-parsers: %s input %lld threw %s (kept as %s)\n", target.name.c_str(),
+                     static_cast<long long>(i), finding.c_str(), kept.c_str());
+      }
+    }
+    std::printf("fuzz-parsers: %-7s %lld mutants, %lld refused with a clear error, %lld accepted\n",
+                target.name.c_str(), static_cast<long long>(iterations), static_cast<long long>(refused),
+                static_cast<long long>(accepted));
+  }
+  if (keep != work || findings == 0) fs::remove_all(work);
+  std::printf("fuzz-parsers: %d findings\n", findings);
+  return findings == 0 ? 0 : 1;
+}
