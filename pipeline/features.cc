@@ -303,6 +303,11 @@ void check_complete_split(const SplitSets& sets, const fs::path& path, const Cac
          "(rerun transfer-extract --force)",
          path.string(), kSplits[s], written, rows);
   }
+  if (static_cast<int64_t>(sets.labels.getStorageSize()) < rows) {
+    fail("feature cache {}: /{}/labels should hold {} bytes but the file stores {}; the file is damaged (rerun "
+         "transfer-extract --force)",
+         path.string(), kSplits[s], rows, sets.labels.getStorageSize());
+  }
   const int item = layout.dtype == FeatureDtype::Float16 ? 2 : 4;
   for (size_t t = 0; t < layout.taps.size(); ++t) {
     const __int128 bytes = static_cast<__int128>(rows) * layout.taps[t].second * item;
@@ -404,8 +409,11 @@ struct FeatureWriter::Impl {
   // Tries to reopen an interrupted write of the same cache; false if it is not one.
   bool try_resume() {
     if (!fs::exists(partial_path)) return false;
+    if (!fs::is_regular_file(partial_path)) {
+      fail("feature cache {} is not a regular file; remove it or rerun with --force", partial_path.string());
+    }
     // The partial file is checked read-only in a child process first (isolate.h): a
-    // file damaged so that HDF5 would loop or crash is started over, not resumed.
+    // damaged file is started over, one that makes HDF5 loop or crash is an error.
     const Isolated probe = run_isolated(
         [&] {
           if (!open_partial(H5F_ACC_RDONLY)) fail("not resumable");
@@ -418,7 +426,14 @@ struct FeatureWriter::Impl {
         },
         kIsolationSeconds);
     if (probe.outcome == Isolated::Threw && probe.message.find("is locked") != std::string::npos) throw Error(probe.message);
-    if (probe.outcome != Isolated::Finished) return false;
+    if (probe.outcome == Isolated::Threw || probe.outcome == Isolated::ThrewOther) return false;  // start over
+    if (probe.outcome != Isolated::Finished) {
+      // Not deleted: a probe that timed out on a loaded machine may have been wrong.
+      fail("feature cache {}: checking the interrupted write {}; rerun with --force to start over", partial_path.string(),
+           probe.message);
+    }
+    splits = {};  // when the probe ran here (no child could be made), its handles go first
+    file = H5::H5File();
     if (!open_partial(H5F_ACC_RDWR)) return false;
     try {
       if (!partial_matches()) return false;
@@ -736,6 +751,7 @@ FeatureReader::FeatureReader(const fs::path& path) : impl_(std::make_unique<Impl
   // child, and this process reports it (isolate.h).
   const Isolated probe = run_isolated([&] { Impl().open(path); }, kIsolationSeconds);
   if (probe.outcome == Isolated::Threw) throw Error(probe.message);
+  if (probe.outcome == Isolated::ThrewOther) fail("feature cache {} cannot be read: {}", path.string(), probe.message);
   if (probe.outcome != Isolated::Finished) {
     fail("feature cache {}: reading its metadata {}: the file is damaged (rerun transfer-extract --force)",
          path.string(), probe.message);

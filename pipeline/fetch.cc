@@ -130,7 +130,7 @@ void unpack_cifar(const fs::path& archive, const std::string& md5, const fs::pat
   replace_folder_atomically(
       target,
       [&](const fs::path& temp) {
-        TempPath unpack_dir(make_temp_dir(target.parent_path(), fmt::format(".{}.unpack-", kCifar10DirName)));
+        TempPath unpack_dir(make_temp_dir(target.parent_path(), fmt::format(".{}.tmp-unpack-", kCifar10DirName)));
         extract_archive(archive, unpack_dir.path(), cifar_archive_limits());
         const fs::path unpacked = unpack_dir.path() / kCifar10DirName;
         if (!fs::is_directory(fs::symlink_status(unpacked))) {

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <vector>
 
 #include "pipeline/error.h"
 
@@ -25,14 +26,19 @@ fs::path resolved(const fs::path& path) {
   return ec ? fs::absolute(path).lexically_normal() : out;
 }
 
+// The path's parts, without the empty one a trailing separator adds.
+std::vector<fs::path> parts_of(const fs::path& path) {
+  std::vector<fs::path> parts;
+  for (const fs::path& part : path) {
+    if (!part.empty()) parts.push_back(part);
+  }
+  return parts;
+}
+
 // True when `inner` equals `outer` or lies inside it (both resolved).
 bool within(const fs::path& inner, const fs::path& outer) {
-  auto i = inner.begin();
-  for (auto o = outer.begin(); o != outer.end(); ++o, ++i) {
-    if (o->empty()) continue;  // a trailing separator
-    if (i == inner.end() || *i != *o) return false;
-  }
-  return true;
+  const std::vector<fs::path> i = parts_of(inner), o = parts_of(outer);
+  return o.size() <= i.size() && std::equal(o.begin(), o.end(), i.begin());
 }
 
 }  // namespace
@@ -143,11 +149,27 @@ void replace_atomically(const fs::path& path, const std::function<void(const fs:
 
 void write_file_atomic(const fs::path& path, const std::string& content) {
   replace_atomically(path, [&](const fs::path& temporary) {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) fail("cannot create {}: {}", temporary.string(), std::strerror(errno));
-    out.write(content.data(), static_cast<std::streamsize>(content.size()));
-    out.close();  // the last buffered bytes reach the disk here; a full disk shows now
-    if (out.fail()) fail("cannot write {} ({} bytes): the disk may be full", path.string(), content.size());
+    // A fresh file, never through whatever has the temporary's name (a planted link).
+    std::error_code ignored;
+    fs::remove(temporary, ignored);
+    const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) fail("cannot create {}: {}", temporary.string(), std::strerror(errno));
+    size_t done = 0;
+    int error = 0;
+    while (done < content.size()) {
+      const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        error = n < 0 ? errno : ENOSPC;
+        break;
+      }
+      done += static_cast<size_t>(n);
+    }
+    if (::close(fd) != 0 && error == 0) error = errno;
+    if (error != 0) {
+      fail("cannot write {} ({} bytes): {}{}", path.string(), content.size(), std::strerror(error),
+           error == ENOSPC || error == EFBIG || error == EDQUOT ? " (the disk or quota is full)" : "");
+    }
   });
 }
 
@@ -183,7 +205,15 @@ void replace_folder_atomically(const fs::path& target, const std::function<void(
   const fs::path parent = target.parent_path();
   fs::create_directories(parent, ec);
   if (!fs::is_directory(parent)) fail("cannot create the folder {}: {}", parent.string(), ec ? ec.message() : "a file is in the way");
-  TempPath temporary(make_temp_dir(parent, "." + target.filename().string() + ".tmp-"));
+  // Temporaries of an earlier run that was killed (a checkpoint's is ~1 GB) go first.
+  const std::string prefix = "." + target.filename().string() + ".tmp-";
+  for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->path().filename().string().rfind(prefix, 0) == 0) {
+      std::error_code ignored;
+      fs::remove_all(it->path(), ignored);
+    }
+  }
+  TempPath temporary(make_temp_dir(parent, prefix));
   fill(temporary.path());
 
   const fs::path old = old_folder_of(target);

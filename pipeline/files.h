@@ -70,7 +70,8 @@ void replace_atomically(const std::filesystem::path& path,
                         const std::function<void(const std::filesystem::path& temporary)>& write);
 
 // Makes the folder `target` the one fill(temporary) builds in a fresh temporary
-// sibling (".NAME.tmp-XXXXXX"), then swaps it in by renames: an existing `target` is
+// sibling (".NAME.tmp-XXXXXX"; those left by a killed run are removed first), then
+// swaps it in by renames: an existing `target` is
 // first renamed to ".NAME.old" and removed only once the new one is in place (a crash
 // between the two renames leaves ".NAME.old" complete; see old_folder_of()).
 // Before any work, an existing `target` is checked: it must be a real folder (not a

@@ -73,7 +73,13 @@ class FinetuneModel : public Trainable {
   }
 
   void load_state(const fs::path& dir) override {
+    std::vector<std::vector<int64_t>> shapes;
+    for (const auto& p : model_->parameters()) shapes.push_back(p.sizes().vec());
     load_torch_file(model_, dir / "model.pt", "checkpoint file", compute_.device);
+    const auto loaded = model_->parameters();
+    bool same = loaded.size() == shapes.size();
+    for (size_t i = 0; same && i < loaded.size(); ++i) same = loaded[i].sizes().vec() == shapes[i];
+    if (!same) fail("checkpoint file {} holds another model's weights", (dir / "model.pt").string());
     load_torch_file(optimizer_, dir / "optimizer.pt", "checkpoint file", compute_.device);
     std::vector<at::Tensor> best, extra;
     load_torch_file(best, dir / "best.pt", "checkpoint file", compute_.device);
@@ -83,7 +89,7 @@ class FinetuneModel : public Trainable {
     for (size_t i = 0; fits && i < best.size(); ++i) fits = best[i].sizes() == live[i].sizes();
     if (!fits) fail("checkpoint file {} holds other tensors than this model's best weights", (dir / "best.pt").string());
     // rng.pt: the CPU generator's state (a uint8 tensor) and [loss scale, good steps].
-    if (extra.size() != 2 || extra[1].scalar_type() != torch::kFloat64 || extra[1].numel() != 2 ||
+    if (extra.size() != 2 || extra[1].scalar_type() != torch::kFloat64 || extra[1].dim() != 1 || extra[1].numel() != 2 ||
         !std::isfinite(extra[1][0].item<double>()) || !(extra[1][0].item<double>() > 0) ||
         !(extra[1][1].item<double>() >= 0) || !(extra[1][1].item<double>() < 1e15)) {
       fail("checkpoint file {} is not a generator state and loss scale written by transfer-finetune",

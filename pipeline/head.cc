@@ -290,8 +290,14 @@ json config_json(const HeadOptions& o, const FeatureReader& cache) {
 // else "" (random init). `how` says which, for the run's config.
 std::string pretrained_classifier_file(const FeatureReader& cache, std::string& how) {
   const json& provenance = cache.provenance();
-  const std::string file = provenance.value("weights_file", "");
-  const std::string sha256 = provenance.value("settings", json::object()).value("weights_sha256", "");
+  const json file_value = provenance.contains("weights_file") ? provenance["weights_file"] : json("");
+  const json settings = provenance.value("settings", json::object());
+  const json sha_value = settings.is_object() ? settings.value("weights_sha256", json("")) : json("");
+  if (!file_value.is_string() || !sha_value.is_string()) {
+    fail("feature cache {}: its provenance's weights_file and settings.weights_sha256 must be strings",
+         cache.path().string());
+  }
+  const std::string file = file_value.get<std::string>(), sha256 = sha_value.get<std::string>();
   if (file.empty()) {
     how = "random init (the cache was made with random weights)";
     return "";

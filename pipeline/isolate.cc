@@ -1,91 +1,111 @@
 #include "pipeline/isolate.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <thread>
 
 #include "pipeline/error.h"
 
 namespace pipeline {
 namespace {
 
-void write_all(int fd, const std::string& text) {
+constexpr size_t kMaxMessage = 4096;  // the child's message; far below the pipe's buffer
+
+// The child's report: one tag byte ('E' pipeline::Error, 'X' other exception) and text.
+void report(int fd, char tag, const char* text) {
+  std::string message = std::string(1, tag) + text;
+  message.resize(std::min(message.size(), kMaxMessage));
   size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+  while (done < message.size()) {
+    const ssize_t n = ::write(fd, message.data() + done, message.size() - done);
     if (n <= 0) return;
     done += static_cast<size_t>(n);
   }
 }
 
-std::string read_all(int fd) {
-  std::string text;
-  char buffer[4096];
-  for (;;) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n <= 0) return text;
-    text.append(buffer, static_cast<size_t>(n));
+[[noreturn]] void run_child(int fd, const std::function<void()>& work) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a child looping in HDF5 never outlives us
+  const struct rlimit no_core = {0, 0};
+  ::setrlimit(RLIMIT_CORE, &no_core);  // a crash on a hostile file leaves no core file
+  int code = 0;
+  try {
+    work();
+  } catch (const Error& e) {
+    report(fd, 'E', e.what());
+    code = 1;
+  } catch (const std::exception& e) {
+    report(fd, 'X', e.what());
+    code = 1;
+  } catch (...) {
+    report(fd, 'X', "an exception of unknown type");
+    code = 1;
   }
+  ::_exit(code);
 }
 
 }  // namespace
 
 Isolated run_isolated(const std::function<void()>& work, double seconds) {
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+  const char* inline_env = std::getenv("TRANSFER_NO_ISOLATE");
+  if (inline_env != nullptr && std::strcmp(inline_env, "1") == 0) {
     work();
     return {};
   }
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return {};
   const pid_t child = ::fork();
   if (child < 0) {
     ::close(pipe_fds[0]);
     ::close(pipe_fds[1]);
-    work();
     return {};
   }
   if (child == 0) {
     ::close(pipe_fds[0]);
-    int code = 0;
-    try {
-      work();
-    } catch (const std::exception& e) {
-      write_all(pipe_fds[1], e.what());  // bounded by the message; the pipe holds 64 KiB
-      code = 1;
-    } catch (...) {
-      write_all(pipe_fds[1], "an unexpected error");
-      code = 1;
-    }
-    ::_exit(code);
+    run_child(pipe_fds[1], work);
   }
   ::close(pipe_fds[1]);
-  // Poll: a child that finishes at once (the usual case) costs a millisecond.
+  // Read the report while waiting: the pipe closes when the child exits (or dies).
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  int status = 0;
-  pid_t done = 0;
-  auto pause = std::chrono::microseconds(200);
-  while ((done = ::waitpid(child, &status, WNOHANG)) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(child, SIGKILL);
-      ::waitpid(child, &status, 0);
-      ::close(pipe_fds[0]);
-      return {Isolated::Hung, fmt::format("did not finish within {:g} s", seconds)};
+  std::string message;
+  bool hung = false;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      hung = true;
+      break;
     }
-    std::this_thread::sleep_for(pause);
-    pause = std::min(pause * 2, std::chrono::microseconds(20000));
+    struct pollfd p = {pipe_fds[0], POLLIN, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
+    if (ready < 0 && errno != EINTR) break;
+    if (ready <= 0) continue;
+    char buffer[1024];
+    const ssize_t n = ::read(pipe_fds[0], buffer, sizeof buffer);
+    if (n <= 0) break;  // end of file: the child is gone
+    if (message.size() < kMaxMessage) message.append(buffer, static_cast<size_t>(n));
   }
-  const std::string message = read_all(pipe_fds[0]);
   ::close(pipe_fds[0]);
-  if (done < 0) return {};  // lost track of the child: nothing was shown wrong
+  if (hung) ::kill(child, SIGKILL);
+  int status = 0;
+  pid_t done;
+  while ((done = ::waitpid(child, &status, 0)) < 0 && errno == EINTR) {
+  }
+  if (hung) return {Isolated::Hung, fmt::format("did not finish within {:g} s", seconds)};
+  if (done < 0) return {Isolated::Crashed, fmt::format("could not be waited for: {}", std::strerror(errno))};
   if (WIFSIGNALED(status)) return {Isolated::Crashed, fmt::format("crashed (signal {})", WTERMSIG(status))};
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
-  return {Isolated::Threw, message.empty() ? fmt::format("failed (exit code {})", WEXITSTATUS(status)) : message};
+  if (message.empty()) return {Isolated::Crashed, fmt::format("failed (exit code {})", WEXITSTATUS(status))};
+  return {message[0] == 'E' ? Isolated::Threw : Isolated::ThrewOther, message.substr(1)};
 }
 
 }  // namespace pipeline

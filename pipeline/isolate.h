@@ -14,15 +14,22 @@
 namespace pipeline {
 
 struct Isolated {
-  enum Outcome { Finished, Threw, Hung, Crashed } outcome = Finished;
-  std::string message;  // Threw: the exception's message; Hung, Crashed: what happened
+  enum Outcome {
+    Finished,    // work() returned (or no child could be made: the caller does the work unprotected)
+    Threw,       // work() threw pipeline::Error; message is its text
+    ThrewOther,  // work() threw another exception; message is its what()
+    Hung,        // the deadline passed and the child was killed
+    Crashed,     // the child died of a signal (message says which)
+  } outcome = Finished;
+  std::string message;
 };
 
 // Runs work() in a forked child process and waits for it at most `seconds` (then
 // kills it). The child's effects stay in the child (it ends with _exit, running no
-// exit handlers); work() must not need other threads of this process. If no child can
-// be made, work() runs here and its exceptions propagate.
-// Thread safety: call from one thread at a time.
+// exit handlers, and dies with this process); work() must not need other threads of
+// this process. With TRANSFER_NO_ISOLATE=1 in the environment, work() runs here
+// instead and its exceptions propagate (the fuzzer uses this to put the sanitizers on
+// the reader itself). Thread safety: call from one thread at a time.
 Isolated run_isolated(const std::function<void()>& work, double seconds);
 
 }  // namespace pipeline

@@ -169,7 +169,8 @@ RunMetrics read_metrics(const fs::path& dir) {
 bool json_file_equals(const fs::path& file, const json& value) {
   if (!fs::exists(file)) return false;
   try {
-    return json::parse(read_file(file)) == value;
+    // Compared as written: json_file_text replaces bytes that are not UTF-8 (a path's).
+    return json::parse(read_file(file)) == json::parse(json_file_text(value));
   } catch (const std::exception&) {
     return false;
   }

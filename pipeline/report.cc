@@ -115,6 +115,11 @@ RunSettings probe_settings(const RunMetrics& m) {
   return s;
 }
 
+// floor(n) as a count for the text; "very many" when it is too large to be one.
+std::string count_of(double n) {
+  return std::isfinite(n) && n < 9e15 ? std::to_string(static_cast<int64_t>(std::floor(n))) : "very many";
+}
+
 // The settings that are counts must be integers in a sane range: the report prints
 // them and casts them (a double such as 1e300 cast to int64 is undefined behaviour).
 void check_counts(const RunSettings& s, const fs::path& file) {
@@ -822,7 +827,10 @@ Conclusion conclude(const ApproachNumbers& probe, const ApproachNumbers& finetun
   c.probe_seconds = probe.total_seconds();
   c.finetune_seconds = tune;
   if (c.extract_known && head > 0) c.break_even_head_runs = (tune - extract) / head;
-  if (c.extract_known && tune > head) c.cheaper_from_experiments = static_cast<int64_t>(std::floor(extract / (tune - head))) + 1;
+  // Seconds come from run files: a ratio may be huge or not finite, and casting such a
+  // double to int64 is undefined, so it is bounded first.
+  const double experiments = c.extract_known && tune > head ? std::floor(extract / (tune - head)) : -1;
+  if (experiments >= 0 && experiments < 9e15) c.cheaper_from_experiments = static_cast<int64_t>(experiments) + 1;
 
   std::vector<std::string> text;
   // Accuracy.
@@ -890,7 +898,7 @@ Conclusion conclude(const ApproachNumbers& probe, const ApproachNumbers& finetun
       text.push_back(fmt::format("Break-even: one extraction ({}) + N head runs ({} each) cost what one fine-tuning "
                                  "run costs at N = {:.1f}, so after one extraction {} head experiments fit in the "
                                  "time of one fine-tuning run.",
-                                 secs(extract), secs(head), n, static_cast<int64_t>(std::floor(n))));
+                                 secs(extract), secs(head), n, count_of(n)));
     } else if (n > 0) {
       text.push_back(fmt::format("Break-even: one extraction ({}) + N head runs ({} each) cost what one fine-tuning "
                                  "run costs at N = {:.2f}, less than one head run: a single probe, extraction "

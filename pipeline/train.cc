@@ -203,7 +203,10 @@ bool load_checkpoint(Trainable& model, LoopState& state, const fs::path& dir, in
     // An interruption between the swap's two renames leaves only the old copy.
     const fs::path old = old_folder_of(fs::absolute(dir).lexically_normal());
     if (!fs::exists(old / "loop.json")) return false;
-    fs::rename(old, dir);
+    std::error_code ec;
+    fs::remove_all(dir, ec);  // an incomplete folder (no loop.json) in the way
+    fs::rename(old, dir, ec);
+    if (ec) fail("cannot recover the checkpoint {} from {}: {}; run without --resume to start over", dir.string(), old.string(), ec.message());
   }
   try {
     read_loop_state(model, state, dir / "loop.json", epochs);

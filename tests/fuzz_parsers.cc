@@ -10,7 +10,10 @@
 // as 4 or 8 bytes), truncations, deleted and duplicated ranges. A mutant may be
 // accepted or refused with pipeline::Error; anything else -- another exception type,
 // a crash, a hang, or (in a -DTRANSFER_SANITIZE=ON build) a memory or UB finding --
-// is a finding. Findings are printed with the mutant saved under --keep (default: the
+// is a finding. Each input runs in a child process with a 10 s deadline and the
+// readers' own isolation (isolate.h) off, so the sanitizers watch the readers
+// themselves; HDF5's known loops on damaged metadata are counted separately for the
+// cache reader (the stages contain them in a child). Findings are printed with the mutant saved under --keep (default: the
 // temporary folder) and make the exit code 1. Deterministic for a seed.
 #include <archive.h>
 #include <archive_entry.h>
@@ -35,12 +38,15 @@
 #include "pipeline/cifar10.h"
 #include "pipeline/error.h"
 #include "pipeline/features.h"
+#include "pipeline/isolate.h"
 #include "pipeline/pickle.h"
 #include "pipeline/synth.h"
 
 namespace fs = std::filesystem;
 
 namespace {
+
+constexpr double kSecondsPerInput = 10;
 
 std::string read_bytes(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
@@ -227,34 +233,48 @@ int main(int argc, char** argv) {
   std::mt19937_64 rng(seed);
   for (const Target& target : targets) {
     if (!only.empty() && only != target.name) continue;
-    int64_t accepted = 0, refused = 0;
+    int64_t accepted = 0, refused = 0, hung = 0;
     const fs::path file = work / ("mutant" + target.suffix);
     for (int64_t i = 0; i < iterations; ++i) {
       const std::string mutant = mutate(target.seeds[static_cast<size_t>(i) % target.seeds.size()], rng);
       write_bytes(file, mutant);
       if (verbose) std::fprintf(stderr, "fuzz-parsers: %s input %lld\n", target.name.c_str(), static_cast<long long>(i));
+      // Each input in a child with a deadline, the reader's own isolation off there, so
+      // that a crash, sanitizer report or hang in the reader itself is seen here.
+      const pipeline::Isolated run = pipeline::run_isolated(
+          [&] {
+            ::setenv("TRANSFER_NO_ISOLATE", "1", 1);
+            target.parse(file);
+          },
+          kSecondsPerInput);
       std::string finding;
-      try {
-        target.parse(file);
-        ++accepted;
-      } catch (const pipeline::Error&) {
-        ++refused;
-      } catch (const std::exception& e) {
-        finding = std::string("a non-pipeline exception: ") + e.what();
-      } catch (...) {
-        finding = "an exception of unknown type";
+      switch (run.outcome) {
+        case pipeline::Isolated::Finished: ++accepted; break;
+        case pipeline::Isolated::Threw: ++refused; break;
+        case pipeline::Isolated::ThrewOther: finding = "a non-pipeline exception: " + run.message; break;
+        case pipeline::Isolated::Crashed: finding = "a crash: " + run.message; break;
+        case pipeline::Isolated::Hung:
+          // HDF5 loops on some damaged metadata; the stages contain that by reading a
+          // cache's metadata in a child first (isolate.h). Counted, not a finding.
+          if (target.name == "cache") {
+            ++hung;
+          } else {
+            finding = "a hang: " + run.message;
+          }
+          break;
       }
       if (!finding.empty()) {
         ++findings;
         const fs::path kept = keep / ("finding-" + target.name + "-" + std::to_string(i) + target.suffix);
         write_bytes(kept, mutant);
-        std::fprintf(stderr, "fuzz-parsers: %s input %lld threw %s (kept as %s)\n", target.name.c_str(),
+        std::fprintf(stderr, "fuzz-parsers: %s input %lld gave %s (kept as %s)\n", target.name.c_str(),
                      static_cast<long long>(i), finding.c_str(), kept.c_str());
       }
     }
-    std::printf("fuzz-parsers: %-7s %lld mutants, %lld refused with a clear error, %lld accepted\n",
+    const std::string hangs = hung > 0 ? fmt::format(", {} hung in HDF5 (contained by isolate.h)", hung) : "";
+    std::printf("fuzz-parsers: %-7s %lld mutants, %lld refused with a clear error, %lld accepted%s\n",
                 target.name.c_str(), static_cast<long long>(iterations), static_cast<long long>(refused),
-                static_cast<long long>(accepted));
+                static_cast<long long>(accepted), hangs.c_str());
   }
   if (keep != work || findings == 0) fs::remove_all(work);
   std::printf("fuzz-parsers: %d findings\n", findings);

@@ -39,8 +39,8 @@
 // Shared. A fine-tuning checkpoint (~1 GB of tensors) is made per case that needs one,
 // inside that case's own folder.
 //
-// The contract is the pipeline's hardening target (DESIGN.md "Conventions" and the
-// stage headers); some cases fail until the pipeline meets it.
+// The contract is the pipeline's hardening guarantee (README "What it guarantees",
+// DESIGN.md "Conventions"); every case must pass.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <fcntl.h>
