@@ -70,6 +70,7 @@ void fused_adam_rows(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, a
   const double bias2_sqrt = std::sqrt(1.0 - std::pow(kBeta2, static_cast<double>(step)));
   const float inv_bias2_sqrt = static_cast<float>(1.0 / bias2_sqrt);
   at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / std::max<int64_t>(cols, 1)), [&](int64_t begin, int64_t end) {
+    const FlushSubnormals flush;  // the moments of always-zero features decay into subnormals
     adam_rows_kernel(begin, end, cols, p, g, mm, vv, lr, wd, bias1, inv_bias2_sqrt);
   });
 }
@@ -98,6 +99,7 @@ at::Tensor logits_grad(const at::Tensor& logits, const at::Tensor& labels, int64
   // Heads are independent: split them over the threads (a sweep's 32 heads halve this
   // pass on two cores; one head stays on the calling thread).
   at::parallel_for(0, width / c, 1, [&](int64_t head_begin, int64_t head_end) {
+    const FlushSubnormals flush;  // exp() of logits far below the top one
     for (int64_t k = head_begin; k < head_end; ++k) {
       const int64_t head = k * c;
       for (int64_t row = 0; row < b; ++row) {
