@@ -1,6 +1,5 @@
 #include "pipeline/head.h"
 
-#include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
@@ -17,113 +16,12 @@
 #include "pipeline/features.h"
 #include "pipeline/files.h"
 #include "pipeline/random.h"
-#include "pipeline/simd.h"
 #include "pipeline/torch_files.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace pipeline {
-namespace {
-
-constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8;  // torch.optim.Adam's defaults
-
-// One pass over parameter, gradient and both moments: torch.optim.Adam's update
-// (weight decay as an L2 term added to the gradient) with each row's own learning rate
-// and weight decay. LibTorch's Adam does ~10 separate passes over the same memory,
-// which dominated a 32-head sweep's time; fused, it is one pass. The loop must
-// vectorize: head.cc is built with -fno-math-errno (otherwise every sqrt keeps a scalar
-// errno branch and the loop stays scalar: 3.3 ms per 32-head step here, against 0.5 ms)
-// and the kernel is cloned for AVX-512 and AVX2 (simd.h). Built without FMA contraction
-// (CMakeLists.txt) and without reassociation, every clone gives the same bits.
-TRANSFER_CLONES("avx512f", "avx2", "default")
-void adam_rows_kernel(int64_t begin, int64_t end, int64_t cols, float* p, const float* g, float* m, float* v,
-                      const float* row_lr, const float* row_wd, double bias1, float inv_bias2_sqrt) {
-  const float b1 = kBeta1, b2 = kBeta2, one_b1 = 1.0f - b1, one_b2 = 1.0f - b2, eps = kEps;
-  for (int64_t r = begin; r < end; ++r) {
-    const float step_size = static_cast<float>(row_lr[r] / bias1), decay = row_wd[r];
-    float* pr = p + r * cols;
-    const float* gr = g + r * cols;
-    float* mr = m + r * cols;
-    float* vr = v + r * cols;
-    for (int64_t c = 0; c < cols; ++c) {
-      const float gc = gr[c] + decay * pr[c];
-      const float mc = b1 * mr[c] + one_b1 * gc;
-      const float vc = b2 * vr[c] + one_b2 * gc * gc;
-      mr[c] = mc;
-      vr[c] = vc;
-      pr[c] -= step_size * mc / (std::sqrt(vc) * inv_bias2_sqrt + eps);
-    }
-  }
-}
-
-void fused_adam_rows(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v,
-                     const at::Tensor& row_lr, const at::Tensor& row_wd, int64_t step) {
-  const int64_t rows = param.size(0), cols = param.numel() / rows;
-  float* p = param.data_ptr<float>();
-  const float* g = grad.data_ptr<float>();
-  float* mm = m.data_ptr<float>();
-  float* vv = v.data_ptr<float>();
-  const float* lr = row_lr.data_ptr<float>();
-  const float* wd = row_wd.data_ptr<float>();
-  const double bias1 = 1.0 - std::pow(kBeta1, static_cast<double>(step));
-  const double bias2_sqrt = std::sqrt(1.0 - std::pow(kBeta2, static_cast<double>(step)));
-  const float inv_bias2_sqrt = static_cast<float>(1.0 / bias2_sqrt);
-  at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / std::max<int64_t>(cols, 1)), [&](int64_t begin, int64_t end) {
-    const FlushSubnormals flush;  // the moments of always-zero features decay into subnormals
-    adam_rows_kernel(begin, end, cols, p, g, mm, vv, lr, wd, bias1, inv_bias2_sqrt);
-  });
-}
-
-// d(mean cross-entropy)/d(logits) = (softmax - one_hot) / B for every head's C logits
-// of every row, in one pass that also sums the bias gradient and scores the batch (the
-// softmax's normaliser gives the loss for free). Written by hand: as LibTorch ops
-// (softmax, scatter, divide, sum, log_softmax, argmax) it cost more than the update.
-// logits [B, K*C] (C = classes per head) -> gradient [B, K*C]; accumulates bias_grad
-// [K*C] float32 and scores (loss_sum [K] float64, correct [K] int64), all zeroed.
-at::Tensor logits_grad(const at::Tensor& logits, const at::Tensor& labels, int64_t c, const at::Tensor& bias_grad,
-                       const BatchScores& scores) {
-  const int64_t b = logits.size(0), width = logits.size(1);
-  at::Tensor grad = torch::empty_like(logits);
-  const float* in = logits.data_ptr<float>();
-  float* out = grad.data_ptr<float>();
-  float* bias = bias_grad.data_ptr<float>();
-  double* loss_sum = scores.loss_sum.data_ptr<double>();
-  int64_t* correct = scores.correct.data_ptr<int64_t>();
-  const at::Tensor labels64 = labels.to(torch::kLong).contiguous();
-  const int64_t* y = labels64.data_ptr<int64_t>();
-  const float inv_b = 1.0f / static_cast<float>(b);
-  for (int64_t row = 0; row < b; ++row) {
-    if (y[row] < 0 || y[row] >= c) fail("label {} of batch row {} is outside 0..{}", y[row], row, c - 1);
-  }
-  // Heads are independent: split them over the threads (a sweep's 32 heads halve this
-  // pass on two cores; one head stays on the calling thread).
-  at::parallel_for(0, width / c, 1, [&](int64_t head_begin, int64_t head_end) {
-    const FlushSubnormals flush;  // exp() of logits far below the top one
-    for (int64_t k = head_begin; k < head_end; ++k) {
-      const int64_t head = k * c;
-      for (int64_t row = 0; row < b; ++row) {
-        const float* l = in + row * width + head;
-        float* g = out + row * width + head;
-        int64_t best = 0;
-        for (int64_t j = 1; j < c; ++j) best = l[j] > l[best] ? j : best;
-        const float top = l[best];
-        float total = 0;
-        for (int64_t j = 0; j < c; ++j) total += (g[j] = std::exp(l[j] - top));
-        // -log softmax(l)[y]; NaN when a logit is not finite, which stops the run.
-        loss_sum[k] += std::log(static_cast<double>(total)) + top - l[y[row]];
-        correct[k] += best == y[row];
-        const float scale = inv_b / total;
-        for (int64_t j = 0; j < c; ++j) g[j] *= scale;
-        g[y[row]] -= inv_b;
-        for (int64_t j = 0; j < c; ++j) bias[head + j] += g[j];
-      }
-    }
-  });
-  return grad;
-}
-
-}  // namespace
 
 std::vector<HeadSetting> head_grid(const HeadOptions& options) {
   const std::vector<double> lrs = options.sweep_lr.empty() ? std::vector<double>{options.lr} : options.sweep_lr;
@@ -135,98 +33,6 @@ std::vector<HeadSetting> head_grid(const HeadOptions& options) {
       for (int64_t s = 0; s < seeds; ++s) grid.push_back({lr, wd, options.seed + static_cast<uint64_t>(s)});
   return grid;
 }
-
-LinearHeads::LinearHeads(int64_t inputs, int64_t classes, std::vector<HeadSetting> settings, c10::ScalarType matmul)
-    : classes_(classes), matmul_(matmul), settings_(std::move(settings)) {
-  if (matmul_ != c10::kFloat && matmul_ != c10::kBFloat16) {
-    usage_fail("linear heads multiply in float32 or bfloat16, not {}", c10::toString(matmul_));
-  }
-  const int64_t k = members();
-  weight_ = torch::empty({k * classes, inputs});
-  bias_ = torch::empty({k * classes});
-  row_lr_ = torch::empty({k * classes});
-  row_wd_ = torch::empty({k * classes});
-  // torch.nn.Linear's default init bound, 1/sqrt(fan_in), for weight and bias alike;
-  // drawn from SplitMix64 so that a head's init depends on its seed alone.
-  const double bound = 1.0 / std::sqrt(static_cast<double>(inputs));
-  for (int64_t m = 0; m < k; ++m) {
-    SplitMix64 rng(mix_seed(settings_[m].init_seed, 0x4EADu));
-    float* w = weight_.data_ptr<float>() + m * classes * inputs;
-    for (int64_t i = 0; i < classes * inputs; ++i) w[i] = static_cast<float>((2 * rng.uniform() - 1) * bound);
-    float* b = bias_.data_ptr<float>() + m * classes;
-    for (int64_t i = 0; i < classes; ++i) b[i] = static_cast<float>((2 * rng.uniform() - 1) * bound);
-    row_lr_.slice(0, m * classes, (m + 1) * classes).fill_(settings_[m].lr);
-    row_wd_.slice(0, m * classes, (m + 1) * classes).fill_(settings_[m].weight_decay);
-  }
-  weight_grad_ = torch::empty_like(weight_);
-  if (matmul_ != c10::kFloat) {
-    weight_low_ = torch::empty_like(weight_, matmul_);
-    bias_low_ = torch::empty_like(bias_, matmul_);
-    weight_grad_low_ = torch::empty_like(weight_, matmul_);
-  }
-  bias_grad_ = torch::empty_like(bias_);
-  weight_m_ = torch::zeros_like(weight_);
-  weight_v_ = torch::zeros_like(weight_);
-  bias_m_ = torch::zeros_like(bias_);
-  bias_v_ = torch::zeros_like(bias_);
-  best_weight_ = weight_.clone();
-  best_bias_ = bias_.clone();
-}
-
-int64_t LinearHeads::members() const { return static_cast<int64_t>(settings_.size()); }
-
-at::Tensor LinearHeads::logits(const at::Tensor& inputs) const {
-  if (matmul_ == c10::kFloat) return torch::addmm(bias_, inputs.to(c10::kFloat), weight_.t());
-  // As autocast runs a Linear: every operand rounded to bfloat16, float32 accumulation
-  // inside the product (oneDNN), the result rounded to bfloat16. The rounded weights go
-  // into buffers made once, not fresh tensors every step.
-  weight_low_.copy_(weight_);
-  bias_low_.copy_(bias_);
-  return torch::addmm(bias_low_, inputs.to(matmul_), weight_low_.t()).to(c10::kFloat);
-}
-
-BatchScores LinearHeads::train_step(const Batch& batch) {
-  torch::NoGradGuard no_grad;
-  const at::Tensor x = batch.inputs.to(matmul_);
-  const int64_t k = members();
-  const at::Tensor z = logits(x);  // [B, K*C]
-  bias_grad_.zero_();
-  const BatchScores scores{torch::zeros({k}, torch::kFloat64), torch::zeros({k}, torch::kInt64)};
-  const at::Tensor flat = logits_grad(z, batch.labels, classes_, bias_grad_, scores);
-  // Into the same buffer every step: a fresh [K*C, D] tensor (5 MB for 32 heads) cost
-  // page faults on every step.
-  if (matmul_ == c10::kFloat) {
-    at::mm_out(weight_grad_, flat.t(), x);
-  } else {
-    at::mm_out(weight_grad_low_, flat.to(matmul_).t(), x);
-    weight_grad_.copy_(weight_grad_low_);
-  }
-  ++step_;
-  fused_adam_rows(weight_, weight_grad_, weight_m_, weight_v_, row_lr_, row_wd_, step_);
-  at::Tensor bias_2d = bias_.view({k * classes_, 1}), bias_m = bias_m_.view({k * classes_, 1}),
-             bias_v = bias_v_.view({k * classes_, 1});
-  fused_adam_rows(bias_2d, bias_grad_.view({k * classes_, 1}), bias_m, bias_v, row_lr_, row_wd_, step_);
-  return scores;
-}
-
-at::Tensor LinearHeads::predict(const at::Tensor& inputs) {
-  torch::NoGradGuard no_grad;
-  return logits(inputs).view({inputs.size(0), members(), classes_}).permute({1, 0, 2});
-}
-
-void LinearHeads::keep_best(int64_t member) {
-  const int64_t begin = member * classes_, end = begin + classes_;
-  best_weight_.slice(0, begin, end).copy_(weight_.slice(0, begin, end));
-  best_bias_.slice(0, begin, end).copy_(bias_.slice(0, begin, end));
-}
-
-void LinearHeads::use_best() {
-  weight_.copy_(best_weight_);
-  bias_.copy_(best_bias_);
-}
-
-at::Tensor LinearHeads::weight(int64_t member) const { return weight_.slice(0, member * classes_, (member + 1) * classes_).clone(); }
-at::Tensor LinearHeads::bias(int64_t member) const { return bias_.slice(0, member * classes_, (member + 1) * classes_).clone(); }
 
 namespace {
 

@@ -15,9 +15,7 @@
 #include <string>
 #include <vector>
 
-#include <ATen/core/Tensor.h>
-#include <c10/core/ScalarType.h>
-
+#include "pipeline/linear_heads.h"
 #include "pipeline/train.h"
 
 namespace pipeline {
@@ -54,47 +52,8 @@ struct HeadOptions {
 // batches, and big ones make better matrix products.
 inline constexpr int64_t kHeadEvalBatchSize = 1024;
 
-// One member of a head sweep.
-struct HeadSetting {
-  double lr = 1e-3, weight_decay = 0.0;
-  uint64_t init_seed = 0;
-};
-
 // The grid the options describe (a single setting without sweep flags).
 std::vector<HeadSetting> head_grid(const HeadOptions& options);
-
-// K linear heads of width D -> C stacked as one [K*C, D] layer, trained with a fused
-// Adam step whose learning rate and weight decay are per head. Head k's gradient is
-// exactly that of a lone head (per-head mean cross-entropy), so each head of a stack
-// equals the same head trained alone, up to float rounding.
-class LinearHeads : public Trainable {
- public:
-  // Initialised like torch.nn.Linear (uniform in +-1/sqrt(D)), from each setting's seed.
-  // matmul: the dtype of the two matrix products per step (Float, or BFloat16 as
-  // autocast would run them); the weights, Adam's moments and the softmax stay float32.
-  LinearHeads(int64_t inputs, int64_t classes, std::vector<HeadSetting> settings,
-              c10::ScalarType matmul = c10::kFloat);
-  int64_t members() const override;
-  void set_training(bool) override {}
-  BatchScores train_step(const Batch& batch) override;  // inputs [B,D] CPU, float32 or the matmul dtype
-  at::Tensor predict(const at::Tensor& inputs) override;
-  void keep_best(int64_t member) override;
-  void use_best() override;
-  at::Tensor weight(int64_t member) const;  // [C, D]
-  at::Tensor bias(int64_t member) const;    // [C]
-
- private:
-  at::Tensor logits(const at::Tensor& inputs) const;  // [B, K*C] float32
-
-  int64_t classes_;
-  c10::ScalarType matmul_;
-  std::vector<HeadSetting> settings_;
-  at::Tensor weight_, bias_, weight_m_, weight_v_, bias_m_, bias_v_, best_weight_, best_bias_;
-  at::Tensor weight_grad_, bias_grad_;                     // reused every step
-  at::Tensor weight_low_, bias_low_, weight_grad_low_;     // bf16 products only: the same, rounded
-  at::Tensor row_lr_, row_wd_;  // [K*C] float32: each row's head's settings
-  int64_t step_ = 0;
-};
 
 struct HeadSummary {
   bool up_to_date = false;   // nothing was trained: the run folder already matched

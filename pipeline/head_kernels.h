@@ -1,0 +1,34 @@
+#pragma once
+// The numeric kernels of the stacked linear heads (linear_heads.h), in a module of
+// their own so that their compile flags (-O3, -fno-math-errno, -ffp-contract=off) and
+// instruction-set clones touch nothing else. Both run on at::parallel_for's threads with
+// subnormals flushed to zero there (simd.h FlushSubnormals). Thread safety: no shared
+// state; the tensors passed must not be used elsewhere during a call.
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+#include "pipeline/train.h"  // BatchScores
+
+namespace pipeline {
+
+// torch.optim.Adam's step (beta 0.9/0.999, eps 1e-8, weight decay as an L2 term added
+// to the gradient, bias corrections for step `step` >= 1) on every row of `param`,
+// each row with its own learning rate and weight decay, in one pass over the memory.
+//   param, m, v: [R, N] float32 contiguous, updated in place; grad: [R, N] float32
+//   row_lr, row_wd: [R] float32
+void fused_adam_rows(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v,
+                     const at::Tensor& row_lr, const at::Tensor& row_wd, int64_t step);
+
+// d(mean cross-entropy)/d(logits) for K heads of C classes side by side, and their
+// batch scores, in one pass.
+//   logits [B, K*C] float32 contiguous -> returns the gradient [B, K*C] float32
+//   labels [B] integer, each in 0..C-1 (else pipeline::Error naming the row)
+//   bias_grad [K*C] float32, zeroed: the bias gradient is added into it
+//   scores.loss_sum [K] float64 and scores.correct [K] int64, zeroed: summed over rows
+// A logit that is not finite gives a NaN loss (which stops the run).
+at::Tensor logits_grad(const at::Tensor& logits, const at::Tensor& labels, int64_t c, const at::Tensor& bias_grad,
+                       const BatchScores& scores);
+
+}  // namespace pipeline

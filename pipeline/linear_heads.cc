@@ -1,0 +1,105 @@
+#include "pipeline/linear_heads.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "pipeline/error.h"
+#include "pipeline/head_kernels.h"
+#include "pipeline/random.h"
+
+namespace pipeline {
+
+LinearHeads::LinearHeads(int64_t inputs, int64_t classes, std::vector<HeadSetting> settings, c10::ScalarType matmul)
+    : classes_(classes), matmul_(matmul), settings_(std::move(settings)) {
+  if (matmul_ != c10::kFloat && matmul_ != c10::kBFloat16) {
+    usage_fail("linear heads multiply in float32 or bfloat16, not {}", c10::toString(matmul_));
+  }
+  const int64_t k = members();
+  weight_ = torch::empty({k * classes, inputs});
+  bias_ = torch::empty({k * classes});
+  row_lr_ = torch::empty({k * classes});
+  row_wd_ = torch::empty({k * classes});
+  // torch.nn.Linear's default init bound, 1/sqrt(fan_in), for weight and bias alike;
+  // drawn from SplitMix64 so that a head's init depends on its seed alone.
+  const double bound = 1.0 / std::sqrt(static_cast<double>(inputs));
+  for (int64_t m = 0; m < k; ++m) {
+    SplitMix64 rng(mix_seed(settings_[m].init_seed, 0x4EADu));
+    float* w = weight_.data_ptr<float>() + m * classes * inputs;
+    for (int64_t i = 0; i < classes * inputs; ++i) w[i] = static_cast<float>((2 * rng.uniform() - 1) * bound);
+    float* b = bias_.data_ptr<float>() + m * classes;
+    for (int64_t i = 0; i < classes; ++i) b[i] = static_cast<float>((2 * rng.uniform() - 1) * bound);
+    row_lr_.slice(0, m * classes, (m + 1) * classes).fill_(settings_[m].lr);
+    row_wd_.slice(0, m * classes, (m + 1) * classes).fill_(settings_[m].weight_decay);
+  }
+  weight_grad_ = torch::empty_like(weight_);
+  if (matmul_ != c10::kFloat) {
+    weight_low_ = torch::empty_like(weight_, matmul_);
+    bias_low_ = torch::empty_like(bias_, matmul_);
+    weight_grad_low_ = torch::empty_like(weight_, matmul_);
+  }
+  bias_grad_ = torch::empty_like(bias_);
+  weight_m_ = torch::zeros_like(weight_);
+  weight_v_ = torch::zeros_like(weight_);
+  bias_m_ = torch::zeros_like(bias_);
+  bias_v_ = torch::zeros_like(bias_);
+  best_weight_ = weight_.clone();
+  best_bias_ = bias_.clone();
+}
+
+int64_t LinearHeads::members() const { return static_cast<int64_t>(settings_.size()); }
+
+at::Tensor LinearHeads::logits(const at::Tensor& inputs) const {
+  if (matmul_ == c10::kFloat) return torch::addmm(bias_, inputs.to(c10::kFloat), weight_.t());
+  // As autocast runs a Linear: every operand rounded to bfloat16, float32 accumulation
+  // inside the product (oneDNN), the result rounded to bfloat16. The rounded weights go
+  // into buffers made once, not fresh tensors every step.
+  weight_low_.copy_(weight_);
+  bias_low_.copy_(bias_);
+  return torch::addmm(bias_low_, inputs.to(matmul_), weight_low_.t()).to(c10::kFloat);
+}
+
+BatchScores LinearHeads::train_step(const Batch& batch) {
+  torch::NoGradGuard no_grad;
+  const at::Tensor x = batch.inputs.to(matmul_);
+  const int64_t k = members();
+  const at::Tensor z = logits(x);  // [B, K*C]
+  bias_grad_.zero_();
+  const BatchScores scores{torch::zeros({k}, torch::kFloat64), torch::zeros({k}, torch::kInt64)};
+  const at::Tensor flat = logits_grad(z, batch.labels, classes_, bias_grad_, scores);
+  // Into the same buffer every step: a fresh [K*C, D] tensor (5 MB for 32 heads) cost
+  // page faults on every step.
+  if (matmul_ == c10::kFloat) {
+    at::mm_out(weight_grad_, flat.t(), x);
+  } else {
+    at::mm_out(weight_grad_low_, flat.to(matmul_).t(), x);
+    weight_grad_.copy_(weight_grad_low_);
+  }
+  ++step_;
+  fused_adam_rows(weight_, weight_grad_, weight_m_, weight_v_, row_lr_, row_wd_, step_);
+  at::Tensor bias_2d = bias_.view({k * classes_, 1}), bias_m = bias_m_.view({k * classes_, 1}),
+             bias_v = bias_v_.view({k * classes_, 1});
+  fused_adam_rows(bias_2d, bias_grad_.view({k * classes_, 1}), bias_m, bias_v, row_lr_, row_wd_, step_);
+  return scores;
+}
+
+at::Tensor LinearHeads::predict(const at::Tensor& inputs) {
+  torch::NoGradGuard no_grad;
+  return logits(inputs).view({inputs.size(0), members(), classes_}).permute({1, 0, 2});
+}
+
+void LinearHeads::keep_best(int64_t member) {
+  const int64_t begin = member * classes_, end = begin + classes_;
+  best_weight_.slice(0, begin, end).copy_(weight_.slice(0, begin, end));
+  best_bias_.slice(0, begin, end).copy_(bias_.slice(0, begin, end));
+}
+
+void LinearHeads::use_best() {
+  weight_.copy_(best_weight_);
+  bias_.copy_(best_bias_);
+}
+
+at::Tensor LinearHeads::weight(int64_t member) const { return weight_.slice(0, member * classes_, (member + 1) * classes_).clone(); }
+at::Tensor LinearHeads::bias(int64_t member) const { return bias_.slice(0, member * classes_, (member + 1) * classes_).clone(); }
+
+}  // namespace pipeline
