@@ -5,14 +5,34 @@
 
 #include <torch/torch.h>
 
+#include <torch/version.h>
+
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <functional>
+#include <string>
+#include <thread>
 
 #include "pipeline/alexnet.h"
 #include "pipeline/device.h"
 
 namespace bench {
+
+// The machine the figures are from, first in every benchmark's output: they differ
+// threefold between CPUs (AMX-BF16 or not). Reads /proc/cpuinfo (Linux).
+inline void print_machine() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, model = "unknown CPU", flags;
+  while (std::getline(in, line)) {
+    if (model == "unknown CPU" && line.rfind("model name", 0) == 0) model = line.substr(line.find(':') + 2);
+    if (flags.empty() && line.rfind("flags", 0) == 0) flags = " " + line.substr(line.find(':') + 1) + " ";
+  }
+  const auto has = [&](const char* flag) { return flags.find(std::string(" ") + flag + " ") != std::string::npos; };
+  std::printf("machine: %s, %u cores; AVX-512: %s, AVX512-BF16: %s, AMX-BF16: %s; LibTorch %s\n",
+              model.c_str(), std::thread::hardware_concurrency(), has("avx512f") ? "yes" : "no",
+              has("avx512_bf16") ? "yes" : "no", has("amx_bf16") ? "yes" : "no", TORCH_VERSION);
+}
 
 // Seconds taken by f().
 inline double seconds(const std::function<void()>& f) {

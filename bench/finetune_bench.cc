@@ -12,6 +12,7 @@
 namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
+  bench::print_machine();
   const int64_t side = argc > 1 ? std::atoll(argv[1]) : 128;
   const int64_t images = argc > 2 ? std::atoll(argv[2]) : 512;
   const std::string precision = argc > 3 ? argv[3] : "fp32";

@@ -10,6 +10,7 @@
 #include "pipeline/preprocess.h"
 
 int main(int argc, char** argv) {
+  bench::print_machine();
   const int64_t side = argc > 1 ? std::atoll(argv[1]) : 224;
   const int64_t batch = 256, rounds = 8;
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
