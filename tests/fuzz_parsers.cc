@@ -34,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "archive_entries.h"
 #include "pipeline/archive.h"
 #include "pipeline/cifar10.h"
 #include "pipeline/error.h"
@@ -122,21 +123,12 @@ std::string cifar_archive(const fs::path& dir) {
   archive_write_add_filter_gzip(a);
   archive_write_set_format_pax_restricted(a);
   archive_write_open_filename(a, file.c_str());
-  const std::vector<std::pair<std::string, std::string>> entries = {
+  const testutil::PlainEntries entries = {
       {"cifar-10-batches-bin/", ""},
       {"cifar-10-batches-bin/data_batch_1.bin", std::string(3073 * 2, '\3')},
       {"cifar-10-batches-bin/test_batch.bin", std::string(3073, '\5')},
       {"cifar-10-batches-bin/batches.meta.txt", "airplane\nautomobile\n"}};
-  for (const auto& [name, data] : entries) {
-    struct archive_entry* e = archive_entry_new();
-    archive_entry_set_pathname(e, name.c_str());
-    archive_entry_set_filetype(e, name.back() == '/' ? AE_IFDIR : AE_IFREG);
-    archive_entry_set_perm(e, 0644);
-    archive_entry_set_size(e, static_cast<la_int64_t>(data.size()));
-    archive_write_header(a, e);
-    archive_write_data(a, data.data(), data.size());
-    archive_entry_free(e);
-  }
+  testutil::write_plain_entries(a, entries);
   archive_write_close(a);
   archive_write_free(a);
   return read_bytes(file);

@@ -16,6 +16,7 @@
 
 #include <unistd.h>
 
+#include "archive_entries.h"
 #include "pipeline/error.h"
 #include "test_util.h"
 
@@ -219,7 +220,7 @@ std::string deflated_zip(int storages, int numel, int unreferenced, size_t paddi
               std::string(reinterpret_cast<const char*>(&numel), 4) + "\x85" + binint1(1) + "\x85\x89}tR";
   }
   pickle += "u.";
-  std::vector<std::pair<std::string, std::string>> entries = {{"archive/data.pkl", pickle}};
+  testutil::PlainEntries entries = {{"archive/data.pkl", pickle}};
   for (int k = 0; k < storages; ++k) entries.emplace_back("archive/data/" + std::to_string(k), std::string(4 * numel, '\0'));
   for (int k = 0; k < unreferenced; ++k) entries.emplace_back("archive/data/x" + std::to_string(k), std::string(4 * numel, '\0'));
   entries.emplace_back("archive/padding", testutil::random_bytes(padding, 3));
@@ -230,16 +231,7 @@ std::string deflated_zip(int storages, int numel, int unreferenced, size_t paddi
   std::vector<char> buffer(64 << 20);
   size_t used = 0;
   archive_write_open_memory(a, buffer.data(), buffer.size(), &used);
-  for (const auto& [name, data] : entries) {
-    struct archive_entry* e = archive_entry_new();
-    archive_entry_set_pathname(e, name.c_str());
-    archive_entry_set_filetype(e, AE_IFREG);
-    archive_entry_set_perm(e, 0644);
-    archive_entry_set_size(e, static_cast<la_int64_t>(data.size()));
-    archive_write_header(a, e);
-    archive_write_data(a, data.data(), data.size());
-    archive_entry_free(e);
-  }
+  testutil::write_plain_entries(a, entries);
   archive_write_close(a);
   archive_write_free(a);
   return std::string(buffer.data(), used);
