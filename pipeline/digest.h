@@ -11,7 +11,8 @@ namespace pipeline {
 enum class DigestAlgorithm { Md5, Sha256 };
 
 // Digest of the whole file, streamed in 1 MiB blocks.
-// Throws pipeline::Error naming the file if it cannot be opened or read.
+// Throws pipeline::Error naming the file if it is not a regular file (a link to
+// /dev/zero would be read forever), cannot be opened or read.
 std::string file_digest(const std::filesystem::path& file, DigestAlgorithm algorithm);
 
 // Digest of a byte string (for tests and for digests of several files combined).

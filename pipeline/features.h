@@ -86,9 +86,13 @@ class FeatureWriter {
   // provenance["settings"] and an equal layout, the writer RESUMES it: resumed() is true
   // and rows_done() gives the rows already committed per split (the stored provenance
   // is replaced by `provenance`, so its informational keys describe this run).
+  // The partial file is first checked read-only in a child process (isolate.h); its
+  // rows_written may not claim rows whose chunks were never written.
   // Otherwise (missing, corrupt, other settings or layout) it is deleted and the writer
   // starts over. Throws pipeline::Error on a bad layout/provenance, when the partial
-  // file is locked by another process, or when the file cannot be created.
+  // file is locked by another process, is not a regular file, or made the child's
+  // check hang or crash (it is then kept: rerun with --force), or when the file cannot
+  // be created.
   FeatureWriter(const std::filesystem::path& final_path, const nlohmann::json& provenance,
                 const CacheLayout& layout);
   // Closes without finishing: the partial file stays for a later resume. Never throws.
@@ -135,9 +139,13 @@ class FeatureWriter {
 // Reads a complete cache. Not copyable; movable. All reads return CPU tensors.
 class FeatureReader {
  public:
-  // Opens and checks the file. Throws pipeline::Error when it does not exist ("no
-  // feature cache at ... run transfer-extract"), is not HDF5, has another schema
-  // version, is malformed, or is not complete (rerun transfer-extract to resume).
+  // Opens and checks the file, first in a forked child with a 30 s deadline (isolate.h:
+  // HDF5 can loop or crash on a damaged file), then here. Throws pipeline::Error when
+  // it does not exist ("no feature cache at ... run transfer-extract"), is not a
+  // regular file, is not HDF5, has another schema version, is malformed, is not
+  // complete (rerun transfer-extract to resume), claims completeness its numbers
+  // contradict (rows_written other than the rows, feature or label bytes not stored),
+  // or made the child hang or crash.
   explicit FeatureReader(const std::filesystem::path& path);
   ~FeatureReader();
   FeatureReader(FeatureReader&&) noexcept;

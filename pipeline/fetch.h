@@ -54,9 +54,13 @@ struct FetchResult {
 // options (an MD5 that is not 32 hex digits, a URL without a file name), and
 // pipeline::Error naming the file or URL for everything else: download failures, a
 // wrong MD5 (the downloaded file is deleted; a local --archive is left alone), a
-// damaged or hostile archive, an archive without the expected files or with a file
-// whose size is not a positive multiple of 3073 bytes, an unwritable out_dir, weights
-// whose SHA-256 contradicts their name. After a failure no folder or file that looks
+// damaged or hostile archive (links, entries the official archive does not hold, or
+// larger than its 10,000-record files), an archive without the expected files or with
+// a file whose size is not a positive multiple of 3073 bytes, unpacked files whose
+// published MD5 differs (official archive only), an existing cifar-10-batches-bin/
+// holding files the archive does not (never replaced), an unwritable out_dir, weights
+// whose SHA-256 contradicts their name, an archive or weights file that is not a
+// regular file. After a failure no folder or file that looks
 // finished is left behind: temporary folders are removed.
 FetchResult fetch(const FetchOptions& options);
 

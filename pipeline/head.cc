@@ -241,7 +241,6 @@ HeadSummary run_head(const HeadOptions& given) {
   metrics.device = compute.describe();
   metrics.confusion = result.members[best].confusion;
 
-  fs::create_directories(options.out);
   // config.json goes last: it is what marks the folder as finished and up to date.
   std::error_code ignored;
   fs::remove(options.out / "config.json", ignored);

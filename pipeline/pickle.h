@@ -23,8 +23,10 @@
 // Char,Byte,Bool}Storage. Nothing is executed; any other opcode or global is an Error
 // naming the file, the opcode (or global) and its byte offset in data.pkl. BUILD on a
 // dict (the state dict's `_metadata` attribute) is accepted and its state ignored.
-// Every length, index, shape and stride is bounds-checked, so bad input throws, never
-// crashes.
+// Every length, index, shape, stride and element count is bounds-checked, so bad input
+// throws, never crashes. Only the storages the pickle names are read (a second pass
+// over the zip), and together they may not hold more bytes than the file: torch.save
+// stores them uncompressed, so a compressed entry cannot inflate memory.
 //
 // Thread safety: the functions below share no state; call them from any thread.
 
