@@ -80,14 +80,21 @@ const std::map<std::string, at::ScalarType>& storage_types() {
 const char* kOrderedDict = "collections.OrderedDict";
 const char* kRebuildTensor = "torch._utils._rebuild_tensor_v2";
 const char* kRebuildParameter = "torch._utils._rebuild_parameter";
+const char* kRebuildTensorV1 = "torch._utils._rebuild_tensor";  // PyTorch 0.3 and older
 
 // ---------------------------------------------------------------------------------
 // The unpickler: a stack machine over the opcodes listed in pickle.h.
 
 class Unpickler {
  public:
-  Unpickler(std::string_view data, const StorageLoader& storages, const std::string& source)
-      : data_(data), storages_(storages), source_(source) {}
+  // Interprets the pickle that starts at byte `start` of `data`; `label` names the
+  // pickle in errors ("data.pkl", or "byte" for a legacy file, whose offsets are the file's).
+  Unpickler(std::string_view data, const StorageLoader& storages, const std::string& source,
+            std::string label = "data.pkl", size_t start = 0)
+      : data_(data), storages_(storages), source_(source), label_(std::move(label)), pos_(start) {}
+
+  // One past the STOP opcode, once run() has returned.
+  size_t end() const { return pos_; }
 
   Ref run() {
     while (true) {
@@ -147,7 +154,7 @@ class Unpickler {
 
  private:
   [[noreturn]] void error(const std::string& what) const {
-    fail("{}: data.pkl byte {}: {}", source_, op_offset_, what);
+    fail("{}: {} byte {}: {}", source_, label_, op_offset_, what);
   }
 
   // --- reading bytes, bounds-checked
@@ -276,11 +283,11 @@ class Unpickler {
     const std::string module = line();
     const std::string name = line();
     const std::string full = module + "." + name;
-    if (full != kOrderedDict && full != kRebuildTensor && full != kRebuildParameter &&
+    if (full != kOrderedDict && full != kRebuildTensor && full != kRebuildParameter && full != kRebuildTensorV1 &&
         storage_types().count(full) == 0) {
       error(fmt::format("unsupported global {} (a state dict holds only tensors; this reader "
-                        "knows {}, {}, {} and torch.*Storage)",
-                        full, kOrderedDict, kRebuildTensor, kRebuildParameter));
+                        "knows {}, {}, {}, {} and torch.*Storage)",
+                        full, kOrderedDict, kRebuildTensor, kRebuildTensorV1, kRebuildParameter));
     }
     auto value = std::make_shared<Value>(Kind::Global);
     value->text = full;
@@ -313,6 +320,11 @@ class Unpickler {
     } else if (name == kRebuildTensor) {
       // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
       if (a.size() != 6 && a.size() != 7) error(fmt::format("{} with {} arguments", name, a.size()));
+      push(rebuild_tensor(a[0], as_int(a[1], "storage offset"), as_ints(a[2], "size"),
+                          as_ints(a[3], "stride")));
+    } else if (name == kRebuildTensorV1) {
+      // (storage, storage_offset, size, stride)
+      if (a.size() != 4) error(fmt::format("{} with {} arguments", name, a.size()));
       push(rebuild_tensor(a[0], as_int(a[1], "storage offset"), as_ints(a[2], "size"),
                           as_ints(a[3], "stride")));
     } else if (name == kRebuildParameter) {
@@ -359,17 +371,20 @@ class Unpickler {
                         fmt::join(size, ","), fmt::join(stride, ","), offset, numel));
     }
     auto value = std::make_shared<Value>(Kind::Tensor);
-    value->tensor = storage->tensor.as_strided(size, stride, offset);
+    // Offsets count from the storage's start; a legacy storage view starts inside its root.
+    value->tensor = storage->tensor.as_strided(size, stride, offset + storage->tensor.storage_offset());
     return value;
   }
 
   void op_binpersid() {
     Ref pid = pop();
-    // ('storage', torch.<T>Storage, key, location, numel)
-    if (pid->kind != Kind::Tuple || pid->items.size() != 5 || pid->items[0]->kind != Kind::String ||
+    // Zip files: ('storage', torch.<T>Storage, key, location, numel). Legacy files add
+    // view_metadata: None, or (view_key, offset, numel) for a view into storage `key`.
+    const size_t n = pid->kind == Kind::Tuple ? pid->items.size() : 0;
+    if ((n != 5 && n != 6) || pid->items[0]->kind != Kind::String ||
         pid->items[0]->text != "storage" || pid->items[1]->kind != Kind::Global ||
         pid->items[2]->kind != Kind::String || pid->items[4]->kind != Kind::Int) {
-      error("unsupported persistent id (expected ('storage', type, key, location, numel))");
+      error("unsupported persistent id (expected ('storage', type, key, location, numel[, view]))");
     }
     auto type = storage_types().find(pid->items[1]->text);
     if (type == storage_types().end()) {
@@ -377,7 +392,7 @@ class Unpickler {
     }
     const std::string& key = pid->items[2]->text;
     const int64_t numel = pid->items[4]->integer;
-    if (numel < 0) error(fmt::format("storage {} has {} elements", key, numel));
+    if (numel < 0 || numel > kMaxElements) error(fmt::format("storage {} has {} elements", key, numel));
     auto value = std::make_shared<Value>(Kind::Storage);
     auto cached = loaded_.find(key);
     if (cached != loaded_.end()) {
@@ -388,6 +403,17 @@ class Unpickler {
     } else {
       value->tensor = storages_(key, type->second, numel);
       loaded_.emplace(key, value->tensor);
+    }
+    if (n == 6 && pid->items[5]->kind != Kind::None) {
+      const Ref& view = pid->items[5];
+      if (view->kind != Kind::Tuple || view->items.size() != 3 || view->items[0]->kind != Kind::String) {
+        error("unsupported storage view (expected (key, offset, numel))");
+      }
+      const int64_t offset = as_int(view->items[1], "view offset"), size = as_int(view->items[2], "view size");
+      if (offset < 0 || size < 0 || offset > numel || size > numel - offset) {
+        error(fmt::format("storage view [{}, +{}) outside storage {} of {} elements", offset, size, key, numel));
+      }
+      value->tensor = value->tensor.narrow(0, offset, size);
     }
     push(std::move(value));
   }
@@ -402,6 +428,7 @@ class Unpickler {
   std::string_view data_;
   const StorageLoader& storages_;
   const std::string& source_;
+  std::string label_;
   size_t pos_ = 0;
   size_t op_offset_ = 0;
   std::vector<Ref> stack_;
@@ -423,6 +450,9 @@ struct ArchiveDeleter {
 bool is_legacy_format(const std::string& head) {
   return head.size() >= 4 && head.compare(0, 4, "\x80\x02\x8a\x0a", 4) == 0;
 }
+
+// torch.save before PyTorch 0.1.10 wrote a tar archive ("ustar" at byte 257).
+bool is_tar_format(const std::string& head) { return head.size() >= 262 && head.compare(257, 5, "ustar") == 0; }
 
 std::string read_head(const std::filesystem::path& file, size_t n) {
   std::ifstream in(file, std::ios::binary);
@@ -530,12 +560,8 @@ ZipContents read_zip_index(const std::filesystem::path& file, uintmax_t file_siz
   return zip;
 }
 
-}  // namespace
-
-TensorDict unpickle_tensor_dict(std::string_view pickle, const StorageLoader& storages,
-                                const std::string& source) {
-  Unpickler unpickler(pickle, storages, source);
-  Ref result = unpickler.run();
+// The unpickled object as a state dict: a dict of str -> tensor, keys in order.
+TensorDict to_tensor_dict(const Ref& result, const std::string& source) {
   if (result->kind != Kind::Dict) {
     fail("{}: holds a {}, not a dict of tensors (a state dict: save model.state_dict())", source,
          kind_name(result->kind));
@@ -562,26 +588,173 @@ TensorDict unpickle_tensor_dict(std::string_view pickle, const StorageLoader& st
   return out;
 }
 
+// ---------------------------------------------------------------------------------
+// The legacy (pre-1.6) format: five pickles, then the storages' bytes.
+//   magic number (PROTO 2, LONG1 0x1950a86a20f9469cfc6c, STOP)
+//   protocol version 1001
+//   sys_info {'protocol_version', 'little_endian': True, 'type_sizes': {...}}
+//   the saved object, storages as persistent ids with a 6th field (view metadata)
+//   the list of storage keys, in the order their data follows
+// then per key: numel as an int64 (little-endian) and numel * itemsize raw bytes.
+
+// The pickles of a state dict are small (resnet50's: 60 KB); the storages follow them.
+constexpr size_t kMaxLegacyPickleBytes = 64u << 20;
+
+class LegacyFile {
+ public:
+  LegacyFile(const std::filesystem::path& file, uintmax_t file_size)
+      : source_(file.string()), size_(file_size), in_(file, std::ios::binary) {
+    if (!in_) fail("cannot open {}: {}", source_, std::strerror(errno));
+    head_.resize(static_cast<size_t>(std::min<uintmax_t>(file_size, kMaxLegacyPickleBytes)));
+    in_.read(head_.data(), static_cast<std::streamsize>(head_.size()));
+    if (static_cast<size_t>(in_.gcount()) != head_.size()) fail("cannot read {}: it changed while being read", source_);
+  }
+
+  TensorDict read() {
+    static const std::string kMagic("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e", 15);
+    if (head_.compare(0, kMagic.size(), kMagic) != 0) {
+      fail("{}: does not begin with torch.save's magic number (corrupt; download or save it again)", source_);
+    }
+    size_t pos = kMagic.size();
+    const StorageLoader none = [&](const std::string&, at::ScalarType, int64_t) -> at::Tensor {
+      fail("{}: byte {}: a storage before the saved object", source_, pos);
+    };
+    Ref version = run(none, pos);
+    if (version->kind != Kind::Int || version->integer != 1001) {
+      fail("{}: torch.save protocol version is not 1001 (corrupt, or from an unknown PyTorch)", source_);
+    }
+    Ref sys_info = run(none, pos);
+    if (!little_endian(sys_info)) fail("{}: was saved on a big-endian machine; only little-endian files are supported", source_);
+
+    // Storages are allocated as the object names them (their total bounded by the
+    // file's size) and filled from the bytes after the key list.
+    std::map<std::string, at::Tensor> named;
+    uintmax_t total = 0;
+    const StorageLoader loader = [&](const std::string& key, at::ScalarType dtype, int64_t numel) {
+      total += static_cast<uintmax_t>(numel) * c10::elementSize(dtype);
+      if (total > size_) {
+        fail("{}: its storages hold {} bytes or more, more than the file's {} (corrupt; download or save it again)",
+             source_, total, size_);
+      }
+      at::Tensor storage = at::empty({numel}, at::TensorOptions().dtype(dtype));
+      named[key] = storage;
+      return storage;
+    };
+    Ref object = run(loader, pos);
+    Ref keys = run(none, pos);
+    if (keys->kind != Kind::List) fail("{}: the storage key list is a {}, not a list", source_, kind_name(keys->kind));
+    TensorDict dict = to_tensor_dict(object, source_);
+
+    uintmax_t offset = pos;
+    std::map<std::string, bool> filled;
+    for (const Ref& key : keys->items) {
+      if (key->kind != Kind::String) fail("{}: a storage key is a {}, not a str", source_, kind_name(key->kind));
+      auto it = named.find(key->text);
+      if (it == named.end()) fail("{}: storage {} is listed but not used by the saved object", source_, key->text);
+      if (!filled.emplace(key->text, true).second) fail("{}: storage {} is listed twice", source_, key->text);
+      at::Tensor& storage = it->second;
+      const int64_t numel = static_cast<int64_t>(read_u64(offset, key->text));
+      offset += 8;
+      if (numel != storage.numel()) {
+        fail("{}: byte {}: storage {} holds {} elements, but the object says {}", source_, offset - 8, key->text, numel,
+             storage.numel());
+      }
+      const uintmax_t bytes = static_cast<uintmax_t>(storage.nbytes());
+      read_at(offset, static_cast<char*>(storage.data_ptr()), bytes, key->text);
+      offset += bytes;
+    }
+    if (filled.size() != named.size()) {
+      for (const auto& [key, tensor] : named) {
+        if (!filled.count(key)) fail("{}: storage {} is used by the saved object but not listed", source_, key);
+      }
+    }
+    return dict;
+  }
+
+ private:
+  Ref run(const StorageLoader& loader, size_t& pos) {
+    if (pos >= head_.size()) {
+      fail("{}: ends after byte {}, before the saved object is complete (truncated; download or save it again)",
+           source_, pos);
+    }
+    Unpickler unpickler(head_, loader, source_, "byte", pos);
+    try {
+      Ref result = unpickler.run();
+      pos = unpickler.end();
+      return result;
+    } catch (const Error& e) {
+      if (head_.size() < size_ && std::string(e.what()).find("truncated") != std::string::npos) {
+        fail("{}: its pickles are larger than {} MiB: not a state dict this reader accepts", source_,
+             kMaxLegacyPickleBytes >> 20);
+      }
+      throw;
+    }
+  }
+
+  static bool little_endian(const Ref& info) {
+    if (info->kind != Kind::Dict) return false;
+    for (size_t i = 0; i + 1 < info->items.size(); i += 2) {
+      if (info->items[i]->kind == Kind::String && info->items[i]->text == "little_endian") {
+        return info->items[i + 1]->kind == Kind::Bool && info->items[i + 1]->boolean;
+      }
+    }
+    return false;
+  }
+
+  void read_at(uintmax_t offset, char* out, uintmax_t n, const std::string& key) {
+    if (offset > size_ || n > size_ - offset) {
+      fail("{}: storage {} needs bytes {}..{}, but the file has {} (truncated; download or save it again)", source_,
+           key, offset, offset + n, size_);
+    }
+    in_.clear();
+    in_.seekg(static_cast<std::streamoff>(offset));
+    in_.read(out, static_cast<std::streamsize>(n));
+    if (!in_ || static_cast<uintmax_t>(in_.gcount()) != n) {
+      fail("cannot read {} at byte {}: {}", source_, offset, std::strerror(errno));
+    }
+  }
+  uint64_t read_u64(uintmax_t offset, const std::string& key) {
+    unsigned char b[8];
+    read_at(offset, reinterpret_cast<char*>(b), 8, key);
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = (v << 8) | b[i];
+    return v;
+  }
+
+  std::string source_;
+  uintmax_t size_;
+  std::ifstream in_;
+  std::string head_;
+};
+
+}  // namespace
+
+TensorDict unpickle_tensor_dict(std::string_view pickle, const StorageLoader& storages,
+                                const std::string& source) {
+  Unpickler unpickler(pickle, storages, source);
+  return to_tensor_dict(unpickler.run(), source);
+}
+
 TensorDict read_torch_save_dict(const std::filesystem::path& file) {
   const std::string source = file.string();
   require_regular_file(file, "torch.save file");
-  const std::string head = read_head(file, 4);
-  if (is_legacy_format(head)) {
-    fail("{} is in torch.save's legacy (pre-1.6, non-zip) format, which this reader does not "
-         "support; re-save it with a current PyTorch (torch.save(torch.load(f), f)) or use the "
-         "current alexnet-owt-7be5be79.pth",
-         source);
-  }
-  if (head.size() < 4 || head.compare(0, 2, "PK") != 0) {
-    fail("{} is not a torch.save file: it is not a zip archive{}", source,
-         head.empty() ? " (it is empty)" : "");
-  }
+  const std::string head = read_head(file, 512);
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
   fail("{}: reading torch.save files needs a little-endian machine", source);
 #endif
   std::error_code ec;
   const uintmax_t file_size = std::filesystem::file_size(file, ec);
   if (ec) fail("cannot read {}: {}", source, ec.message());
+  if (is_legacy_format(head)) return LegacyFile(file, file_size).read();
+  if (is_tar_format(head)) {
+    fail("{} is in torch.save's tar format (PyTorch before 0.1.10), which this reader does not support; "
+         "re-save it with PyTorch (torch.save(torch.load(f), f))",
+         source);
+  }
+  if (head.size() < 4 || head.compare(0, 2, "PK") != 0) {
+    fail("{} is not a torch.save file: it is neither a zip archive nor the legacy format{}", source,
+         head.empty() ? " (it is empty)" : "");
+  }
   const ZipContents zip = read_zip_index(file, file_size);
   if (zip.pickle_name.empty()) {
     fail("{}: the zip archive has no <name>/data.pkl entry, so it is not a torch.save file", source);

@@ -4,7 +4,7 @@
 // cannot read torchvision's weights: its unpickler turns collections.OrderedDict, which
 // every state dict is, into None.)
 //
-// File format: torch.save's zip archive (PyTorch >= 1.6), entries stored uncompressed:
+// Two file formats. torch.save's zip archive (PyTorch >= 1.6), entries stored uncompressed:
 //   <prefix>/data.pkl        the saved object, pickled (protocol 2); each tensor's storage
 //                            is a persistent id ('storage', torch.<T>Storage, key,
 //                            location, numel) naming the entry below
@@ -12,6 +12,13 @@
 //   <prefix>/version         "3\n"; 2.x adds byteorder ("little"), .format_version, ...
 // <prefix> is the archive name chosen at save time: "archive", or the file's stem
 // (torchvision's weights use "alexnet-owt-7be5be79"). Entries other than these are ignored.
+// And the legacy format (PyTorch < 1.6, or _use_new_zipfile_serialization=False; e.g.
+// torchvision's vgg16-397923af.pth, alexnet-owt-4df8aa71.pth, resnet18-5c106cde.pth):
+// five pickles -- magic number, protocol version 1001, sys_info (little_endian must be
+// True), the saved object (persistent ids carry a 6th field, None or a storage view
+// (key, offset, numel)), the list of storage keys -- then per listed key an int64 numel
+// and the storage's raw bytes. Its pickles must fit in the first 64 MiB. The still older
+// tar format (before PyTorch 0.1.10) gets an error saying so.
 //
 // The pickle reader is deliberately small: it interprets exactly the opcodes torch.save
 // emits for a dict of tensors -- PROTO, GLOBAL, BINPUT, LONG_BINPUT, BINGET, LONG_BINGET,
@@ -19,14 +26,17 @@
 // SHORT_BINUNICODE, BININT, BININT1, BININT2, LONG1 (up to 8 bytes), NEWTRUE, NEWFALSE,
 // NONE, BINFLOAT, REDUCE, BINPERSID, SETITEM, SETITEMS, APPEND, APPENDS, BUILD, STOP --
 // and these globals only: collections.OrderedDict, torch._utils._rebuild_tensor_v2,
-// torch._utils._rebuild_parameter, torch.{Float,Double,Half,BFloat16,Long,Int,Short,
+// torch._utils._rebuild_tensor (PyTorch 0.3), torch._utils._rebuild_parameter, torch.{Float,Double,Half,BFloat16,Long,Int,Short,
 // Char,Byte,Bool}Storage. Nothing is executed; any other opcode or global is an Error
-// naming the file, the opcode (or global) and its byte offset in data.pkl. BUILD on a
+// naming the file, the opcode (or global) and its byte offset (in data.pkl; in a legacy
+// file, in the file). BUILD on a
 // dict (the state dict's `_metadata` attribute) is accepted and its state ignored.
 // Every length, index, shape, stride and element count is bounds-checked, so bad input
 // throws, never crashes. Only the storages the pickle names are read (a second pass
 // over the zip), and together they may not hold more bytes than the file: torch.save
-// stores them uncompressed, so a compressed entry cannot inflate memory.
+// stores them uncompressed, so a compressed entry cannot inflate memory. A legacy
+// file's listed storages must be exactly those its object names, each with the numel
+// the object gives it, and inside the file.
 //
 // Thread safety: the functions below share no state; call them from any thread.
 
@@ -45,11 +55,11 @@ namespace pipeline {
 // (key, tensor) pairs in the saved dict's order.
 using TensorDict = std::vector<std::pair<std::string, at::Tensor>>;
 
-// Reads a torch.save zip file whose object is a dict (or OrderedDict) of str -> tensor.
+// Reads a torch.save file (zip or legacy) whose object is a dict (or OrderedDict) of str -> tensor.
 // Tensors come back on the CPU with the saved dtype, shape, strides and storage offset;
 // tensors that shared a storage when saved share one here (like torch.load).
-// Throws pipeline::Error naming `file` when it is missing or unreadable, in the legacy
-// pre-1.6 format (says so and how to re-save it), a truncated or corrupt zip archive,
+// Throws pipeline::Error naming `file` when it is missing or unreadable, in the tar
+// format (says so and how to re-save it), a truncated or corrupt zip or legacy file,
 // lacks data.pkl or a storage it refers to, uses pickle features outside the list
 // above, or holds something other than a dict of tensors.
 TensorDict read_torch_save_dict(const std::filesystem::path& file);

@@ -1,5 +1,5 @@
 // fuzz-parsers: seeded-mutation fuzzing of every reader of untrusted files -- the
-// CIFAR-10 batch decoder, the torch.save reader, the feature-cache reader and the
+// CIFAR-10 batch decoder, the torch.save reader (zip and legacy formats), the feature-cache reader and the
 // archive unpacker.
 //
 //   fuzz-parsers [--iterations N] [--seed S] [--only cifar|torch|cache|archive] [--keep DIR]
@@ -194,7 +194,9 @@ int main(int argc, char** argv) {
        }},
       {"torch",
        {read_bytes(fs::path(TRANSFER_FIXTURES) / "tiny_state_dict.pth"),
-        read_bytes(fs::path(TRANSFER_FIXTURES) / "torch2_state_dict.pth")},
+        read_bytes(fs::path(TRANSFER_FIXTURES) / "torch2_state_dict.pth"),
+        read_bytes(fs::path(TRANSFER_FIXTURES) / "legacy_pair_legacy.pth"),
+        read_bytes(fs::path(TRANSFER_FIXTURES) / "legacy_state_dict.pth")},
        ".pth",
        [](const fs::path& file) {
          for (const auto& [key, tensor] : pipeline::read_torch_save_dict(file)) (void)tensor.sum().item<double>();
