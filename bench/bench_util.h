@@ -1,5 +1,5 @@
 #pragma once
-// Shared pieces of the benchmarks: wall-clock timing and AlexNet's bare forward pass,
+// Shared pieces of the benchmarks: wall-clock timing and a backbone's bare forward pass,
 // the yardstick every stage's throughput is compared with (in the same run, on the
 // same machine, so that the printed ratios mean something on a noisy shared box).
 
@@ -8,14 +8,16 @@
 #include <torch/version.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <functional>
 #include <string>
 #include <thread>
 
-#include "pipeline/alexnet.h"
+#include "pipeline/models/backbone_net.h"
 #include "pipeline/device.h"
+#include "pipeline/error.h"
 
 namespace bench {
 
@@ -41,20 +43,42 @@ inline double seconds(const std::function<void()>& f) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// Images per second of AlexNet's eval forward pass (fc7 and below, channels-last on a
-// CPU, the given precision) on ready tensors of `side` pixels, after one warm-up batch.
-inline double bare_forward_rate(int64_t side, int64_t batch, int64_t batches, const pipeline::Compute& compute) {
+// The --backbone flag's value of a benchmark's argv (argv[i] == "--backbone"), or
+// "alexnet". Unknown names end the benchmark with the registered ones listed.
+inline const pipeline::Backbone& backbone_arg(int& argc, char** argv) {
+  std::string name = "alexnet";
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::string(argv[i]) == "--backbone") {
+      name = argv[i + 1];
+      for (int j = i; j + 2 <= argc; ++j) argv[j] = argv[j + 2];
+      argc -= 2;
+      break;
+    }
+  }
+  try {
+    return pipeline::backbone(name);
+  } catch (const pipeline::Error& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    std::exit(2);
+  }
+}
+
+// Images per second of the backbone's eval forward pass (its default tap and below,
+// channels-last on a CPU, the given precision) on ready tensors of `side` pixels, after
+// one warm-up batch.
+inline double bare_forward_rate(const pipeline::Backbone& backbone, int64_t side, int64_t batch, int64_t batches,
+                                const pipeline::Compute& compute) {
   torch::NoGradGuard no_grad;
-  pipeline::AlexNet model;
+  const std::shared_ptr<pipeline::BackboneNet> model = backbone.build();
   model->eval();
   model->to(compute.device);
-  if (!compute.cuda()) pipeline::to_channels_last(model);
+  if (!compute.cuda()) pipeline::to_channels_last(*model);
   if (compute.precision != pipeline::Precision::Fp32) model->to(compute.dtype());
   at::Tensor x = torch::randn({batch, 3, side, side}).to(compute.device);
   if (!compute.cuda()) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
   x = x.to(compute.dtype());
   auto run = [&] {
-    auto out = model->forward_taps(x, {pipeline::Tap::Fc7});
+    auto out = model->forward_taps(x, {backbone.default_tap()});
     out.begin()->second.to(torch::kCPU);
   };
   run();

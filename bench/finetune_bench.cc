@@ -1,7 +1,7 @@
 // transfer-finetune's training throughput against a bare forward+backward+Adam step on
 // ready tensors (same size, batch, precision, threads, one run): what decoding,
 // preprocessing and the loop cost on top of the model. Target: >= 0.95.
-//   bench-finetune [image_size=128] [images=512] [precision=fp32]
+//   bench-finetune [--backbone alexnet|resnet18|resnet50|vgg16] [image_size=128] [images=512] [precision=fp32]
 #include <filesystem>
 #include <string>
 
@@ -13,6 +13,7 @@ namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
   bench::print_machine();
+  const pipeline::Backbone& backbone = bench::backbone_arg(argc, argv);
   const int64_t side = argc > 1 ? std::atoll(argv[1]) : 128;
   const int64_t images = argc > 2 ? std::atoll(argv[2]) : 512;
   const std::string precision = argc > 3 ? argv[3] : "fp32";
@@ -23,6 +24,7 @@ int main(int argc, char** argv) {
 
   pipeline::FinetuneOptions options;
   options.data = dir / "data";
+  options.backbone = backbone.name();
   options.weights = "random:0";
   options.out = dir / "run";
   options.epochs = 1;
@@ -34,10 +36,10 @@ int main(int argc, char** argv) {
 
   // The bare step: the same model, optimizer and precision on one ready batch.
   const pipeline::Compute compute = pipeline::resolve_compute(options.compute);
-  pipeline::AlexNet model;
-  model->replace_last_layer(10);
+  const std::shared_ptr<pipeline::BackboneNet> model = backbone.build();
+  model->replace_classifier(10);
   model->to(compute.device);
-  if (!compute.cuda()) pipeline::to_channels_last(model);
+  if (!compute.cuda()) pipeline::to_channels_last(*model);
   model->train();
   torch::optim::Adam adam(model->parameters(), 1e-3);
   at::Tensor x = torch::randn({batch, 3, side, side}).to(compute.device);
@@ -59,6 +61,7 @@ int main(int argc, char** argv) {
   const double bare = static_cast<double>(batch * steps) / bench::seconds([&] {
     for (int64_t i = 0; i < steps; ++i) step();
   });
+  std::printf("%s at %lld px, %s\n", backbone.title().c_str(), static_cast<long long>(side), precision.c_str());
   std::printf("fine-tune stage: %.1f images/s (training phase, data included) on %s\n",
               run.metrics.images_per_second, run.metrics.device.c_str());
   std::printf("bare forward+backward+Adam step on ready tensors: %.1f images/s\n", bare);

@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
   const double floor_s = steps * step_s + eval_rows * eval_s;
 
   const pipeline::Compute compute = pipeline::resolve_compute({"cpu", "fp32", 0});
-  const double forward_rate = bench::bare_forward_rate(224, 64, 3, compute);
+  const double forward_rate = bench::bare_forward_rate(pipeline::backbone("alexnet"), 224, 64, 3, compute);
   const double forward_pass_seconds = static_cast<double>(train_rows) / forward_rate;
   const double one_s = generated.one_s;
   std::printf("the sweep's float32 matrix products alone (%lld steps + scoring %lld rows): %.2f s; sweep / products = "

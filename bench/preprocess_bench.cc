@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
     all_cl = rate(true, channels_last);
   }
   pipeline::Compute compute = pipeline::resolve_compute({"cpu", "fp32", cores});
-  const double forward = bench::bare_forward_rate(side, 64, 3, compute);
+  const double forward = bench::bare_forward_rate(pipeline::backbone("alexnet"), side, 64, 3, compute);
   std::printf("preprocess %lld px, NCHW: 1 thread %.0f images/s, %d threads %.0f images/s (x%.2f)\n",
               static_cast<long long>(side), one, cores, all, all / one);
   std::printf("preprocess %lld px, channels-last: 1 thread %.0f images/s, %d threads %.0f images/s (x%.2f)\n",

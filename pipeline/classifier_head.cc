@@ -2,7 +2,8 @@
 
 #include <torch/torch.h>
 
-#include "pipeline/alexnet.h"
+#include "pipeline/error.h"
+#include "pipeline/models/backbone_net.h"
 #include "pipeline/torch_files.h"
 
 namespace pipeline {
@@ -19,22 +20,23 @@ struct ClassifierHead::Impl {
   }
 };
 
-ClassifierHead::ClassifierHead(int64_t classes, double lr, double weight_decay, uint64_t seed,
+ClassifierHead::ClassifierHead(const Backbone& backbone, int64_t classes, double lr, double weight_decay, uint64_t seed,
                                const StateDict* pretrained, const Compute& compute)
     : impl_(std::make_unique<Impl>()) {
   impl_->compute = compute;
-  torch::manual_seed(seed);
-  impl_->classifier = alexnet_classifier(classes);
-  if (pretrained != nullptr) {
-    // Same names as torchvision's classifier.N.*; the new last layer stays as drawn.
-    StateDict hidden;
-    for (const auto& [name, tensor] : *pretrained) {
-      for (const char* layer : {"classifier.1.", "classifier.4."}) {
-        if (name.rfind(layer, 0) == 0) hidden.emplace_back(name.substr(std::string("classifier.").size()), tensor);
-      }
-    }
-    load_state_dict(*impl_->classifier, hidden, "pretrained fc6/fc7", /*strict=*/false);
+  if (backbone.classifier_tap().empty()) {
+    usage_fail("{} has a one-layer classifier: train it with --head linear", backbone.title());
   }
+  // The whole network is built (and dropped, all but its classifier) so that the
+  // classifier's layers and names are the backbone's own.
+  torch::manual_seed(seed);
+  const std::shared_ptr<BackboneNet> net = backbone.build();
+  if (pretrained != nullptr) {
+    // Same names as torchvision's; the new last layer is drawn after.
+    load_state_dict(*net, *pretrained, "pretrained classifier", /*strict=*/false);
+  }
+  net->replace_classifier(classes);
+  impl_->classifier = net->classifier_from_tap();
   impl_->optimizer = std::make_unique<torch::optim::Adam>(
       impl_->classifier->parameters(), torch::optim::AdamOptions(lr).weight_decay(weight_decay));
   impl_->best = std::make_unique<ParameterSnapshot>(impl_->classifier->parameters());

@@ -8,7 +8,7 @@
 #include <chrono>
 #include <ctime>
 
-#include "pipeline/alexnet.h"
+#include "pipeline/models/backbone_net.h"
 #include "pipeline/batches.h"
 #include "pipeline/cifar10.h"
 #include "pipeline/error.h"
@@ -26,9 +26,10 @@ namespace {
 
 void validate(const ExtractOptions& o) {
   if (o.out.empty()) usage_fail("--out is required (the cache file, e.g. cache/fc7.h5)");
-  check_image_size(o.image_size);
+  const Backbone& spec = backbone(o.backbone);
+  check_image_size(spec, o.image_size);
   if (o.batch_size < 1) usage_fail("--batch-size must be at least 1, got {}", o.batch_size);
-  parse_taps(o.taps);
+  parse_taps(spec, o.taps.empty() ? spec.default_tap() : o.taps);
   parse_feature_dtype(o.dtype);
   normalization_by_name(o.normalize);
   parse_precision(o.compute.precision);
@@ -74,12 +75,13 @@ at::Tensor preprocessed_batch(const Preprocessor& preprocess, const at::Tensor& 
 }
 
 // Relative L2 error of each tap of `reduced` (a lower precision) against `reference`.
-json relative_errors(const std::map<Tap, at::Tensor>& reference, const std::map<Tap, at::Tensor>& reduced) {
+json relative_errors(const std::map<std::string, at::Tensor>& reference,
+                     const std::map<std::string, at::Tensor>& reduced) {
   json errors = json::object();
   for (const auto& [tap, value] : reference) {
     const at::Tensor r = value.to(torch::kCPU, torch::kFloat);
     const at::Tensor d = reduced.at(tap).to(torch::kCPU, torch::kFloat) - r;
-    errors[tap_name(tap)] = (d.norm() / r.norm().clamp_min(1e-30)).item<double>();
+    errors[tap] = (d.norm() / r.norm().clamp_min(1e-30)).item<double>();
   }
   return errors;
 }
@@ -89,6 +91,9 @@ json relative_errors(const std::map<Tap, at::Tensor>& reference, const std::map<
 ExtractSummary run_extract(const ExtractOptions& given) {
   validate(given);
   ExtractOptions options = given;
+  const Backbone& spec = backbone(options.backbone);
+  options.weights = resolve_weights(options.weights, spec);
+  if (options.taps.empty()) options.taps = spec.default_tap();
   options.out = output_path(given.out, "--out");
   // The output is checked before any work: it may not overwrite an input, and its
   // folder must be writable (else an hour of extraction would end in a failed rename).
@@ -98,28 +103,27 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   refuse_output_over_inputs(options.out, inputs, "--out");
   refuse_output_over_inputs(options.out.string() + ".partial", inputs, "--out");
   prepare_output_file(options.out, "--out");
-  const std::vector<Tap> taps = parse_taps(options.taps);
+  const std::vector<std::string> taps = parse_taps(spec, options.taps);
   const Normalization normalization = normalization_by_name(options.normalize);
   const FeatureDtype dtype = parse_feature_dtype(options.dtype);
   const Compute compute = resolve_compute(options.compute);
   ExtractSummary summary;
   summary.device = compute.describe();
 
-  AlexNet model;
-  const WeightsInfo weights = load_alexnet_weights(model, weights_source);
-  spdlog::info("weights: {}", weights.describe());
+  const std::shared_ptr<BackboneNet> model = spec.build();
+  const WeightsInfo weights = load_weights(*model, weights_source);
+  spdlog::info("{}: {}", spec.title(), weights.describe());
 
   // What determines the cache's contents (row counts follow from the data and limits).
-  json tap_names = json::array();
-  for (Tap tap : taps) tap_names.push_back(tap_name(tap));
-  const json settings = {{"weights_sha256", weights.sha256},
+  const json settings = {{"backbone", spec.name()},
+                         {"weights_sha256", weights.sha256},
                          {"pretrained", weights.pretrained},
                          {"dataset_sha256", cifar_digest(options.data)},
                          {"image_size", options.image_size},
                          {"normalization", normalization.name},
                          {"mean", normalization.mean},
                          {"std", normalization.stddev},
-                         {"taps", tap_names},
+                         {"taps", taps},
                          {"dtype", to_string(dtype)},
                          {"precision", to_string(compute.precision)},
                          {"limit_train", options.limit_train},
@@ -140,7 +144,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   torch::NoGradGuard no_grad;
   model->eval();
   model->to(compute.device);
-  if (!compute.cuda()) to_channels_last(model);
+  if (!compute.cuda()) to_channels_last(*model);
   const Preprocessor preprocess(options.image_size, normalization);
 
   json provenance = {{"settings", settings},
@@ -166,7 +170,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   layout.train_rows = train.size();
   layout.test_rows = test.size();
   layout.dtype = dtype;
-  for (Tap tap : taps) layout.taps.emplace_back(tap_name(tap), tap_width(tap));
+  for (const std::string& tap : taps) layout.taps.emplace_back(tap, tap_width(spec, tap));
   FeatureWriter writer(options.out, provenance, layout);
   summary.resumed = writer.resumed();
   if (writer.resumed()) {
@@ -201,7 +205,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
       const at::Tensor x = to_model(source.next(), compute);
       const auto outputs = model->forward_taps(x, taps);
       std::map<std::string, at::Tensor> rows_out;
-      for (const auto& [tap, value] : outputs) rows_out[tap_name(tap)] = value.to(torch::kCPU, torch::kFloat);
+      for (const auto& [tap, value] : outputs) rows_out[tap] = value.to(torch::kCPU, torch::kFloat);
       const int64_t row = batch.front(), count = static_cast<int64_t>(batch.size());
       writer.write(split, row, images->labels.slice(0, row, row + count), rows_out);
       progress.advance(count);

@@ -1,6 +1,6 @@
 #pragma once
-// Approach 1, step 1 (transfer-extract): run the frozen AlexNet once over every CIFAR-10
-// image and keep the chosen layers' activations in the HDF5 feature cache
+// Approach 1, step 1 (transfer-extract): run a frozen backbone (pipeline/models/) once
+// over every CIFAR-10 image and keep the chosen layers' activations in the HDF5 feature cache
 // (pipeline/features.h), so that heads can then be trained on them in seconds.
 //
 // Eval mode, no autograd, CUDA when present. On a CPU the model runs in channels-last
@@ -19,11 +19,12 @@ namespace pipeline {
 
 struct ExtractOptions {
   std::filesystem::path data = "data/cifar-10-batches-bin";  // CIFAR-10 folder
-  std::string weights = "data/alexnet-owt-7be5be79.pth";     // file or random:SEED
+  std::string backbone = "alexnet";                          // a registered backbone (models/backbone.h)
+  std::string weights;                                       // file or random:SEED ("": data/<its torchvision file>)
   std::filesystem::path out;                                 // the cache file (.h5)
   bool force = false;                                        // rebuild even if up to date
-  std::string taps = "fc7";                                  // comma list: pool5,fc6,fc7,logits
-  int64_t image_size = 224;                                  // resize 32 -> this (>= 63)
+  std::string taps;                                          // comma list of the backbone's taps ("": its default tap)
+  int64_t image_size = 224;                                  // resize 32 -> this (>= the backbone's minimum)
   std::string normalize = "imagenet";                        // imagenet | half
   int64_t batch_size = 128;
   ComputeOptions compute;                                    // device, precision, threads
@@ -44,8 +45,9 @@ struct ExtractSummary {
   std::string device;        // Compute::describe()
 };
 
-// Builds or resumes the cache. Throws UsageError for bad settings (image size < 63,
-// unknown tap/dtype/precision, fp16 on a CPU) and Error for run-time failures
+// Builds or resumes the cache; its settings record the backbone, so a cache of another
+// backbone is never reused. Throws UsageError for bad settings (unknown backbone, image
+// size below its minimum, unknown tap/dtype/precision, fp16 on a CPU) and Error for run-time failures
 // (missing data or weights, I/O).
 ExtractSummary run_extract(const ExtractOptions& options);
 

@@ -15,6 +15,7 @@
 #include "pipeline/download.h"
 #include "pipeline/error.h"
 #include "pipeline/files.h"
+#include "pipeline/models/backbone.h"
 
 namespace pipeline {
 namespace fs = std::filesystem;
@@ -243,9 +244,15 @@ std::string checked_weights_digest(const fs::path& file, const std::string& name
 }
 
 void fetch_weights(const FetchOptions& options, FetchResult& result) {
+  const Backbone& spec = backbone(options.backbone);
   const bool local = !options.weights_file.empty();
   const std::string name = local ? options.weights_file.filename().string()
                                  : file_name_of_url(options.weights_url, "--weights-url");
+  if (name.rfind(spec.name(), 0) != 0) {
+    // torchvision names every weights file after its network; the stages check the fit.
+    spdlog::warn("{} does not look like {} weights (torchvision's is {}); the stages will refuse it if it does not fit",
+                 name, spec.title(), spec.weights().file);
+  }
   const fs::path dest = options.out_dir / name;
   result.weights_path = dest;
 
@@ -304,13 +311,15 @@ FetchResult fetch(const FetchOptions& options) {
   if (options.timeout_seconds <= 0) usage_fail("--timeout must be positive, not {}", options.timeout_seconds);
   FetchOptions resolved = options;
   resolved.out_dir = output_path(options.out_dir, "--out");
+  const Backbone& spec = backbone(options.backbone);
+  if (resolved.weights_url.empty()) resolved.weights_url = spec.weights().url;
   refuse_output_over_inputs(resolved.out_dir / kCifar10DirName, {options.archive, options.weights_file}, "--out");
   ensure_dir(resolved.out_dir);
 
   FetchResult result;
   fetch_cifar(resolved, md5, result);
   if (options.skip_weights) {
-    spdlog::info("skipping the AlexNet weights as asked");
+    spdlog::info("skipping the {} weights as asked", spec.title());
   } else {
     fetch_weights(resolved, result);
   }

@@ -1,5 +1,5 @@
 #pragma once
-// The fetch stage: CIFAR-10 (binary version) and torchvision's AlexNet weights, each
+// The fetch stage: CIFAR-10 (binary version) and a backbone's torchvision weights, each
 // downloaded (or taken from a local file), verified, and put in place atomically.
 //
 // On disk, under FetchOptions::out_dir:
@@ -7,7 +7,8 @@
 //                                    the archive holds, e.g. batches.meta.txt)
 //   cifar-10-batches-bin/.verified   written last: the archive's MD5 and a newline.
 //                                    A folder without it is not used (and is replaced).
-//   <weights file name>              e.g. alexnet-owt-7be5be79.pth, sha256-checked
+//   <weights file name>              e.g. resnet18-f37072fd.pth, sha256-checked against its
+//                                    name (as torchvision's hub does)
 //   <archive file name>              a downloaded archive is kept (not a local --archive)
 // Temporary names used while working (removed on failure, never mistaken for results):
 //   .cifar-10-batches-bin.tmp-XXXXXX/   the archive unpacked, checked, then renamed
@@ -21,7 +22,6 @@ namespace pipeline {
 
 inline constexpr const char* kCifar10Url = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
 inline constexpr const char* kCifar10Md5 = "c32a1d4ab5d03f1284b67883e8d87530";
-inline constexpr const char* kAlexNetWeightsUrl = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth";
 inline constexpr const char* kCifar10DirName = "cifar-10-batches-bin";
 // Marker file inside kCifar10DirName, written once the folder is complete and checked.
 inline constexpr const char* kCifar10VerifiedMarker = ".verified";
@@ -31,8 +31,9 @@ struct FetchOptions {
   std::string url = kCifar10Url;          // where to download the archive (a mirror; http, https or file)
   std::filesystem::path archive;          // local archive instead of downloading (offline); empty = download
   std::string md5 = kCifar10Md5;          // expected archive MD5, 32 hex digits (override for a repack/mirror)
-  bool skip_weights = false;              // do not fetch the AlexNet weights
-  std::string weights_url = kAlexNetWeightsUrl;  // where to download the weights
+  bool skip_weights = false;              // do not fetch the backbone's weights
+  std::string backbone = "alexnet";       // whose weights (pipeline/models/backbone.h)
+  std::string weights_url;                // where to download the weights ("": torchvision's URL for the backbone)
   std::filesystem::path weights_file;     // local weights file to copy instead of downloading; empty = download
   int retries = 5;                        // download retries after the first attempt (backoff 1, 2, 4… s)
   long timeout_seconds = 60;              // connect timeout, and abort a download stalled (<1 KiB/s) this long
@@ -60,7 +61,8 @@ struct FetchResult {
 // published MD5 differs (official archive only), an existing cifar-10-batches-bin/
 // holding files the archive does not (never replaced), an unwritable out_dir, weights
 // whose SHA-256 contradicts their name, an archive or weights file that is not a
-// regular file. After a failure no folder or file that looks
+// regular file; UsageError for an unknown backbone. A weights file whose name does not
+// begin with the backbone's name gets a warning (the stages check that it fits). After a failure no folder or file that looks
 // finished is left behind: temporary folders are removed.
 FetchResult fetch(const FetchOptions& options);
 

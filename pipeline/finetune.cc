@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "pipeline/alexnet.h"
+#include "pipeline/models/backbone_net.h"
 #include "pipeline/batches.h"
 #include "pipeline/cifar10.h"
 #include "pipeline/error.h"
@@ -24,11 +24,11 @@ namespace {
 // The whole network as the loop's single member.
 class FinetuneModel : public Trainable {
  public:
-  FinetuneModel(AlexNet model, const Compute& compute, double lr)
+  FinetuneModel(std::shared_ptr<BackboneNet> model, const Compute& compute, double lr)
       : model_(std::move(model)),
         compute_(compute),
         optimizer_(model_->parameters(), torch::optim::AdamOptions(lr)),
-        best_(model_->parameters()) {}
+        best_(parameters_and_buffers(*model_)) {}
 
   int64_t members() const override { return 1; }
   void set_training(bool training) override { model_->train(training); }
@@ -106,7 +106,7 @@ class FinetuneModel : public Trainable {
     good_steps_ = static_cast<int64_t>(extra[1][1].item<double>());
   }
 
-  AlexNet& model() { return model_; }
+  const std::shared_ptr<BackboneNet>& model() const { return model_; }
 
  private:
   at::Tensor to_model(const at::Tensor& x) const {
@@ -137,7 +137,15 @@ class FinetuneModel : public Trainable {
     }
   }
 
-  AlexNet model_;
+  // Batch norm's running statistics are part of the best weights too: restoring them
+  // restores the network that scored best on validation.
+  static std::vector<at::Tensor> parameters_and_buffers(BackboneNet& model) {
+    std::vector<at::Tensor> all = model.parameters();
+    for (const at::Tensor& buffer : model.buffers()) all.push_back(buffer);
+    return all;
+  }
+
+  std::shared_ptr<BackboneNet> model_;
   Compute compute_;
   torch::optim::Adam optimizer_;
   ParameterSnapshot best_;
@@ -150,7 +158,7 @@ void validate(const FinetuneOptions& o) {
   if (o.epochs < 1) usage_fail("--epochs must be at least 1, got {}", o.epochs);
   if (!(o.lr > 0)) usage_fail("--lr must be > 0, got {}", o.lr);
   if (o.batch_size < 1) usage_fail("--batch-size must be at least 1, got {}", o.batch_size);
-  check_image_size(o.image_size);
+  check_image_size(backbone(o.backbone), o.image_size);
   normalization_by_name(o.normalize);
 }
 
@@ -161,8 +169,10 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
   validate(given);
   FinetuneOptions options = given;
   options.out = output_path(given.out, "--out");
+  const Backbone& spec = backbone(options.backbone);
+  options.weights = resolve_weights(options.weights, spec);
   std::vector<fs::path> inputs = cifar_all_files(options.data);
-  inputs.push_back(given.weights);  // ignored when it is random:SEED (no such file)
+  inputs.push_back(options.weights);  // ignored when it is random:SEED (no such file)
   refuse_output_over_inputs(options.out, inputs, "--out");
   // Before any work: the folder must be writable, and it is this run's alone.
   const FolderLock lock(options.out);
@@ -172,10 +182,11 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
   const CifarImages train = load_cifar(options.data, Split::Train, options.limit_train);
   const CifarImages test = load_cifar(options.data, Split::Test, options.limit_test);
 
-  AlexNet model;
-  const WeightsInfo weights = load_alexnet_weights(model, source);
-  spdlog::info("weights: {}", weights.describe());
+  const std::shared_ptr<BackboneNet> model = spec.build();
+  const WeightsInfo weights = load_weights(*model, source);
+  spdlog::info("{}: {}", spec.title(), weights.describe());
   const json config = {{"stage", "transfer-finetune"},
+                       {"backbone", spec.name()},
                        {"data", fs::absolute(options.data).lexically_normal().string()},
                        {"dataset_sha256", cifar_digest(options.data)},
                        {"weights", options.weights},
@@ -219,9 +230,9 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
 
   // The new last layer's init and the dropout masks come from the global generator.
   torch::manual_seed(options.seed);
-  model->replace_last_layer(kCifarClasses);
+  model->replace_classifier(kCifarClasses);
   model->to(compute.device);
-  if (!compute.cuda()) to_channels_last(model);
+  if (!compute.cuda()) to_channels_last(*model);
   FinetuneModel trainable(model, compute, options.lr);
 
   const Preprocessor preprocess(options.image_size, normalization);

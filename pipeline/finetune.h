@@ -1,7 +1,9 @@
 #pragma once
-// Approach 2 (transfer-finetune): AlexNet with a new Linear(4096,10) last layer, every
-// layer trained end to end with Adam on preprocessed CIFAR-10 batches, through the
-// shared training loop (pipeline/train.h).
+// Approach 2 (transfer-finetune): a backbone (pipeline/models/) with a new 10-class last
+// layer, every layer trained end to end with Adam on preprocessed CIFAR-10 batches,
+// through the shared training loop (pipeline/train.h). Batch norm trains as under
+// torchvision's .train() (batch statistics, running statistics updated); its buffers
+// are in the checkpoint and the best weights, so a resumed run equals an uninterrupted one.
 //
 // Run folder: metrics.json, history.csv, config.json (written last: it marks the run
 // finished), model.pt (best-validation weights, torch::save of the module) and, while
@@ -21,12 +23,13 @@ namespace pipeline {
 
 struct FinetuneOptions {
   std::filesystem::path data = "data/cifar-10-batches-bin";  // CIFAR-10 folder
-  std::string weights = "data/alexnet-owt-7be5be79.pth";     // file or random:SEED
+  std::string backbone = "alexnet";                          // a registered backbone (models/backbone.h)
+  std::string weights;                                       // file or random:SEED ("": data/<its torchvision file>)
   std::filesystem::path out;                                 // run folder
   int64_t epochs = 10;
   double lr = 1e-3;                                          // Adam, every parameter
   int64_t batch_size = 128;
-  int64_t image_size = 224;                                  // >= 63
+  int64_t image_size = 224;                                  // >= the backbone's minimum
   std::string normalize = "imagenet";                        // imagenet | half (the study's approach 2)
   double val_fraction = 0.2;
   uint64_t seed = 0;                                         // split, batch order, new layer's init, dropout
@@ -45,8 +48,8 @@ struct FinetuneSummary {
   RunMetrics metrics;
 };
 
-// Throws UsageError for bad settings (epochs < 1, lr <= 0, image size < 63, fp16 on a
-// CPU) and Error at run time.
+// Throws UsageError for bad settings (unknown backbone, epochs < 1, lr <= 0, image size
+// below the backbone's minimum, fp16 on a CPU) and Error at run time.
 FinetuneSummary run_finetune(const FinetuneOptions& options);
 
 }  // namespace pipeline

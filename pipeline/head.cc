@@ -6,7 +6,7 @@
 #include <chrono>
 #include <cmath>
 
-#include "pipeline/alexnet.h"
+#include "pipeline/models/backbone.h"
 #include "pipeline/batches.h"
 #include "pipeline/cifar10.h"
 #include "pipeline/classifier_head.h"
@@ -61,18 +61,50 @@ void validate(const HeadOptions& o) {
   if (o.head == "classifier" && (!o.sweep_lr.empty() || !o.sweep_wd.empty() || o.sweep_seeds > 0)) {
     usage_fail("sweeps train linear heads only; drop --sweep-* or use --head linear");
   }
-  if (o.head == "classifier" && o.tap != "pool5") {
-    usage_fail("--head classifier is AlexNet's whole classifier and trains on pool5: use --tap pool5 on a cache "
-               "extracted with --taps pool5");
+  if (!o.backbone.empty()) backbone(o.backbone);
+  if (!o.tap.empty()) {
+    // Known before the cache is read: a layer no backbone has (the cache's backbone is
+    // checked once it is read).
+    if (!o.backbone.empty()) tap_index(backbone(o.backbone), o.tap);
+    bool known = false;
+    for (const std::string& name : backbone_names()) {
+      for (const TapInfo& tap : backbone(name).taps()) known = known || tap.name == o.tap;
+    }
+    if (!known) usage_fail("unknown --tap '{}': no backbone has that layer (see transfer-extract --help)", o.tap);
   }
-  parse_tap(o.tap);  // an unknown layer name is a usage error
   if (o.features.empty()) usage_fail("--features is required");
   if (o.out.empty()) usage_fail("--out is required");
+}
+
+// The backbone that made the cache (caches from before backbones were recorded are
+// AlexNet's).
+const Backbone& backbone_of(const FeatureReader& cache) {
+  const json settings = cache.provenance().value("settings", json::object());
+  const json name = settings.is_object() ? settings.value("backbone", json("alexnet")) : json("alexnet");
+  if (!name.is_string()) fail("feature cache {}: its settings.backbone is not a string", cache.path().string());
+  try {
+    return backbone(name.get<std::string>());
+  } catch (const UsageError& e) {
+    fail("feature cache {} was made by {}", cache.path().string(), e.what());
+  }
+}
+
+// --tap, or the backbone's default tap when the cache has it, or the cache's only tap.
+std::string resolve_tap(const HeadOptions& o, const FeatureReader& cache, const Backbone& spec) {
+  const std::vector<std::string> taps = cache.taps();
+  if (!o.tap.empty()) {
+    cache.width(o.tap);  // a tap the cache lacks is an error naming its taps
+    return o.tap;
+  }
+  if (std::find(taps.begin(), taps.end(), spec.default_tap()) != taps.end()) return spec.default_tap();
+  if (taps.size() == 1) return taps.front();
+  usage_fail("feature cache {} holds the taps {}: choose one with --tap", cache.path().string(), fmt::join(taps, ", "));
 }
 
 json config_json(const HeadOptions& o, const FeatureReader& cache) {
   const json& provenance = cache.provenance();
   return {{"stage", "transfer-head"},
+          {"backbone", backbone_of(cache).name()},
           {"features", fs::absolute(o.features).lexically_normal().string()},
           {"cache_settings", provenance.value("settings", json::object())},
           {"tap", o.tap},
@@ -151,6 +183,24 @@ HeadSummary run_head(const HeadOptions& given) {
   const Compute compute = resolve_compute({"cpu", options.precision, options.threads});
   const auto read_start = std::chrono::steady_clock::now();
   FeatureReader cache(options.features);
+  const Backbone& spec = backbone_of(cache);
+  if (!options.backbone.empty() && options.backbone != spec.name()) {
+    usage_fail("--backbone {}: feature cache {} holds {} features", options.backbone, options.features.string(),
+               spec.title());
+  }
+  if (!options.tap.empty()) tap_index(spec, options.tap);  // a layer the backbone lacks: usage error
+  if (options.head == "classifier") {
+    if (spec.classifier_tap().empty()) {
+      usage_fail("--head classifier: {} has a one-layer classifier, which --head linear trains", spec.title());
+    }
+    if (options.tap.empty()) options.tap = spec.classifier_tap();
+    if (options.tap != spec.classifier_tap()) {
+      usage_fail("--head classifier is {}'s whole classifier and trains on {}: use --tap {} on a cache extracted with "
+                 "--taps {}",
+                 spec.title(), spec.classifier_tap(), spec.classifier_tap(), spec.classifier_tap());
+    }
+  }
+  options.tap = resolve_tap(options, cache, spec);
   json config = config_json(options, cache);
   std::string classifier_weights;  // "": random init
   if (options.head == "classifier") {
@@ -201,7 +251,7 @@ HeadSummary run_head(const HeadOptions& given) {
   if (options.head == "classifier") {
     const auto pretrained =
         classifier_weights.empty() ? nullptr : std::make_unique<StateDict>(read_state_dict(classifier_weights));
-    classifier = std::make_unique<ClassifierHead>(kCifarClasses, options.lr, options.weight_decay, options.seed,
+    classifier = std::make_unique<ClassifierHead>(spec, kCifarClasses, options.lr, options.weight_decay, options.seed,
                                                   pretrained.get(), compute);
   } else {
     linear = std::make_unique<LinearHeads>(train_x.size(1), kCifarClasses, grid, compute.dtype());

@@ -27,8 +27,11 @@ inline constexpr int64_t kMaxHeads = 1024;
 struct HeadOptions {
   std::filesystem::path features;           // the cache (transfer-extract's output)
   std::filesystem::path out;                // run folder
-  std::string tap = "fc7";                  // which cached layer feeds the head
-  std::string head = "linear";              // linear: Linear(D,10); classifier: AlexNet's 3-layer classifier on pool5
+  std::string backbone;                     // "" or the backbone the cache must be of (a check)
+  std::string tap;                          // which cached layer feeds the head ("": the cache's backbone's
+                                            // default tap, or the cache's only tap)
+  std::string head = "linear";              // linear: Linear(D,10); classifier: the backbone's whole classifier on
+                                            // pool5 (AlexNet, VGG-16)
                                             // (fc6/fc7 from the cache's pretrained weights when at hand)
   int64_t epochs = 10;
   double lr = 1e-3;                         // Adam

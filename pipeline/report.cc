@@ -17,6 +17,9 @@
 #include "pipeline/features.h"
 #include "pipeline/files.h"
 #include "pipeline/metrics.h"
+#include "pipeline/models/backbone.h"
+#include "pipeline/plots.h"
+#include "pipeline/report_text.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -33,26 +36,6 @@ constexpr const char* kPlotNames[] = {"loss.svg", "accuracy.svg", "time.svg", "p
 constexpr size_t kSweepRowsShown = 10;
 
 // ---- formatting -------------------------------------------------------------------
-
-std::string pct(double fraction) { return std::isfinite(fraction) ? fmt::format("{:.2f} %", 100 * fraction) : "—"; }
-
-std::string secs(double s) {
-  if (!std::isfinite(s)) return "—";
-  if (std::fabs(s) < 10) return fmt::format("{:.2f} s", s);
-  if (std::fabs(s) < 100) return fmt::format("{:.1f} s", s);
-  return fmt::format("{:.0f} s", s);
-}
-
-std::string loss_text(double loss) { return std::isfinite(loss) ? fmt::format("{:.4f}", loss) : "—"; }
-
-std::string count_text(int64_t n) {
-  std::string digits = std::to_string(n < 0 ? -n : n), out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return n < 0 ? "-" + out : out;
-}
 
 std::string capitalized(std::string text) {
   if (!text.empty()) text[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(text[0])));
@@ -80,13 +63,22 @@ json lookup(const json& object, std::initializer_list<const char*> keys) {
 
 // The settings of a run that the study fixed, gathered from either kind of config.
 struct RunSettings {
+  std::string backbone = "alexnet";
   json image_size, pretrained, train_rows, test_rows, limit_train, limit_test, epochs, lr, batch_size, precision,
       normalization, val_fraction, test_every_epoch, tap, weight_decay, dtype;
 };
 
+// A run's recorded backbone; runs from before backbones were recorded are AlexNet's.
+std::string backbone_name(const json& value) {
+  if (value.is_null()) return "alexnet";
+  if (!value.is_string()) fail("a run's config has a backbone that is not a string: {}", value.dump());
+  return backbone(value.get<std::string>()).name();
+}
+
 RunSettings probe_settings(const RunMetrics& m) {
   const json& c = m.config;
   RunSettings s;
+  s.backbone = backbone_name(lookup(c, {"cache_settings", "backbone"}));
   s.image_size = lookup(c, {"cache_settings", "image_size"});
   s.pretrained = lookup(c, {"cache_settings", "pretrained"});
   s.train_rows = lookup(c, {"train_rows"});
@@ -136,6 +128,7 @@ void check_counts(const RunSettings& s, const fs::path& file) {
 RunSettings finetune_settings(const RunMetrics& m) {
   const json& c = m.config;
   RunSettings s;
+  s.backbone = backbone_name(lookup(c, {"backbone"}));
   s.image_size = lookup(c, {"image_size"});
   s.pretrained = lookup(c, {"pretrained"});
   s.train_rows = lookup(c, {"train_rows"});
@@ -153,7 +146,7 @@ RunSettings finetune_settings(const RunMetrics& m) {
 }
 
 json settings_json(const RunSettings& s) {
-  json j = {{"image_size", s.image_size},     {"pretrained", s.pretrained},   {"train_rows", s.train_rows},
+  json j = {{"backbone", s.backbone},          {"image_size", s.image_size},     {"pretrained", s.pretrained},   {"train_rows", s.train_rows},
             {"test_rows", s.test_rows},       {"limit_train", s.limit_train}, {"limit_test", s.limit_test},
             {"epochs", s.epochs},             {"lr", s.lr},                   {"batch_size", s.batch_size},
             {"precision", s.precision},       {"normalization", s.normalization},
@@ -167,6 +160,7 @@ json settings_json(const RunSettings& s) {
 ApproachNumbers numbers_of(const RunMetrics& m, const RunSettings& settings) {
   ApproachNumbers n;
   n.approach = m.approach;
+  n.backbone = settings.backbone;
   const auto best = static_cast<size_t>(m.best_epoch - 1);  // in range: metrics_from_json checks it
   n.best_epoch = m.epochs[best].epoch;
   n.best_val_acc = m.epochs[best].val_acc;
@@ -383,6 +377,10 @@ std::vector<std::string> differences(const RunSettings& p, const RunSettings& f,
                                      const ApproachNumbers& finetune, const Extraction& extraction,
                                      size_t sweep_heads) {
   std::vector<std::string> out;
+  if (p.backbone != "alexnet") {
+    out.push_back(fmt::format("Network: {} in both approaches (study: AlexNet), so the study's numbers do not apply.",
+                              backbone(p.backbone).title()));
+  }
   differ(out, "Image size", image_size_diff(p), image_size_diff(f), "224 px");
   differ(out, "Data", rows_diff(p), rows_diff(f), "the full CIFAR-10, 50,000 training and 10,000 test images");
   differ(out, "Weights", pretrained_diff(p), pretrained_diff(f), "ImageNet-pretrained");
@@ -401,7 +399,7 @@ std::vector<std::string> differences(const RunSettings& p, const RunSettings& f,
   differ(out, "Normalization", probe_norm, tune_norm,
          "ImageNet mean/std for the linear probe, 0.5/0.5 (\"half\") for fine-tuning");
   if (p.tap.is_string() && p.tap != "fc7") {
-    out.push_back(fmt::format("The linear probe reads the {} layer (study: fc7).", json_text(p.tap)));
+    out.push_back(fmt::format("The linear probe reads the {} layer (study: AlexNet's fc7).", json_text(p.tap)));
   }
   if (p.dtype.is_string() && p.dtype != "float32") {
     out.push_back(fmt::format("The cached features are stored as {} (the study kept float32 activations).",
@@ -534,131 +532,6 @@ plot 'per-class.csv' using 2:xtic(1) lc rgb '#1f77b4' title 'linear probe', \
   return s;
 }
 
-// The program's path: as given when it holds a '/', else the first executable on PATH;
-// empty when there is none.
-std::string find_program(const std::string& program) {
-  if (program.find('/') != std::string::npos) return ::access(program.c_str(), X_OK) == 0 ? program : "";
-  const char* path = std::getenv("PATH");
-  std::istringstream dirs(path ? path : "/usr/local/bin:/usr/bin:/bin");
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    const fs::path candidate = fs::path(dir.empty() ? "." : dir) / program;
-    std::error_code error;
-    if (fs::is_regular_file(candidate, error) && ::access(candidate.c_str(), X_OK) == 0) return candidate.string();
-  }
-  return "";
-}
-
-// Runs `program args...` inside `dir` with stdin from /dev/null and stdout+stderr into
-// `log`; returns the exit status (127 when it could not be started, -1 on a signal).
-int run_in(const fs::path& dir, const std::string& program, const std::vector<std::string>& args,
-           const fs::path& log) {
-  std::vector<std::string> words{program};
-  words.insert(words.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& w : words) argv.push_back(w.data());
-  argv.push_back(nullptr);
-  const std::string dir_text = dir.string(), log_text = log.string();
-  const pid_t pid = ::fork();
-  if (pid < 0) return 127;
-  if (pid == 0) {  // only async-signal-safe calls until exec
-    if (::chdir(dir_text.c_str()) != 0) ::_exit(127);
-    const int out = ::open(log_text.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int in = ::open("/dev/null", O_RDONLY);
-    if (out >= 0) {
-      ::dup2(out, 1);
-      ::dup2(out, 2);
-    }
-    if (in >= 0) ::dup2(in, 0);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return 127;
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-std::string first_lines(const std::string& text, size_t count) {
-  std::istringstream lines(text);
-  std::string line, out;
-  for (size_t n = 0; n < count && std::getline(lines, line);) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    out += (out.empty() ? "" : " / ") + line;
-    ++n;
-  }
-  return out;
-}
-
-const char* kPlotHowTo =
-    "To get the plots, install gnuplot (Debian/Ubuntu: `sudo apt-get install gnuplot-nox`) and rerun "
-    "transfer-compare, or run `gnuplot plots.gp` in this folder.";
-
-// Draws the SVGs; returns the names drawn, or sets `error`.
-std::vector<std::string> draw_plots(const fs::path& out, const std::string& gnuplot, bool per_class,
-                                    std::string& error) {
-  std::vector<std::string> wanted;
-  for (const char* name : kPlotNames) {
-    if (per_class || std::string(name) != "per_class.svg") wanted.push_back(name);
-  }
-  const auto remove_all = [&](bool finals) {
-    std::error_code ignored;
-    for (const char* name : kPlotNames) {
-      fs::remove(out / (std::string(name) + ".tmp"), ignored);
-      if (finals) fs::remove(out / name, ignored);
-    }
-  };
-  remove_all(false);
-  std::string program;
-  if (gnuplot.empty()) {
-    error = "No plots were asked for (the gnuplot program was set to empty).";
-  } else if ((program = find_program(gnuplot)).empty()) {
-    error = gnuplot.find('/') != std::string::npos
-                ? fmt::format("No plots: the gnuplot program {} does not exist or is not executable.", gnuplot)
-                : fmt::format("No plots: `{}` was not found on PATH.", gnuplot);
-  } else {
-    const fs::path log = out / ".gnuplot.log";
-    const int status = run_in(out, program, {"-e", "suffix='.tmp'", "plots.gp"}, log);
-    std::string messages;
-    try {
-      messages = read_file(log);
-    } catch (const Error&) {
-    }
-    std::error_code ignored;
-    fs::remove(log, ignored);
-    if (status != 0) {
-      error = fmt::format("No plots: `{}` failed ({}){}", program,
-                          status == 127 ? "it could not be started" : fmt::format("exit status {}", status),
-                          messages.empty() ? "." : ": " + first_lines(messages, 3));
-    } else {
-      for (const std::string& name : wanted) {
-        std::error_code size_error;
-        const fs::path drawn = out / (name + ".tmp");
-        if (!fs::exists(drawn) || fs::file_size(drawn, size_error) == 0) {
-          error = fmt::format("No plots: `{}` ran but did not write {}{}", program, name,
-                              messages.empty() ? "." : ": " + first_lines(messages, 3));
-          break;
-        }
-      }
-    }
-  }
-  if (!error.empty()) {
-    remove_all(true);  // old plots would not match this report
-    return {};
-  }
-  for (const std::string& name : wanted) {
-    std::error_code rename_error;
-    fs::rename(out / (name + ".tmp"), out / name, rename_error);
-    if (rename_error) fail("cannot rename {} to {}: {}", (out / (name + ".tmp")).string(), name, rename_error.message());
-  }
-  if (!per_class) {
-    std::error_code ignored;
-    fs::remove(out / "per_class.svg", ignored);
-  }
-  return wanted;
-}
-
 // ---- report.md / report.json --------------------------------------------------------
 
 json approach_json(const ApproachNumbers& n, const RunSettings& settings, const fs::path& folder) {
@@ -696,16 +569,25 @@ std::string markdown(const ReportOptions& options, const ApproachNumbers& probe,
                      const std::vector<double>& probe_classes, const std::vector<double>& tune_classes,
                      const std::vector<SweepRow>& sweep, const std::vector<std::string>& plots,
                      const std::string& plots_error) {
-  std::string md = "# Linear probe vs full fine-tuning: AlexNet on CIFAR-10\n\n";
+  const Backbone& net = backbone(probe.backbone);
+  const bool study = net.name() == "alexnet";  // the study's numbers are AlexNet's
+  std::string md = fmt::format("# Linear probe vs full fine-tuning: {} on CIFAR-10\n\n", net.title());
   md += fmt::format("Runs: linear probe `{}`, fine-tuning `{}`. Extraction cost: {}.\n\n", options.head.string(),
                     options.finetune.string(), extraction.source);
   md += "## Conclusion\n\n" + conclusion.text + "\n\n";
 
   md += "## Results\n\n";
-  md += "| | linear probe (this run) | linear probe (study) | fine-tuning (this run) | fine-tuning (study) |\n";
-  md += "|---|---:|---:|---:|---:|\n";
+  if (study) {
+    md += "| | linear probe (this run) | linear probe (study) | fine-tuning (this run) | fine-tuning (study) |\n";
+    md += "|---|---:|---:|---:|---:|\n";
+  } else {
+    md += fmt::format("| {} | linear probe | fine-tuning |\n|---|---:|---:|\n", net.title());
+  }
   const auto row = [&](const std::string& name, const std::string& a, const std::string& b, const std::string& c,
-                       const std::string& d) { md += fmt::format("| {} | {} | {} | {} | {} |\n", name, a, b, c, d); };
+                       const std::string& d) {
+    md += study ? fmt::format("| {} | {} | {} | {} | {} |\n", name, a, b, c, d)
+                : fmt::format("| {} | {} | {} |\n", name, a, c);
+  };
   row("best validation accuracy", fmt::format("{} (epoch {})", pct(probe.best_val_acc), probe.best_epoch), "—",
       fmt::format("{} (epoch {})", pct(tune.best_val_acc), tune.best_epoch), "—");
   row("validation loss (best epoch)", loss_text(probe.best_val_loss), loss_text(kStudyProbe.val_loss),
@@ -729,9 +611,15 @@ std::string markdown(const ReportOptions& options, const ApproachNumbers& probe,
       count_text(kStudyTestImages));
   row("device", probe.device.empty() ? "?" : probe.device, "T4 GPU", tune.device.empty() ? "?" : tune.device,
       "T4 GPU");
-  md += "\nStudy: one T4 GPU, 224 px, full CIFAR-10, ImageNet-pretrained weights, 10 epochs, Adam lr 1e-3, batch "
-        "128. Accuracies are on the test set with the best-validation weights; the validation loss is that of the "
-        "best epoch.\n\n";
+  if (study) {
+    md += "\nStudy: one T4 GPU, 224 px, full CIFAR-10, ImageNet-pretrained weights, 10 epochs, Adam lr 1e-3, batch "
+          "128. ";
+  } else {
+    md += fmt::format("\nThe study measured AlexNet only: for {} there is no study number to compare with. ",
+                      net.title());
+  }
+  md += "Accuracies are on the test set with the best-validation weights; the validation loss is that of the best "
+        "epoch.\n\n";
 
   md += "## Differences from the study\n\n";
   for (const std::string& d : diffs) md += "- " + d + "\n";
@@ -946,6 +834,11 @@ ReportResult write_report(const ReportOptions& options) {
   ApproachNumbers probe = numbers_of(head, probe_set);
   probe.extract_seconds = extraction.seconds;
   const ApproachNumbers finetune = numbers_of(tune, tune_set);
+  if (probe.backbone != finetune.backbone) {
+    usage_fail("the runs are of different backbones ({} in {}, {} in {}): compare runs of one backbone, or rank "
+               "backbones with --backbones",
+               probe.backbone, options.head.string(), finetune.backbone, options.finetune.string());
+  }
   std::vector<SweepRow> sweep;
   if (fs::exists(options.head / "sweep.csv")) sweep = read_sweep(options.head / "sweep.csv");
 
@@ -967,7 +860,12 @@ ReportResult write_report(const ReportOptions& options) {
     fs::remove(options.out / "per-class.csv", ignored);
   }
   write_file_atomic(options.out / "plots.gp", gnuplot_script(probe.extract_seconds, per_class));
-  result.plots = draw_plots(options.out, options.gnuplot, per_class, result.plots_error);
+  std::vector<std::string> wanted;
+  for (const char* name : kPlotNames) {
+    if (per_class || std::string(name) != "per_class.svg") wanted.push_back(name);
+  }
+  result.plots = draw_plots(options.out, options.gnuplot, "plots.gp", wanted,
+                            std::vector<std::string>(std::begin(kPlotNames), std::end(kPlotNames)), result.plots_error);
 
   json report;
   report["inputs"] = {{"head", options.head.string()},
@@ -976,11 +874,15 @@ ReportResult write_report(const ReportOptions& options) {
   report["approaches"] = {{"linear-probe", approach_json(probe, probe_set, options.head)},
                           {"fine-tune", approach_json(finetune, tune_set, options.finetune)}};
   report["approaches"]["linear-probe"]["extract_device"] = extraction.device;
-  report["study"] = {{"linear-probe", study_json(kStudyProbe)},
-                     {"fine-tune", study_json(kStudyFinetune)},
-                     {"setup", {{"gpu", "T4"}, {"image_size", kStudyImageSize}, {"train_images", kStudyTrainImages},
-                                {"test_images", kStudyTestImages}, {"pretrained", true}, {"epochs", 10},
-                                {"optimizer", "Adam"}, {"lr", 1e-3}, {"batch_size", 128}}}};
+  report["backbone"] = probe.backbone;
+  report["study"] = nullptr;
+  if (probe.backbone == "alexnet") {
+    report["study"] = {{"linear-probe", study_json(kStudyProbe)},
+                       {"fine-tune", study_json(kStudyFinetune)},
+                       {"setup", {{"gpu", "T4"}, {"image_size", kStudyImageSize}, {"train_images", kStudyTrainImages},
+                                  {"test_images", kStudyTestImages}, {"pretrained", true}, {"epochs", 10},
+                                  {"optimizer", "Adam"}, {"lr", 1e-3}, {"batch_size", 128}}}};
+  }
   report["differences"] = diffs;
   report["notes"] = extraction.notes;
   report["conclusion"] = conclusion_json(result.conclusion);

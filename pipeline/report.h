@@ -55,6 +55,7 @@ struct ReportOptions {
 // One approach's numbers, as shown in the table and report.json.
 struct ApproachNumbers {
   std::string approach;        // "linear-probe" | "fine-tune"
+  std::string backbone = "alexnet";  // registered name (runs from before backbones were recorded: AlexNet's)
   double best_val_acc = 0;     // validation accuracy of the best epoch
   double best_val_loss = 0;    // validation loss of that same epoch
   int64_t best_epoch = 0;      // 1-based
@@ -74,7 +75,8 @@ struct ApproachNumbers {
 
 // The study's reported numbers (DESIGN.md): one T4 GPU, 224 px, full CIFAR-10,
 // ImageNet-pretrained AlexNet, 10 epochs, Adam lr 1e-3, batch 128. The probe ran the
-// frozen network's full forward pass every epoch (no cache).
+// frozen network's full forward pass every epoch (no cache). They are AlexNet's: a
+// report on another backbone says there is no study number instead of comparing.
 struct StudyNumbers {
   const char* approach;
   double test_acc;      // fraction
@@ -124,15 +126,18 @@ struct ReportResult {
 };
 
 // Reads both runs, writes the report folder (see the top of this file) and returns what
-// it wrote. report.json holds: "inputs" (folders, extraction-cost source), "approaches"
+// it wrote. report.json holds: "inputs" (folders, extraction-cost source), "backbone"
+// (the runs' backbone; both runs must share it), "approaches"
 // {"linear-probe": {...}, "fine-tune": {...}} (the ApproachNumbers fields; unknown values
 // as null), "study", "differences" (sentences), "notes", "conclusion" (the Conclusion
 // fields), "per_class" (class names and both accuracies), "sweep" (leaderboard rows, or
-// null), "plots" (file names) and "plots_error" (null when drawn).
+// null), "plots" (file names) and "plots_error" (null when drawn); "study" is null
+// unless the backbone is AlexNet.
 // Throws pipeline::Error naming the file for a missing or malformed metrics.json,
 // sweep.csv or feature cache (or a cache with no extract_seconds); UsageError when a
 // folder holds the other approach's run or when extract_seconds and features are both
-// given. A missing or failing gnuplot is not an error (see plots_error).
+// given, or when the two runs are of different backbones. A missing or failing gnuplot
+// is not an error (see plots_error).
 ReportResult write_report(const ReportOptions& options);
 
 }  // namespace pipeline

@@ -8,7 +8,8 @@
 #include <cmath>
 #include <map>
 
-#include "pipeline/alexnet.h"
+#include "pipeline/models/backbone_net.h"
+#include "pipeline/models/backbone.h"
 #include "pipeline/digest.h"
 #include "pipeline/error.h"
 #include "pipeline/pickle.h"
@@ -18,6 +19,11 @@ namespace {
 
 constexpr const char* kRandomPrefix = "random:";
 constexpr int64_t kImageNetClasses = 1000;
+constexpr const char* kBatchesTracked = ".num_batches_tracked";
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
 
 std::string shape_of(const at::Tensor& t) { return fmt::format("[{}]", fmt::join(t.sizes(), ",")); }
 
@@ -28,36 +34,6 @@ std::string name_list(const std::vector<std::string>& names) {
   std::string out = fmt::format("{}", fmt::join(shown, ", "));
   if (names.size() > kShown) out += fmt::format(" and {} more", names.size() - kShown);
   return out;
-}
-
-// PyTorch's default init of Conv2d and Linear (kaiming_uniform_(a=sqrt(5)) for the
-// weight, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the bias), with the bounds computed
-// in the same double operations as torch.nn.init and the numbers drawn from
-// `generator` in torchvision's order, so a seed gives Python's parameters exactly.
-void default_init(torch::nn::Module& model, at::Generator& generator) {
-  torch::NoGradGuard no_grad;
-  auto fill = [&](torch::Tensor& target, double bound) {
-    at::Tensor values = at::empty(target.sizes(), at::kFloat);
-    values.uniform_(-bound, bound, generator);
-    target.copy_(values);
-  };
-  for (const auto& module : model.modules(/*include_self=*/false)) {
-    torch::Tensor weight, bias;
-    if (auto* conv = module->as<torch::nn::Conv2dImpl>()) {
-      weight = conv->weight;
-      bias = conv->bias;
-    } else if (auto* linear = module->as<torch::nn::LinearImpl>()) {
-      weight = linear->weight;
-      bias = linear->bias;
-    } else {
-      continue;
-    }
-    const double fan_in = static_cast<double>(weight.numel() / weight.size(0));
-    const double a = std::sqrt(5.0);
-    const double gain = std::sqrt(2.0 / (1 + a * a));
-    fill(weight, std::sqrt(3.0) * (gain / std::sqrt(fan_in)));
-    if (bias.defined()) fill(bias, 1 / std::sqrt(fan_in));
-  }
 }
 
 }  // namespace
@@ -80,7 +56,9 @@ void load_state_dict(torch::nn::Module& module, const StateDict& state, const st
     known[name] = true;
     auto it = given.find(name);
     if (it == given.end()) {
-      missing.push_back(name);
+      // As PyTorch's BatchNorm does for state dicts saved before 0.4.1 (e.g. torchvision's
+      // resnet18-5c106cde.pth): a missing batch counter keeps its value.
+      if (!ends_with(name, kBatchesTracked)) missing.push_back(name);
     } else if (it->second->sizes() != target.sizes()) {
       wrong_shape.push_back(fmt::format("{} ({} in {}, {} in the model)", name, shape_of(*it->second),
                                         source, shape_of(target)));
@@ -141,11 +119,12 @@ std::string WeightsInfo::describe() const {
   return fmt::format("{} (sha256 {}…)", std::filesystem::path(spec).filename().string(), sha256.substr(0, 8));
 }
 
-WeightsInfo load_alexnet_weights(AlexNet& model, const WeightsSource& source) {
-  if (model->num_classes() != kImageNetClasses) {
-    fail("ImageNet weights need AlexNet's 1000-class last layer, but this model has {} classes; "
-         "load the weights first, then call replace_last_layer",
-         model->num_classes());
+WeightsInfo load_weights(BackboneNet& model, const WeightsSource& source) {
+  const Backbone& spec = model.backbone();
+  if (model.num_classes() != kImageNetClasses) {
+    fail("ImageNet weights need {}'s 1000-class last layer, but this model has {} classes; "
+         "load the weights first, then call replace_classifier",
+         spec.title(), model.num_classes());
   }
   WeightsInfo info;
   if (source.random) {
@@ -153,15 +132,24 @@ WeightsInfo load_alexnet_weights(AlexNet& model, const WeightsSource& source) {
     info.sha256 = info.spec;
     info.pretrained = false;
     at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(source.seed);
-    default_init(*model, generator);
+    model.init_like_torchvision(generator);
     return info;
   }
   info.spec = source.file.string();
   const StateDict state = read_state_dict(source.file);
-  load_state_dict(*model, state, info.spec, /*strict=*/true);
+  load_state_dict(model, state, fmt::format("{} (as {} weights)", info.spec, spec.name()), /*strict=*/true);
   info.sha256 = file_digest(source.file, DigestAlgorithm::Sha256);
   info.pretrained = true;
   return info;
+}
+
+std::string resolve_weights(const std::string& spec, const Backbone& backbone) {
+  const std::string file = backbone.weights().file;
+  if (spec.empty()) return "data/" + file;
+  if (spec.rfind(kRandomPrefix, 0) == 0) return spec;
+  std::error_code ec;
+  if (spec.back() == '/' || std::filesystem::is_directory(spec, ec)) return (std::filesystem::path(spec) / file).string();
+  return spec;
 }
 
 }  // namespace pipeline

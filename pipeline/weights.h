@@ -4,7 +4,7 @@
 //
 // A state dict maps parameter and buffer names ("features.0.weight") to tensors, as
 // torch.nn.Module.state_dict() does in Python. Files are read by pipeline/pickle.h, so
-// torchvision's alexnet-owt-7be5be79.pth loads the same on LibTorch 1.13 and 2.x.
+// torchvision's weights files (zip or legacy format) load the same on LibTorch 1.13 and 2.x.
 // Thread safety: no shared state; a module must not be used while weights load into it.
 
 #include <ATen/core/Tensor.h>
@@ -23,15 +23,16 @@ class Module;
 
 namespace pipeline {
 
-class AlexNet;  // pipeline/alexnet.h
+class Backbone;     // pipeline/models/backbone.h
+class BackboneNet;  // pipeline/models/backbone_net.h
 
 // (name, tensor) pairs, in file order (or module order for state_dict_of): pickle.h's
 // TensorDict under the name the model side uses.
 using StateDict = TensorDict;
 
-// Reads a torch.save zip file holding a state dict (what torchvision publishes).
-// Tensors are on the CPU with the saved dtypes. Throws pipeline::Error naming the file
-// (missing, legacy format, truncated/corrupt, not a dict of tensors; see pickle.h).
+// Reads a torch.save file (zip or legacy format) holding a state dict (what torchvision
+// publishes). Tensors are on the CPU with the saved dtypes. Throws pipeline::Error naming
+// the file (missing, tar format, truncated/corrupt, not a dict of tensors; see pickle.h).
 StateDict read_state_dict(const std::filesystem::path& file);
 
 // Copies `state` into the module's parameters and buffers by name (recursively, names
@@ -39,6 +40,8 @@ StateDict read_state_dict(const std::filesystem::path& file);
 // load_state_dict). strict: every missing key, unexpected key and shape mismatch is
 // listed in ONE pipeline::Error naming `source` (a file or other origin), and nothing
 // is copied. Not strict: copies the keys whose names and shapes match, ignores the rest.
+// A missing "*.num_batches_tracked" is never an error (it keeps its value), as in
+// PyTorch, whose state dicts before 0.4.1 have no such buffer.
 void load_state_dict(torch::nn::Module& module, const StateDict& state, const std::string& source,
                      bool strict = true);
 
@@ -66,13 +69,19 @@ struct WeightsInfo {
   std::string describe() const;
 };
 
-// Loads weights into an ImageNet AlexNet (1000 classes; call replace_last_layer after).
-//  - random: the parameters PyTorch's default init gives, drawn from a private generator
-//    seeded with `seed` in torchvision's order -- identical to Python's
-//    torch.manual_seed(seed); torchvision.models.alexnet() -- whatever random numbers were
-//    drawn before. The global torch generator is neither used nor changed.
+// Loads weights into a backbone's 1000-class network (call replace_classifier after).
+//  - random: init_like_torchvision with a private generator seeded with `seed` --
+//    identical to Python's torch.manual_seed(seed); torchvision.models.<name>() --
+//    whatever random numbers were drawn before. The global torch generator is neither
+//    used nor changed.
 //  - file: read_state_dict + strict load_state_dict, and the file's SHA-256.
-// Throws pipeline::Error if the model has != 1000 classes or the file cannot be loaded.
-WeightsInfo load_alexnet_weights(AlexNet& model, const WeightsSource& source);
+// Throws pipeline::Error if the model has != 1000 classes or the file cannot be loaded
+// (the message names the file and the backbone).
+WeightsInfo load_weights(BackboneNet& model, const WeightsSource& source);
+
+// The --weights value as the stages use it: "" means "data/<the backbone's torchvision
+// file>" (where transfer-fetch puts it); a folder (existing, or written with a trailing
+// '/') means that file in the folder; anything else (a file, random:SEED) is kept.
+std::string resolve_weights(const std::string& spec, const Backbone& backbone);
 
 }  // namespace pipeline

@@ -14,12 +14,18 @@
 
 #include "pipeline/device.h"
 #include "pipeline/error.h"
+#include "pipeline/models/backbone.h"
 
 namespace stages {
 
 // Adds --config FILE (TOML or INI, CLI11's format: `flag = value` lines) to `app`.
 inline void add_config_flag(CLI::App& app) {
   app.set_config("--config", "", "read flags from a TOML file (key = value per flag)", false);
+}
+
+// --backbone, the same in every stage: one of the registered backbones.
+inline CLI::Option* add_backbone_flag(CLI::App& app, std::string& backbone, const std::string& help) {
+  return app.add_option("--backbone", backbone, help)->check(CLI::IsMember(pipeline::backbone_names()));
 }
 
 // The flags every model-running stage shares, with the same meaning everywhere.

@@ -1,4 +1,4 @@
-// transfer-extract: frozen AlexNet features of every CIFAR-10 image into an HDF5 cache.
+// transfer-extract: a frozen backbone's features of every CIFAR-10 image into an HDF5 cache.
 #include <fmt/format.h>
 
 #include "pipeline/extract.h"
@@ -6,13 +6,18 @@
 
 int main(int argc, char** argv) {
   pipeline::ExtractOptions options;
-  CLI::App app{"Run the frozen AlexNet once over CIFAR-10 and cache the chosen layers in HDF5", "transfer-extract"};
+  CLI::App app{"Run a frozen backbone once over CIFAR-10 and cache the chosen layers in HDF5", "transfer-extract"};
   app.add_option("--data", options.data, "CIFAR-10 binary folder")->capture_default_str();
-  app.add_option("--weights", options.weights, "torchvision weights file, or random:SEED")->capture_default_str();
+  stages::add_backbone_flag(app, options.backbone, "the network (alexnet, resnet18, resnet50, vgg16)")
+      ->capture_default_str();
+  app.add_option("--weights", options.weights, "weights file, a folder holding the backbone's torchvision file, or random:SEED (default: data/<its file>)");
   app.add_option("--out", options.out, "cache file to write, e.g. cache/fc7.h5")->required();
   app.add_flag("--force", options.force, "rebuild even if a complete cache with these settings exists");
-  app.add_option("--taps", options.taps, "layers to cache: comma list of pool5, fc6, fc7, logits")->capture_default_str();
-  app.add_option("--image-size", options.image_size, "resize 32 -> this many pixels (>= 63)")->capture_default_str();
+  app.add_option("--taps", options.taps,
+                 "layers to cache, comma list (alexnet, vgg16: pool5, fc6, fc7, logits; resnets: pool, logits); "
+                 "default: the layer before the classifier");
+  app.add_option("--image-size", options.image_size, "resize 32 -> this many pixels (alexnet >= 63, others >= 32)")
+      ->capture_default_str();
   app.add_option("--normalize", options.normalize, "imagenet or half (0.5/0.5)")
       ->capture_default_str()
       ->check(CLI::IsMember({"imagenet", "half"}));

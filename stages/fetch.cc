@@ -1,4 +1,4 @@
-// transfer-fetch: CIFAR-10 (binary) and the AlexNet weights into --out, verified.
+// transfer-fetch: CIFAR-10 (binary) and a backbone's torchvision weights into --out, verified.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 
 int main(int argc, char** argv) {
   pipeline::FetchOptions options;
-  CLI::App app{"Download (or take from local files), verify and unpack CIFAR-10 and the AlexNet weights",
+  CLI::App app{"Download (or take from local files), verify and unpack CIFAR-10 and a backbone's weights",
                "transfer-fetch"};
   app.add_option("--out", options.out_dir, "folder for cifar-10-batches-bin/ and the weights file")
       ->capture_default_str();
@@ -16,8 +16,10 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   app.add_option("--md5", options.md5, "expected MD5 of the archive (override for a repack or mirror)")
       ->capture_default_str();
-  app.add_flag("--skip-weights", options.skip_weights, "do not fetch the AlexNet weights");
-  app.add_option("--weights-url", options.weights_url, "AlexNet weights URL")->capture_default_str();
+  stages::add_backbone_flag(app, options.backbone, "whose weights to fetch (alexnet, resnet18, resnet50, vgg16)")
+      ->capture_default_str();
+  app.add_flag("--skip-weights", options.skip_weights, "do not fetch the backbone's weights");
+  app.add_option("--weights-url", options.weights_url, "weights URL (default: torchvision's for the backbone)");
   app.add_option("--weights-file", options.weights_file, "local weights file to copy instead of downloading")
       ->check(CLI::ExistingFile);
   app.add_option("--retries", options.retries, "download retries after the first attempt")

@@ -1,4 +1,4 @@
-// transfer-finetune: fine-tune every layer of AlexNet on CIFAR-10 (approach 2).
+// transfer-finetune: fine-tune every layer of a backbone on CIFAR-10 (approach 2).
 #include <fmt/format.h>
 
 #include "pipeline/finetune.h"
@@ -6,14 +6,17 @@
 
 int main(int argc, char** argv) {
   pipeline::FinetuneOptions options;
-  CLI::App app{"Fine-tune all of AlexNet with a new 10-class last layer (approach 2)", "transfer-finetune"};
+  CLI::App app{"Fine-tune all of a backbone with a new 10-class last layer (approach 2)", "transfer-finetune"};
   app.add_option("--data", options.data, "CIFAR-10 binary folder")->capture_default_str();
-  app.add_option("--weights", options.weights, "torchvision weights file, or random:SEED")->capture_default_str();
+  stages::add_backbone_flag(app, options.backbone, "the network (alexnet, resnet18, resnet50, vgg16)")
+      ->capture_default_str();
+  app.add_option("--weights", options.weights, "weights file, a folder holding the backbone's torchvision file, or random:SEED (default: data/<its file>)");
   app.add_option("--out", options.out, "run folder to write")->required();
   app.add_option("--epochs", options.epochs, "training epochs")->capture_default_str();
   app.add_option("--lr", options.lr, "Adam learning rate")->capture_default_str();
   app.add_option("--batch-size", options.batch_size, "images per step")->capture_default_str();
-  app.add_option("--image-size", options.image_size, "resize 32 -> this many pixels (>= 63)")->capture_default_str();
+  app.add_option("--image-size", options.image_size, "resize 32 -> this many pixels (alexnet >= 63, others >= 32)")
+      ->capture_default_str();
   app.add_option("--normalize", options.normalize, "imagenet, or half (0.5/0.5, as the study's approach 2)")
       ->capture_default_str()
       ->check(CLI::IsMember({"imagenet", "half"}));

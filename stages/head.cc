@@ -6,11 +6,12 @@
 
 int main(int argc, char** argv) {
   pipeline::HeadOptions options;
-  CLI::App app{"Train new last layers on cached AlexNet features (approach 1: linear probe)", "transfer-head"};
+  CLI::App app{"Train new last layers on a backbone's cached features (approach 1: linear probe)", "transfer-head"};
   app.add_option("--features", options.features, "feature cache written by transfer-extract")->required();
   app.add_option("--out", options.out, "run folder to write")->required();
-  app.add_option("--tap", options.tap, "cached layer to train on (fc7, fc6, pool5)")->capture_default_str();
-  app.add_option("--head", options.head, "linear, or classifier (AlexNet's whole classifier on pool5)")
+  stages::add_backbone_flag(app, options.backbone, "check that the cache is this backbone's (default: any)");
+  app.add_option("--tap", options.tap, "cached layer to train on (default: the layer before the classifier)");
+  app.add_option("--head", options.head, "linear, or classifier (the whole classifier on pool5: alexnet, vgg16)")
       ->capture_default_str()
       ->check(CLI::IsMember({"linear", "classifier"}));
   app.add_option("--epochs", options.epochs, "training epochs")->capture_default_str();

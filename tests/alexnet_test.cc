@@ -1,7 +1,7 @@
-// Tests of pipeline/alexnet: the model against torchvision's outputs
+// Tests of pipeline/models/alexnet: the model against torchvision's outputs
 // (tests/fixtures/make_model_fixtures.py), its names, taps and layouts.
 
-#include "pipeline/alexnet.h"
+#include "pipeline/models/alexnet.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -62,26 +62,29 @@ double relative_l2(const torch::Tensor& got, const torch::Tensor& want) {
          want.to(torch::kDouble).norm().item<double>();
 }
 
-const std::vector<Tap> kAllTaps = {Tap::Pool5, Tap::Fc6, Tap::Fc7, Tap::Logits};
+const std::vector<std::string> kAllTaps = {"pool5", "fc6", "fc7", "logits"};
 
 TEST(AlexNetTest, TapNames) {
-  for (Tap tap : kAllTaps) EXPECT_EQ(parse_tap(tap_name(tap)), tap);
-  EXPECT_EQ(tap_name(Tap::Fc7), "fc7");
-  EXPECT_EQ(parse_taps("pool5, fc7"), (std::vector<Tap>{Tap::Pool5, Tap::Fc7}));
-  EXPECT_EQ(tap_width(Tap::Pool5), 9216);
-  EXPECT_EQ(tap_width(Tap::Fc6), 4096);
-  EXPECT_EQ(tap_width(Tap::Fc7), 4096);
-  EXPECT_EQ(tap_width(Tap::Logits), 1000);
-  EXPECT_EQ(tap_width(Tap::Logits, 10), 10);
+  const Backbone& alexnet = backbone("alexnet");
+  EXPECT_EQ(&alexnet, &alexnet_backbone());
+  EXPECT_EQ(tap_list(alexnet), "pool5, fc6, fc7, logits");
+  EXPECT_EQ(alexnet.default_tap(), "fc7");
+  EXPECT_EQ(parse_taps(alexnet, "pool5, fc7"), (std::vector<std::string>{"pool5", "fc7"}));
+  EXPECT_EQ(tap_width(alexnet, "pool5"), 9216);
+  EXPECT_EQ(tap_width(alexnet, "fc6"), 4096);
+  EXPECT_EQ(tap_width(alexnet, "fc7"), 4096);
+  EXPECT_EQ(tap_width(alexnet, "logits"), 1000);
+  EXPECT_EQ(tap_width(alexnet, "logits", 10), 10);
   try {
-    parse_tap("fc8");
+    parse_taps(alexnet, "fc8");
     FAIL() << "no error";
   } catch (const UsageError& e) {
     EXPECT_NE(std::string(e.what()).find("pool5, fc6, fc7, logits"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(parse_taps(""), UsageError);
-  EXPECT_THROW(parse_taps("fc7,fc7"), UsageError);
-  EXPECT_THROW(parse_taps("fc7,,fc6"), UsageError);
+  EXPECT_THROW(parse_taps(alexnet, ""), UsageError);
+  EXPECT_THROW(parse_taps(alexnet, "fc7,fc7"), UsageError);
+  EXPECT_THROW(parse_taps(alexnet, "fc7,,fc6"), UsageError);
+  EXPECT_THROW(parse_taps(alexnet, "pool"), UsageError);  // ResNet's name, not AlexNet's
 }
 
 TEST(AlexNetTest, ParameterNamesAndShapesAreTorchvisions) {
@@ -101,8 +104,8 @@ TEST(AlexNetTest, ParameterNamesAndShapesAreTorchvisions) {
 // torchvision's. Returns the largest relative L2 error.
 double compare_with_torchvision(AlexNet& model, const nlohmann::json& recipes, torch::MemoryFormat format) {
   const auto outputs = read_state_dict(fixture("alexnet_outputs.pth"));
-  auto expected = [&](int64_t b, Tap tap) {
-    const std::string key = "input" + std::to_string(b) + "." + tap_name(tap);
+  auto expected = [&](int64_t b, const std::string& tap) {
+    const std::string key = "input" + std::to_string(b) + "." + tap;
     for (const auto& [k, t] : outputs) {
       if (k == key) return t;
     }
@@ -124,14 +127,14 @@ double compare_with_torchvision(AlexNet& model, const nlohmann::json& recipes, t
     const auto taps = model->forward_taps(x, kAllTaps);
     EXPECT_EQ(taps.size(), 4u);
     for (size_t i = 0; i < batch.size(); ++i) {
-      for (Tap tap : kAllTaps) {
+      for (const std::string& tap : kAllTaps) {
         const torch::Tensor got = taps.at(tap)[static_cast<int64_t>(i)];
         const double error = relative_l2(got, expected(batch[i], tap));
-        EXPECT_LE(error, 1e-5) << "input " << batch[i] << " " << tap_name(tap);
+        EXPECT_LE(error, 1e-5) << "input " << batch[i] << " " << tap;
         worst = std::max(worst, error);
       }
     }
-    EXPECT_TRUE(torch::equal(model->forward(x), taps.at(Tap::Logits)));
+    EXPECT_TRUE(torch::equal(model->forward(x), taps.at("logits")));
   }
   return worst;
 }
@@ -142,7 +145,7 @@ TEST(AlexNetTest, MatchesTorchvisionInBothLayouts) {
   load_state_dict(*model, formula_weights(model, recipes["weights"]), "formula weights");
   model->eval();
   const double contiguous = compare_with_torchvision(model, recipes, torch::MemoryFormat::Contiguous);
-  to_channels_last(model);
+  to_channels_last(*model);
   EXPECT_TRUE(model->features[0]->as<torch::nn::Conv2d>()->weight.is_contiguous(torch::MemoryFormat::ChannelsLast));
   const double channels_last = compare_with_torchvision(model, recipes, torch::MemoryFormat::ChannelsLast);
   RecordProperty("max_relative_l2_contiguous", std::to_string(contiguous));
@@ -155,7 +158,7 @@ TEST(AlexNetTest, ToChannelsLastKeepsParameterObjects) {
   AlexNet model;
   const auto before = model->parameters();
   const torch::Tensor values = model->features[0]->as<torch::nn::Conv2d>()->weight.clone();
-  to_channels_last(model);
+  to_channels_last(*model);
   const auto after = model->parameters();
   ASSERT_EQ(before.size(), after.size());
   for (size_t i = 0; i < before.size(); ++i) {
@@ -179,15 +182,15 @@ TEST(AlexNetTest, ForwardTapsStopsAfterDeepestTap) {
   torch::NoGradGuard no_grad;
   const torch::Tensor x = torch::rand({2, 3, 64, 64});
   break_linear(model, 4);  // fc7's Linear
-  const auto fc6 = model->forward_taps(x, {Tap::Fc6, Tap::Pool5});
+  const auto fc6 = model->forward_taps(x, {"fc6", "pool5"});
   ASSERT_EQ(fc6.size(), 2u);
-  EXPECT_EQ(fc6.at(Tap::Fc6).sizes().vec(), (std::vector<int64_t>{2, 4096}));
-  EXPECT_ANY_THROW(model->forward_taps(x, {Tap::Fc7}));
+  EXPECT_EQ(fc6.at("fc6").sizes().vec(), (std::vector<int64_t>{2, 4096}));
+  EXPECT_ANY_THROW(model->forward_taps(x, {"fc7"}));
   break_linear(model, 1);  // fc6's Linear
-  const auto pool5 = model->forward_taps(x, {Tap::Pool5});
+  const auto pool5 = model->forward_taps(x, {"pool5"});
   ASSERT_EQ(pool5.size(), 1u);
-  EXPECT_EQ(pool5.at(Tap::Pool5).sizes().vec(), (std::vector<int64_t>{2, 9216}));
-  EXPECT_TRUE(pool5.at(Tap::Pool5).is_contiguous());
+  EXPECT_EQ(pool5.at("pool5").sizes().vec(), (std::vector<int64_t>{2, 9216}));
+  EXPECT_TRUE(pool5.at("pool5").is_contiguous());
 }
 
 TEST(AlexNetTest, RejectsBadInputs) {
@@ -204,7 +207,7 @@ TEST(AlexNetTest, ReplaceLastLayer) {
   AlexNet model;
   const torch::Tensor fc7_weight = model->classifier[4]->as<torch::nn::Linear>()->weight;
   torch::manual_seed(11);
-  model->replace_last_layer(10);
+  model->replace_classifier(10);
   torch::manual_seed(11);
   torch::nn::Linear reference(4096, 10);
 
@@ -218,8 +221,8 @@ TEST(AlexNetTest, ReplaceLastLayer) {
   EXPECT_EQ(model->parameters().size(), 16u);
   torch::NoGradGuard no_grad;
   model->eval();
-  const auto taps = model->forward_taps(torch::rand({2, 3, 64, 64}), {Tap::Logits});
-  EXPECT_EQ(taps.at(Tap::Logits).sizes().vec(), (std::vector<int64_t>{2, 10}));
+  const auto taps = model->forward_taps(torch::rand({2, 3, 64, 64}), {"logits"});
+  EXPECT_EQ(taps.at("logits").sizes().vec(), (std::vector<int64_t>{2, 10}));
 }
 
 }  // namespace

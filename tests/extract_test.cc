@@ -63,6 +63,22 @@ TEST(Extract, SecondRunIsUpToDateAndForceRebuilds) {
   EXPECT_FALSE(pipeline::run_extract(options).up_to_date);
 }
 
+TEST(Extract, CacheOfAnotherBackboneIsNeverReused) {
+  TempDir dir;
+  auto options = small_options(dir);
+  options.taps = "";  // each backbone's default tap
+  pipeline::run_extract(options);
+  options.backbone = "resnet18";
+  const auto summary = pipeline::run_extract(options);
+  EXPECT_FALSE(summary.up_to_date);
+  const pipeline::FeatureReader cache(options.out);
+  EXPECT_EQ(cache.provenance()["settings"]["backbone"], "resnet18");
+  EXPECT_EQ(cache.taps(), (std::vector<std::string>{"pool"}));
+  EXPECT_EQ(cache.width("pool"), 512);
+  options.taps = "fc7";  // AlexNet's layer, not ResNet's
+  EXPECT_THROW(pipeline::run_extract(options), pipeline::UsageError);
+}
+
 TEST(Extract, InterruptedRunResumesToTheSameFeatures) {
   TempDir dir;
   auto options = small_options(dir);

@@ -72,6 +72,33 @@ TEST(Finetune, ResumedRunEqualsUninterruptedRun) {
   EXPECT_EQ(resumed.metrics.confusion, uninterrupted.metrics.confusion);
 }
 
+TEST(Finetune, ResNetResumeEqualsUninterruptedRunWithBatchNorm) {
+  // Batch norm's running statistics train with the network; they are in the checkpoint
+  // and in the best weights, so a resumed run scores exactly as an uninterrupted one.
+  TempDir dir;
+  auto whole = small_options(dir, 64, 24);
+  whole.backbone = "resnet18";
+  whole.image_size = 32;
+  whole.out = dir / "whole";
+  const auto uninterrupted = pipeline::run_finetune(whole);
+  EXPECT_EQ(uninterrupted.metrics.config["backbone"], "resnet18");
+
+  auto part = whole;
+  part.out = dir / "part";
+  part.stop_after_epochs = 1;
+  EXPECT_FALSE(pipeline::run_finetune(part).finished);
+  part.stop_after_epochs = 0;
+  part.resume = true;
+  const auto resumed = pipeline::run_finetune(part);
+  ASSERT_TRUE(resumed.finished);
+  EXPECT_DOUBLE_EQ(resumed.metrics.test_acc, uninterrupted.metrics.test_acc);
+  EXPECT_NEAR(resumed.metrics.test_loss, uninterrupted.metrics.test_loss, 1e-6);
+  for (size_t e = 0; e < resumed.metrics.epochs.size(); ++e) {
+    EXPECT_NEAR(resumed.metrics.epochs[e].val_loss, uninterrupted.metrics.epochs[e].val_loss, 1e-6) << e;
+  }
+  EXPECT_EQ(resumed.metrics.confusion, uninterrupted.metrics.confusion);
+}
+
 TEST(Finetune, UsesTheSameSplitAsTheHeadForOneSeed) {
   TempDir dir;
   auto options = small_options(dir, 60, 10);
@@ -83,6 +110,13 @@ TEST(Finetune, UsesTheSameSplitAsTheHeadForOneSeed) {
 TEST(Finetune, BadSettingsAreUsageErrors) {
   TempDir dir;
   auto o = small_options(dir, 20, 5);
+  o.backbone = "resnet101";
+  EXPECT_THROW(pipeline::run_finetune(o), pipeline::UsageError);
+  o = small_options(dir, 20, 5);
+  o.backbone = "alexnet";
+  o.image_size = 40;  // fine for ResNet and VGG, below AlexNet's 63
+  EXPECT_THROW(pipeline::run_finetune(o), pipeline::UsageError);
+  o = small_options(dir, 20, 5);
   o.compute.precision = "fp16";
   EXPECT_THROW(pipeline::run_finetune(o), pipeline::UsageError);
   o = small_options(dir);

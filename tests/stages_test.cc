@@ -1,5 +1,8 @@
 // The stages as a user runs them: real binaries, exit codes, files on disk.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <set>
 
 #include "pipeline/metrics.h"
 #include "test_util.h"
@@ -32,6 +35,46 @@ TEST(Stages, SynthExtractHeadFinetuneCompareEndToEnd) {
             0);
   EXPECT_TRUE(fs::exists(dir / "compare" / "report.md"));
   EXPECT_TRUE(fs::exists(dir / "compare" / "report.json"));
+}
+
+TEST(Stages, BackbonesAreRankedInOneReport) {
+  // Two backbones' caches of the same images, a probe on each, one ranking.
+  TempDir dir;
+  const std::string d = dir.path().string();
+  ASSERT_EQ(run_stage("transfer-synth --out " + d + "/data --train 120 --test 40 --seed 3"), 0);
+  std::string runs;
+  for (const std::string backbone : {"alexnet", "resnet18"}) {
+    ASSERT_EQ(run_stage("transfer-extract --backbone " + backbone + " --data " + d + "/data --weights random:0 --out " +
+                        d + "/" + backbone + ".h5 --image-size 64 --device cpu"),
+              0);
+    ASSERT_EQ(run_stage("transfer-head --features " + d + "/" + backbone + ".h5 --out " + d + "/head-" + backbone +
+                        " --epochs 2"),
+              0);
+    runs += (runs.empty() ? "" : ",") + d + "/head-" + backbone;
+  }
+  const fs::path log = dir / "log.txt";
+  ASSERT_EQ(run_stage("transfer-compare --backbones " + runs + " --out " + d + "/ranked", log), 0)
+      << testutil::read_text(log);
+  const auto report = nlohmann::json::parse(testutil::read_text(dir / "ranked" / "report.json"));
+  ASSERT_EQ(report["rows"].size(), 2u);
+  std::set<std::string> names;
+  for (const auto& row : report["rows"]) {
+    names.insert(row["backbone"].get<std::string>());
+    EXPECT_GT(row["extract_seconds"].get<double>(), 0);
+    EXPECT_EQ(row["tap"], row["backbone"] == "alexnet" ? "fc7" : "pool");
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"alexnet", "resnet18"}));
+  EXPECT_GE(report["rows"][0]["test_acc"].get<double>(), report["rows"][1]["test_acc"].get<double>());
+  EXPECT_TRUE(fs::exists(dir / "ranked" / "backbones.csv"));
+  EXPECT_NE(testutil::read_text(dir / "ranked" / "report.md").find("ResNet-18"), std::string::npos);
+
+  // A head run of another backbone than --backbone says is refused; unknown names exit 2.
+  EXPECT_EQ(run_stage("transfer-head --backbone vgg16 --features " + d + "/resnet18.h5 --out " + d + "/h", log), 2);
+  EXPECT_NE(testutil::read_text(log).find("ResNet-18"), std::string::npos) << testutil::read_text(log);
+  for (const std::string stage : {"transfer-extract --out x.h5", "transfer-finetune --out x", "transfer-fetch"}) {
+    EXPECT_EQ(run_stage(stage + " --backbone resnet101", log), 2) << stage;
+    EXPECT_NE(testutil::read_text(log).find("resnet18"), std::string::npos) << testutil::read_text(log);
+  }
 }
 
 TEST(Stages, BadFlagsExitTwoWithAMessage) {

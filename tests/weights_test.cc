@@ -12,7 +12,7 @@
 #include <fstream>
 #include <string>
 
-#include "pipeline/alexnet.h"
+#include "pipeline/models/alexnet.h"
 #include "pipeline/digest.h"
 #include "pipeline/error.h"
 #include "test_util.h"
@@ -95,19 +95,19 @@ TEST(WeightsTest, NonStrictLoadsWhatMatches) {
 TEST(WeightsTest, WrongFileForAlexNetNamesItsKeys) {
   AlexNet model;
   const std::string message =
-      error_of([&] { load_alexnet_weights(model, parse_weights_source(fixture("tiny_state_dict.pth").string())); });
+      error_of([&] { load_weights(*model, parse_weights_source(fixture("tiny_state_dict.pth").string())); });
   EXPECT_TRUE(contains(message, "tiny_state_dict.pth")) << message;
   EXPECT_TRUE(contains(message, "missing keys: features.0.weight")) << message;
   EXPECT_TRUE(contains(message, "and 6 more")) << message;  // 16 missing, 10 shown
   EXPECT_TRUE(contains(message, "unexpected keys: base")) << message;
 
-  EXPECT_TRUE(contains(error_of([&] { load_alexnet_weights(model, parse_weights_source("no/such.pth")); }),
+  EXPECT_TRUE(contains(error_of([&] { load_weights(*model, parse_weights_source("no/such.pth")); }),
                        "no such file"));
   EXPECT_TRUE(contains(
-      error_of([&] { load_alexnet_weights(model, parse_weights_source(fixture("legacy_state_dict.pth").string())); }),
+      error_of([&] { load_weights(*model, parse_weights_source(fixture("legacy_state_dict.pth").string())); }),
       "missing keys: features.0.weight"));  // read (legacy format), but not AlexNet's
-  model->replace_last_layer(10);
-  EXPECT_TRUE(contains(error_of([&] { load_alexnet_weights(model, parse_weights_source("random:1")); }),
+  model->replace_classifier(10);
+  EXPECT_TRUE(contains(error_of([&] { load_weights(*model, parse_weights_source("random:1")); }),
                        "1000-class"));
 }
 
@@ -135,7 +135,7 @@ TEST(WeightsTest, Describe) {
 TEST(WeightsTest, RandomInitIsSeededAndPrivate) {
   AlexNet a, b, c;
   torch::manual_seed(100);
-  const WeightsInfo info = load_alexnet_weights(a, parse_weights_source("random:5"));
+  const WeightsInfo info = load_weights(*a, parse_weights_source("random:5"));
   const torch::Tensor next_global = torch::rand({4});
   EXPECT_EQ(info.spec, "random:5");
   EXPECT_EQ(info.sha256, "random:5");
@@ -146,8 +146,8 @@ TEST(WeightsTest, RandomInitIsSeededAndPrivate) {
   EXPECT_TRUE(torch::equal(next_global, untouched_global));  // the global generator was not used
 
   torch::rand({1000});  // other random numbers drawn before: no effect
-  load_alexnet_weights(b, parse_weights_source("random:5"));
-  load_alexnet_weights(c, parse_weights_source("random:6"));
+  load_weights(*b, parse_weights_source("random:5"));
+  load_weights(*c, parse_weights_source("random:6"));
   const StateDict sa = state_dict_of(*a), sb = state_dict_of(*b), sc = state_dict_of(*c);
   for (size_t i = 0; i < sa.size(); ++i) {
     EXPECT_TRUE(torch::equal(sa[i].second, sb[i].second)) << sa[i].first;
@@ -160,7 +160,7 @@ TEST(WeightsTest, RandomInitEqualsPythonManualSeed) {
   const auto fixture_json = nlohmann::json::parse(in);
   AlexNet model;
   const uint64_t seed = fixture_json["random_seed"].get<uint64_t>();
-  load_alexnet_weights(model, parse_weights_source("random:" + std::to_string(seed)));
+  load_weights(*model, parse_weights_source("random:" + std::to_string(seed)));
   const auto& samples = fixture_json["random_samples"];
   for (const auto& [name, tensor] : state_dict_of(*model)) {
     const auto& sample = samples.at(name);
@@ -178,7 +178,7 @@ TEST(WeightsTest, LoadsTorchvisionWeightsWhenPresent) {
   const fs::path file = fs::path(TRANSFER_FIXTURES) / ".." / ".." / "data" / "alexnet-owt-7be5be79.pth";
   if (!fs::exists(file)) GTEST_SKIP() << file << " not downloaded";
   AlexNet model;
-  const WeightsInfo info = load_alexnet_weights(model, parse_weights_source(file.string()));
+  const WeightsInfo info = load_weights(*model, parse_weights_source(file.string()));
   EXPECT_TRUE(info.pretrained);
   EXPECT_EQ(info.sha256.substr(0, 8), "7be5be79");
   EXPECT_EQ(info.sha256.size(), 64u);

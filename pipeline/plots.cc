@@ -1,0 +1,147 @@
+#include "pipeline/plots.h"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <sstream>
+
+#include "pipeline/error.h"
+#include "pipeline/files.h"
+
+namespace fs = std::filesystem;
+
+namespace pipeline {
+namespace {
+
+// The program's path: as given when it holds a '/', else the first executable on PATH;
+// empty when there is none.
+std::string find_program(const std::string& program) {
+  if (program.find('/') != std::string::npos) return ::access(program.c_str(), X_OK) == 0 ? program : "";
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path ? path : "/usr/local/bin:/usr/bin:/bin");
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    const fs::path candidate = fs::path(dir.empty() ? "." : dir) / program;
+    std::error_code error;
+    if (fs::is_regular_file(candidate, error) && ::access(candidate.c_str(), X_OK) == 0) return candidate.string();
+  }
+  return "";
+}
+
+// Runs `program args...` inside `dir` with stdin from /dev/null and stdout+stderr into
+// `log`; returns the exit status (127 when it could not be started, -1 on a signal).
+int run_in(const fs::path& dir, const std::string& program, const std::vector<std::string>& args,
+           const fs::path& log) {
+  std::vector<std::string> words{program};
+  words.insert(words.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& w : words) argv.push_back(w.data());
+  argv.push_back(nullptr);
+  const std::string dir_text = dir.string(), log_text = log.string();
+  const pid_t pid = ::fork();
+  if (pid < 0) return 127;
+  if (pid == 0) {  // only async-signal-safe calls until exec
+    if (::chdir(dir_text.c_str()) != 0) ::_exit(127);
+    const int out = ::open(log_text.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int in = ::open("/dev/null", O_RDONLY);
+    if (out >= 0) {
+      ::dup2(out, 1);
+      ::dup2(out, 2);
+    }
+    if (in >= 0) ::dup2(in, 0);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return 127;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string first_lines(const std::string& text, size_t count) {
+  std::istringstream lines(text);
+  std::string line, out;
+  for (size_t n = 0; n < count && std::getline(lines, line);) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    out += (out.empty() ? "" : " / ") + line;
+    ++n;
+  }
+  return out;
+}
+
+}  // namespace
+
+const char* kPlotHowTo =
+    "To get the plots, install gnuplot (Debian/Ubuntu: `sudo apt-get install gnuplot-nox`) and rerun "
+    "transfer-compare, or run `gnuplot plots.gp` in this folder.";
+
+std::vector<std::string> draw_plots(const fs::path& out, const std::string& gnuplot, const std::string& script,
+                                    const std::vector<std::string>& wanted, const std::vector<std::string>& owned,
+                                    std::string& error) {
+  const auto remove_all = [&](bool finals) {
+    std::error_code ignored;
+    for (const std::string& name : owned) {
+      fs::remove(out / (std::string(name) + ".tmp"), ignored);
+      if (finals) fs::remove(out / name, ignored);
+    }
+  };
+  remove_all(false);
+  std::string program;
+  if (gnuplot.empty()) {
+    error = "No plots were asked for (the gnuplot program was set to empty).";
+  } else if ((program = find_program(gnuplot)).empty()) {
+    error = gnuplot.find('/') != std::string::npos
+                ? fmt::format("No plots: the gnuplot program {} does not exist or is not executable.", gnuplot)
+                : fmt::format("No plots: `{}` was not found on PATH.", gnuplot);
+  } else {
+    const fs::path log = out / ".gnuplot.log";
+    const int status = run_in(out, program, {"-e", "suffix='.tmp'", script}, log);
+    std::string messages;
+    try {
+      messages = read_file(log);
+    } catch (const Error&) {
+    }
+    std::error_code ignored;
+    fs::remove(log, ignored);
+    if (status != 0) {
+      error = fmt::format("No plots: `{}` failed ({}){}", program,
+                          status == 127 ? "it could not be started" : fmt::format("exit status {}", status),
+                          messages.empty() ? "." : ": " + first_lines(messages, 3));
+    } else {
+      for (const std::string& name : wanted) {
+        std::error_code size_error;
+        const fs::path drawn = out / (name + ".tmp");
+        if (!fs::exists(drawn) || fs::file_size(drawn, size_error) == 0) {
+          error = fmt::format("No plots: `{}` ran but did not write {}{}", program, name,
+                              messages.empty() ? "." : ": " + first_lines(messages, 3));
+          break;
+        }
+      }
+    }
+  }
+  if (!error.empty()) {
+    remove_all(true);  // old plots would not match this report
+    return {};
+  }
+  for (const std::string& name : wanted) {
+    std::error_code rename_error;
+    fs::rename(out / (name + ".tmp"), out / name, rename_error);
+    if (rename_error) fail("cannot rename {} to {}: {}", (out / (name + ".tmp")).string(), name, rename_error.message());
+  }
+  for (const std::string& name : owned) {
+    if (std::find(wanted.begin(), wanted.end(), name) == wanted.end()) {
+      std::error_code ignored;
+      fs::remove(out / name, ignored);
+    }
+  }
+  return wanted;
+}
+
+}  // namespace pipeline
