@@ -177,6 +177,31 @@ TEST(BackboneSeamTest, RegistryAndTaps) {
   }
 }
 
+TEST(BackboneSeamTest, AnotherBackbonesWeightsAreRefusedByName) {
+  // ResNet-18's tensors (the legacy-format fixture) into AlexNet: nothing loaded, and
+  // the error names the file, the backbone and the keys.
+  const auto net = backbone("alexnet").build();
+  const std::string file = fixture("backbone_resnet18_saved.pth").string();
+  const std::string message = error_of([&] { load_weights(*net, parse_weights_source(file)); });
+  EXPECT_NE(message.find(file), std::string::npos) << message;
+  EXPECT_NE(message.find("alexnet"), std::string::npos) << message;
+  EXPECT_NE(message.find("missing keys: features.0.weight"), std::string::npos) << message;
+  EXPECT_NE(message.find("unexpected keys: bn1.weight"), std::string::npos) << message;
+}
+
+TEST(BackboneSeamTest, OldStateDictsWithoutBatchCountersLoad) {
+  // torchvision's resnet18-5c106cde.pth predates num_batches_tracked: those keys may be
+  // missing (they keep their value), every other key may not.
+  const auto net = backbone("resnet18").build();
+  StateDict state;
+  for (const auto& [key, value] : state_dict_of(*net)) {
+    if (key.find("num_batches_tracked") == std::string::npos) state.emplace_back(key, value.clone());
+  }
+  EXPECT_NO_THROW(load_state_dict(*net, state, "old file"));
+  state.pop_back();
+  EXPECT_THROW(load_state_dict(*net, state, "old file"), Error);
+}
+
 TEST(BackboneSeamTest, ClassifierFromTapSharesTheNetworksLayers) {
   const auto net = backbone("vgg16").build();
   net->eval();
