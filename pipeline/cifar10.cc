@@ -27,31 +27,42 @@ std::vector<fs::path> cifar_all_files(const fs::path& dir) {
   return files;
 }
 
-std::string cifar_file_problem(const fs::path& file) {
+std::string cifar_file_problem(const fs::path& file) { return cifar_file_problem(file, kCifar10Format); }
+
+std::string cifar_file_problem(const fs::path& file, const CifarFormat& format) {
   std::error_code ec;
   const auto status = fs::status(file, ec);
   if (ec || !fs::exists(status)) return "is missing";
   if (!fs::is_regular_file(status)) return "is not a regular file";
   const auto size = fs::file_size(file, ec);
   if (ec) return "cannot be read: " + ec.message();
-  if (size == 0 || size % kCifarRecordBytes != 0) {
-    return fmt::format("has {} bytes, not a positive multiple of the {}-byte record", size, kCifarRecordBytes);
+  const auto record = static_cast<uintmax_t>(format.record_bytes());
+  if (size == 0 || size % record != 0) {
+    return fmt::format("has {} bytes, not a positive multiple of the {}-byte record", size, record);
   }
-  if (size / kCifarRecordBytes > static_cast<uintmax_t>(kCifarRecordsPerFile)) {
-    return fmt::format("has {} bytes ({} records), more than the {} records a CIFAR-10 batch file holds", size,
-                       size / kCifarRecordBytes, kCifarRecordsPerFile);
+  if (size / record > static_cast<uintmax_t>(format.max_records)) {
+    return fmt::format("has {} bytes ({} records), more than the {} records a {} file holds", size, size / record,
+                       format.max_records, format.dataset);
   }
   return "";
 }
 
 CifarImages decode_cifar_files(const std::vector<fs::path>& files, int64_t limit) {
+  return decode_cifar_files(files, kCifar10Format, limit);
+}
+
+CifarImages decode_cifar_files(const std::vector<fs::path>& files, const CifarFormat& format, int64_t limit) {
   // Sizes first, so the tensors are allocated once and every error comes before work.
+  const int64_t record_bytes = format.record_bytes();
   std::vector<int64_t> records;
   int64_t total = 0;
   for (const fs::path& file : files) {
-    const std::string problem = cifar_file_problem(file);
-    if (!problem.empty()) fail("CIFAR-10 file {} {}: truncated, missing or not a CIFAR-10 batch; run transfer-fetch", file.string(), problem);
-    records.push_back(static_cast<int64_t>(fs::file_size(file)) / kCifarRecordBytes);
+    const std::string problem = cifar_file_problem(file, format);
+    if (!problem.empty()) {
+      fail("{} file {} {}: truncated, missing or not a {} file; run transfer-fetch", format.dataset, file.string(),
+           problem, format.dataset);
+    }
+    records.push_back(static_cast<int64_t>(fs::file_size(file)) / record_bytes);
     total += records.back();
   }
   const int64_t n = limit < 0 ? total : std::min(limit, total);
@@ -59,21 +70,22 @@ CifarImages decode_cifar_files(const std::vector<fs::path>& files, int64_t limit
   uint8_t* images = out.images.data_ptr<uint8_t>();
   int64_t* labels = out.labels.data_ptr<int64_t>();
 
-  std::vector<char> record(kCifarRecordBytes);
+  std::vector<char> record(static_cast<size_t>(record_bytes));
   int64_t row = 0;
   for (size_t f = 0; f < files.size() && row < n; ++f) {
     std::ifstream in(files[f], std::ios::binary);
-    if (!in) fail("cannot open CIFAR-10 file {}", files[f].string());
+    if (!in) fail("cannot open {} file {}", format.dataset, files[f].string());
     for (int64_t r = 0; r < records[f] && row < n; ++r, ++row) {
-      if (!in.read(record.data(), kCifarRecordBytes)) {
-        fail("CIFAR-10 file {}: read failed at record {}", files[f].string(), r);
+      if (!in.read(record.data(), record_bytes)) {
+        fail("{} file {}: read failed at record {}", format.dataset, files[f].string(), r);
       }
-      const auto label = static_cast<uint8_t>(record[0]);
-      if (label >= kCifarClasses) {
-        fail("CIFAR-10 file {}: record {} has label {}, expected 0..9", files[f].string(), r, label);
+      const auto label = static_cast<uint8_t>(record[static_cast<size_t>(format.label_index)]);
+      if (label >= format.classes) {
+        fail("{} file {}: record {} has label {}, expected 0..{}", format.dataset, files[f].string(), r, label,
+             format.classes - 1);
       }
       labels[row] = label;
-      std::copy(record.begin() + 1, record.end(), images + row * kCifarImageBytes);
+      std::copy(record.begin() + format.label_bytes, record.end(), images + row * kCifarImageBytes);
     }
   }
   return out;

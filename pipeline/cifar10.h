@@ -29,6 +29,18 @@ inline constexpr std::array<const char*, 10> kCifarClassNames = {
 
 enum class Split { Train, Test };
 
+// A CIFAR binary layout: each record is `label_bytes` label bytes then the 3,072 pixel
+// bytes; the label used is byte `label_index` (CIFAR-100: 0 coarse, 1 fine).
+struct CifarFormat {
+  const char* dataset;   // "CIFAR-10", for messages
+  int64_t label_bytes;   // 1 (CIFAR-10) or 2 (CIFAR-100)
+  int64_t label_index;   // which label byte
+  int64_t classes;       // labels must be below this
+  int64_t max_records;   // the most records one file may hold
+  int64_t record_bytes() const { return label_bytes + kCifarImageBytes; }
+};
+inline constexpr CifarFormat kCifar10Format{"CIFAR-10", 1, 0, kCifarClasses, kCifarRecordsPerFile};
+
 struct CifarImages {
   at::Tensor images;  // [N,3,32,32] uint8, contiguous
   at::Tensor labels;  // [N] int64, values 0..9
@@ -46,11 +58,16 @@ std::vector<std::filesystem::path> cifar_all_files(const std::filesystem::path& 
 // foreign file), or more than kCifarRecordsPerFile records. Never throws; reads
 // nothing but the file's metadata.
 std::string cifar_file_problem(const std::filesystem::path& file);
+// The same for any CIFAR layout.
+std::string cifar_file_problem(const std::filesystem::path& file, const CifarFormat& format);
 
 // Decodes `files` in order, keeping at most `limit` records (limit < 0: all).
 // Throws pipeline::Error naming the file (and record) for a missing file, a size that
 // is not a positive multiple of 3,073 bytes, or a label above 9.
 CifarImages decode_cifar_files(const std::vector<std::filesystem::path>& files, int64_t limit = -1);
+// The same for any CIFAR layout (labels checked against format.classes).
+CifarImages decode_cifar_files(const std::vector<std::filesystem::path>& files, const CifarFormat& format,
+                               int64_t limit);
 
 // decode_cifar_files(cifar_files(dir, split), limit).
 CifarImages load_cifar(const std::filesystem::path& dir, Split split, int64_t limit = -1);

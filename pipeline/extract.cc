@@ -8,6 +8,7 @@
 #include <chrono>
 #include <ctime>
 
+#include "pipeline/datasets/dataset.h"
 #include "pipeline/models/backbone_net.h"
 #include "pipeline/batches.h"
 #include "pipeline/cifar10.h"
@@ -97,7 +98,8 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   options.out = output_path(given.out, "--out");
   // The output is checked before any work: it may not overwrite an input, and its
   // folder must be writable (else an hour of extraction would end in a failed rename).
-  std::vector<fs::path> inputs = cifar_all_files(options.data);
+  const std::unique_ptr<Dataset> dataset = open_dataset({options.dataset, options.data, options.labels});
+  std::vector<fs::path> inputs = dataset->files();
   const WeightsSource weights_source = parse_weights_source(options.weights);
   if (!weights_source.random) inputs.push_back(weights_source.file);
   refuse_output_over_inputs(options.out, inputs, "--out");
@@ -118,7 +120,8 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   const json settings = {{"backbone", spec.name()},
                          {"weights_sha256", weights.sha256},
                          {"pretrained", weights.pretrained},
-                         {"dataset_sha256", cifar_digest(options.data)},
+                         {"dataset", dataset->describe()},
+                         {"dataset_sha256", dataset->digest()},
                          {"image_size", options.image_size},
                          {"normalization", normalization.name},
                          {"mean", normalization.mean},
@@ -138,8 +141,8 @@ ExtractSummary run_extract(const ExtractOptions& given) {
     std::error_code ignored;
     fs::remove(options.out.string() + ".partial", ignored);
   }
-  const CifarImages train = load_cifar(options.data, Split::Train, options.limit_train);
-  const CifarImages test = load_cifar(options.data, Split::Test, options.limit_test);
+  const DatasetImages train = dataset->load(Split::Train, options.limit_train);
+  const DatasetImages test = dataset->load(Split::Test, options.limit_test);
 
   torch::NoGradGuard no_grad;
   model->eval();
@@ -150,7 +153,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   json provenance = {{"settings", settings},
                      {"weights", weights.describe()},
                      {"weights_file", weights.pretrained ? fs::absolute(options.weights).string() : ""},
-                     {"data", fs::absolute(options.data).string()},
+                     {"data", fs::absolute(dataset->folder()).string()},
                      {"device", compute.describe()},
                      {"library_versions", {{"torch", torch_version()}, {"hdf5", hdf5_version()}}},
                      {"created", now_utc()}};
@@ -180,7 +183,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
 
   const auto start = std::chrono::steady_clock::now();
   int64_t batches_done = 0;
-  for (const auto& [split, images] : {std::pair<std::string, const CifarImages*>{"train", &train}, {"test", &test}}) {
+  for (const auto& [split, images] : {std::pair<std::string, const DatasetImages*>{"train", &train}, {"test", &test}}) {
     const int64_t first = writer.rows_done(split), n = images->size();
     if (first >= n) continue;
     std::vector<int64_t> rows;

@@ -18,7 +18,9 @@
 namespace pipeline {
 
 struct ExtractOptions {
-  std::filesystem::path data = "data/cifar-10-batches-bin";  // CIFAR-10 folder
+  std::string dataset = "cifar10";                           // a registered dataset (datasets/dataset.h)
+  std::filesystem::path data;                                // its folder ("": data/<its folder name>)
+  std::string labels;                                        // CIFAR-100: fine (default) or coarse
   std::string backbone = "alexnet";                          // a registered backbone (models/backbone.h)
   std::string weights;                                       // file or random:SEED ("": data/<its torchvision file>)
   std::filesystem::path out;                                 // the cache file (.h5)

@@ -11,6 +11,7 @@
 
 #include "pipeline/archive.h"
 #include "pipeline/cifar10.h"
+#include "pipeline/datasets/dataset.h"
 #include "pipeline/digest.h"
 #include "pipeline/download.h"
 #include "pipeline/error.h"
@@ -51,16 +52,6 @@ void ensure_dir(const fs::path& dir) {
   }
 }
 
-// What is wrong with the CIFAR-10 files in `dir` ("" if nothing); names files as
-// `shown_as`/NAME.
-std::string cifar_problem(const fs::path& dir, const std::string& shown_as) {
-  for (const fs::path& file : cifar_all_files(dir)) {
-    const std::string problem = cifar_file_problem(file);
-    if (!problem.empty()) return fmt::format("{}/{} {}", shown_as, file.filename().string(), problem);
-  }
-  return "";
-}
-
 // The MD5 the folder's marker records, "" when there is no readable marker (a link
 // to a device, a huge file: never read past 4 KiB).
 std::string read_marker(const fs::path& dir) {
@@ -74,8 +65,8 @@ std::string read_marker(const fs::path& dir) {
   }
 }
 
-bool cifar_verified(const fs::path& dir, const std::string& md5) {
-  return read_marker(dir) == md5 && cifar_problem(dir, dir.string()).empty();
+bool data_verified(const DatasetKind& kind, const fs::path& dir, const std::string& md5) {
+  return read_marker(dir) == md5 && kind.folder_problem(dir, dir.string()).empty();
 }
 
 std::string checked_md5(const std::string& md5) {
@@ -101,55 +92,53 @@ DownloadOptions download_options(const FetchOptions& options) {
   return out;
 }
 
-// The entries of cifar-10-binary.tar.gz, each with the most bytes it may hold: the
-// official archive has exactly these (batch files of 10,000 records; two small text
-// files), so nothing else, and nothing larger, is unpacked.
-UnpackLimits cifar_archive_limits() {
+// The entries of the dataset's official archive, each with the most bytes it may hold:
+// nothing else, and nothing larger, is unpacked, and no links.
+UnpackLimits archive_limits(const DatasetKind& kind) {
   UnpackLimits limits;
   limits.links = false;
-  const std::string top = kCifar10DirName;
+  const std::string top = kind.folder_name();
   limits.entries[top] = 0;
-  for (const auto& [name, md5] : cifar10_official_md5s()) {
-    limits.entries[top + "/" + name] = static_cast<uint64_t>(kCifarRecordsPerFile * kCifarRecordBytes);
-  }
-  for (const char* text : {"batches.meta.txt", "readme.html"}) limits.entries[top + "/" + text] = 1 << 20;
+  for (const auto& [name, bytes] : kind.archive().entries) limits.entries[top + "/" + name] = bytes;
   return limits;
 }
 
 // What a folder may hold to be replaced by a new unpack: the archive's own files and
 // the marker, nothing of the user's.
-std::string replaceable_cifar_folder(const fs::path& dir) {
-  std::vector<std::string> names = {"batches.meta.txt", "readme.html", kCifar10VerifiedMarker};
-  for (const auto& [name, md5] : cifar10_official_md5s()) names.push_back(name);
+std::string replaceable_data_folder(const DatasetKind& kind, const fs::path& dir) {
+  std::vector<std::string> names = {kCifar10VerifiedMarker};
+  for (const auto& [name, bytes] : kind.archive().entries) names.push_back(name);
   return only_entries(dir, names);
 }
 
 // Unpacks `archive` into a temporary folder next to the target, checks it (sizes; the
 // published per-file MD5s when it is the official archive), marks it, and swaps it in.
-void unpack_cifar(const fs::path& archive, const std::string& md5, const fs::path& target) {
+void unpack_data(const DatasetKind& kind, const fs::path& archive, const std::string& md5, const fs::path& target) {
   spdlog::info("unpacking {} into {}", archive.string(), target.string());
+  const std::string top = kind.folder_name();
   replace_folder_atomically(
       target,
       [&](const fs::path& temp) {
-        TempPath unpack_dir(make_temp_dir(target.parent_path(), fmt::format(".{}.tmp-unpack-", kCifar10DirName)));
-        extract_archive(archive, unpack_dir.path(), cifar_archive_limits());
-        const fs::path unpacked = unpack_dir.path() / kCifar10DirName;
+        TempPath unpack_dir(make_temp_dir(target.parent_path(), fmt::format(".{}.tmp-unpack-", top)));
+        extract_archive(archive, unpack_dir.path(), archive_limits(kind));
+        const fs::path unpacked = unpack_dir.path() / top;
         if (!fs::is_directory(fs::symlink_status(unpacked))) {
-          fail("{} has no top folder {}/: it is not the binary version of CIFAR-10 (the python and matlab "
+          fail("{} has no top folder {}/: it is not the binary version of {} (the python and matlab "
                "versions will not do)",
-               archive.string(), kCifar10DirName);
+               archive.string(), top, kind.title());
         }
-        const std::string problem = cifar_problem(unpacked, kCifar10DirName);
-        if (!problem.empty()) fail("{} is not a complete CIFAR-10 binary archive: {}", archive.string(), problem);
-        if (md5 == kCifar10Md5) {
+        const std::string problem = kind.folder_problem(unpacked, top);
+        if (!problem.empty()) fail("{} is not a complete {} binary archive: {}", archive.string(), kind.title(), problem);
+        const DatasetArchive official = kind.archive();
+        if (md5 == official.md5) {
           // The archive's MD5 matched, but what reached the disk is checked too: a write
           // that failed silently would leave zeros where the records were.
-          for (const auto& [name, expected] : cifar10_official_md5s()) {
+          for (const auto& [name, expected] : official.md5s) {
             const std::string actual = file_digest(unpacked / name, DigestAlgorithm::Md5);
             if (actual != expected) {
               fail("{}/{} unpacked from {} has MD5 {}, not the published {}: the unpack was damaged (is the disk "
                    "full?)",
-                   kCifar10DirName, name, archive.string(), actual, expected);
+                   top, name, archive.string(), actual, expected);
             }
           }
         }
@@ -159,14 +148,14 @@ void unpack_cifar(const fs::path& archive, const std::string& md5, const fs::pat
         fs::rename(unpacked, temp, ec);
         if (ec) fail("cannot rename {} to {}: {}", unpacked.string(), temp.string(), ec.message());
       },
-      replaceable_cifar_folder);
+      [&](const fs::path& dir) { return replaceable_data_folder(kind, dir); });
 }
 
-void fetch_cifar(const FetchOptions& options, const std::string& md5, FetchResult& result) {
-  const fs::path target = options.out_dir / kCifar10DirName;
+void fetch_data(const DatasetKind& kind, const FetchOptions& options, const std::string& md5, FetchResult& result) {
+  const fs::path target = options.out_dir / kind.folder_name();
   result.cifar_dir = target;
   result.archive_md5 = md5;
-  if (cifar_verified(target, md5)) {
+  if (data_verified(kind, target, md5)) {
     spdlog::info("{} is already present and verified (archive MD5 {}); nothing to do", target.string(), md5);
     result.cifar_already_present = true;
     return;
@@ -213,7 +202,7 @@ void fetch_cifar(const FetchOptions& options, const std::string& md5, FetchResul
       download_or_hint(options.url, archive, download_opts, "--archive FILE (make: CIFAR_ARCHIVE=FILE)");
     }
   }
-  unpack_cifar(archive, md5, target);
+  unpack_data(kind, archive, md5, target);
   spdlog::info("{} is ready and verified (archive MD5 {})", target.string(), md5);
 }
 
@@ -297,7 +286,7 @@ void fetch_weights(const FetchOptions& options, FetchResult& result) {
 }  // namespace
 
 void check_cifar10_files(const fs::path& dir) {
-  const std::string problem = cifar_problem(dir, dir.string());
+  const std::string problem = dataset_kind("cifar10").folder_problem(dir, dir.string());
   if (!problem.empty()) fail("{} is not a usable CIFAR-10 binary folder: {}", dir.string(), problem);
 }
 
@@ -306,18 +295,20 @@ std::string verify_weights_file(const fs::path& file) {
 }
 
 FetchResult fetch(const FetchOptions& options) {
-  const std::string md5 = checked_md5(options.md5);
+  const DatasetKind& kind = dataset_kind(options.dataset);
+  const std::string md5 = checked_md5(options.md5.empty() ? kind.archive().md5 : options.md5);
   if (options.retries < 0) usage_fail("--retries must be 0 or more, not {}", options.retries);
   if (options.timeout_seconds <= 0) usage_fail("--timeout must be positive, not {}", options.timeout_seconds);
   FetchOptions resolved = options;
   resolved.out_dir = output_path(options.out_dir, "--out");
   const Backbone& spec = backbone(options.backbone);
   if (resolved.weights_url.empty()) resolved.weights_url = spec.weights().url;
-  refuse_output_over_inputs(resolved.out_dir / kCifar10DirName, {options.archive, options.weights_file}, "--out");
+  if (resolved.url.empty()) resolved.url = kind.archive().url;
+  refuse_output_over_inputs(resolved.out_dir / kind.folder_name(), {options.archive, options.weights_file}, "--out");
   ensure_dir(resolved.out_dir);
 
   FetchResult result;
-  fetch_cifar(resolved, md5, result);
+  fetch_data(kind, resolved, md5, result);
   if (options.skip_weights) {
     spdlog::info("skipping the {} weights as asked", spec.title());
   } else {

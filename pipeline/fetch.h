@@ -1,11 +1,14 @@
 #pragma once
-// The fetch stage: CIFAR-10 (binary version) and a backbone's torchvision weights, each
-// downloaded (or taken from a local file), verified, and put in place atomically.
+// The fetch stage: a dataset's official archive (CIFAR-10 or CIFAR-100, binary version;
+// pipeline/datasets/) and a backbone's torchvision weights, each downloaded (or taken
+// from a local file), verified, and put in place atomically.
 //
 // On disk, under FetchOptions::out_dir:
 //   cifar-10-batches-bin/            data_batch_1..5.bin, test_batch.bin (+ whatever else
-//                                    the archive holds, e.g. batches.meta.txt)
-//   cifar-10-batches-bin/.verified   written last: the archive's MD5 and a newline.
+//                                    the archive holds, e.g. batches.meta.txt); for
+//                                    CIFAR-100, cifar-100-binary/: train.bin, test.bin and
+//                                    the two names files
+//   <folder>/.verified               written last: the archive's MD5 and a newline.
 //                                    A folder without it is not used (and is replaced).
 //   <weights file name>              e.g. resnet18-f37072fd.pth, sha256-checked against its
 //                                    name (as torchvision's hub does)
@@ -28,9 +31,10 @@ inline constexpr const char* kCifar10VerifiedMarker = ".verified";
 
 struct FetchOptions {
   std::filesystem::path out_dir = "data";  // gets cifar-10-batches-bin/ and the weights file (created if missing)
-  std::string url = kCifar10Url;          // where to download the archive (a mirror; http, https or file)
+  std::string dataset = "cifar10";        // whose archive (pipeline/datasets/dataset.h)
+  std::string url;                        // where to download the archive ("": the official one; a mirror; http, https or file)
   std::filesystem::path archive;          // local archive instead of downloading (offline); empty = download
-  std::string md5 = kCifar10Md5;          // expected archive MD5, 32 hex digits (override for a repack/mirror)
+  std::string md5;                        // expected archive MD5, 32 hex digits ("": the official; override for a repack/mirror)
   bool skip_weights = false;              // do not fetch the backbone's weights
   std::string backbone = "alexnet";       // whose weights (pipeline/models/backbone.h)
   std::string weights_url;                // where to download the weights ("": torchvision's URL for the backbone)
@@ -41,7 +45,7 @@ struct FetchOptions {
 };
 
 struct FetchResult {
-  std::filesystem::path cifar_dir;       // out_dir/cifar-10-batches-bin, verified
+  std::filesystem::path cifar_dir;       // out_dir/<the dataset's folder>, verified
   std::string archive_md5;               // MD5 of the archive it was unpacked from (from the marker)
   std::filesystem::path weights_path;    // out_dir/<weights name>; empty if skipped
   std::string weights_sha256;            // full SHA-256 of weights_path; empty if skipped

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "pipeline/datasets/dataset.h"
 #include "pipeline/models/backbone_net.h"
 #include "pipeline/batches.h"
 #include "pipeline/cifar10.h"
@@ -171,7 +172,8 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
   options.out = output_path(given.out, "--out");
   const Backbone& spec = backbone(options.backbone);
   options.weights = resolve_weights(options.weights, spec);
-  std::vector<fs::path> inputs = cifar_all_files(options.data);
+  const std::unique_ptr<Dataset> dataset = open_dataset({options.dataset, options.data, options.labels});
+  std::vector<fs::path> inputs = dataset->files();
   inputs.push_back(options.weights);  // ignored when it is random:SEED (no such file)
   refuse_output_over_inputs(options.out, inputs, "--out");
   // Before any work: the folder must be writable, and it is this run's alone.
@@ -179,16 +181,17 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
   const Compute compute = resolve_compute(options.compute);
   const Normalization normalization = normalization_by_name(options.normalize);
   const WeightsSource source = parse_weights_source(options.weights);
-  const CifarImages train = load_cifar(options.data, Split::Train, options.limit_train);
-  const CifarImages test = load_cifar(options.data, Split::Test, options.limit_test);
+  const DatasetImages train = dataset->load(Split::Train, options.limit_train);
+  const DatasetImages test = dataset->load(Split::Test, options.limit_test);
 
   const std::shared_ptr<BackboneNet> model = spec.build();
   const WeightsInfo weights = load_weights(*model, source);
   spdlog::info("{}: {}", spec.title(), weights.describe());
   const json config = {{"stage", "transfer-finetune"},
                        {"backbone", spec.name()},
-                       {"data", fs::absolute(options.data).lexically_normal().string()},
-                       {"dataset_sha256", cifar_digest(options.data)},
+                       {"data", fs::absolute(dataset->folder()).lexically_normal().string()},
+                       {"dataset", dataset->describe()},
+                       {"dataset_sha256", dataset->digest()},
                        {"weights", options.weights},
                        {"weights_sha256", weights.sha256},
                        {"pretrained", weights.pretrained},
@@ -230,7 +233,7 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
 
   // The new last layer's init and the dropout masks come from the global generator.
   torch::manual_seed(options.seed);
-  model->replace_classifier(kCifarClasses);
+  model->replace_classifier(dataset->classes());
   model->to(compute.device);
   if (!compute.cuda()) to_channels_last(*model);
   FinetuneModel trainable(model, compute, options.lr);
@@ -242,7 +245,7 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
   data.val_rows = split.val;
   for (int64_t i = 0; i < test.size(); ++i) data.test_rows.push_back(i);
   data.make_batch = [&](Part part, const std::vector<int64_t>& rows) {
-    const CifarImages& source_images = part == Part::Test ? test : train;
+    const DatasetImages& source_images = part == Part::Test ? test : train;
     const at::Tensor index = torch::tensor(rows, torch::kInt64);
     // Channels-last on a CPU (the model's layout, no copy later); pinned for a GPU.
     at::Tensor x = preprocess(source_images.images.index_select(0, index), /*channels_last=*/!compute.cuda());

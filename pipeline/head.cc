@@ -3,9 +3,11 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
+#include "pipeline/datasets/dataset.h"
 #include "pipeline/models/backbone.h"
 #include "pipeline/batches.h"
 #include "pipeline/cifar10.h"
@@ -89,6 +91,23 @@ const Backbone& backbone_of(const FeatureReader& cache) {
   }
 }
 
+// The dataset the cache was made from: its provenance's settings.dataset (caches from
+// before datasets were recorded are CIFAR-10's), with its class count checked.
+json dataset_of(const FeatureReader& cache) {
+  const json settings = cache.provenance().value("settings", json::object());
+  json dataset = settings.is_object() ? settings.value("dataset", json(nullptr)) : json(nullptr);
+  if (dataset.is_null()) dataset = unrecorded_dataset();
+  const std::string where = cache.path().string();
+  if (!dataset.is_object()) fail("feature cache {}: its settings.dataset is not an object", where);
+  const int64_t classes = integer_at(dataset, "classes", where, "settings.dataset", 2, 255);  // labels are uint8
+  const json names = dataset.value("class_names", json(nullptr));
+  if (!names.is_array() || static_cast<int64_t>(names.size()) != classes ||
+      !std::all_of(names.begin(), names.end(), [](const json& n) { return n.is_string(); })) {
+    fail("feature cache {}: settings.dataset.class_names must be {} strings", where, classes);
+  }
+  return dataset;
+}
+
 // --tap, or the backbone's default tap when the cache has it, or the cache's only tap.
 std::string resolve_tap(const HeadOptions& o, const FeatureReader& cache, const Backbone& spec) {
   const std::vector<std::string> taps = cache.taps();
@@ -105,6 +124,7 @@ json config_json(const HeadOptions& o, const FeatureReader& cache) {
   const json& provenance = cache.provenance();
   return {{"stage", "transfer-head"},
           {"backbone", backbone_of(cache).name()},
+          {"dataset", dataset_of(cache)},
           {"features", fs::absolute(o.features).lexically_normal().string()},
           {"cache_settings", provenance.value("settings", json::object())},
           {"tap", o.tap},
@@ -222,9 +242,12 @@ HeadSummary run_head(const HeadOptions& given) {
   // Rounded once, here, to what the products take (halves the memory for bf16).
   const at::Tensor train_x = cache.read("train", options.tap).to(compute.dtype()), train_y = cache.labels("train");
   const at::Tensor test_x = cache.read("test", options.tap).to(compute.dtype()), test_y = cache.labels("test");
+  const json dataset = dataset_of(cache);
+  const int64_t classes = dataset["classes"].get<int64_t>();
   for (const at::Tensor& labels : {train_y, test_y}) {
-    if (labels.numel() > 0 && labels.max().item<int64_t>() >= kCifarClasses) {
-      fail("{} holds label {}: CIFAR-10 labels are 0..9", options.features.string(), labels.max().item<int64_t>());
+    if (labels.numel() > 0 && labels.max().item<int64_t>() >= classes) {
+      fail("{} holds label {}: {} labels are 0..{}", options.features.string(), labels.max().item<int64_t>(),
+           dataset.value("title", "the dataset's"), classes - 1);
     }
   }
   summary.read_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - read_start).count();
@@ -251,10 +274,10 @@ HeadSummary run_head(const HeadOptions& given) {
   if (options.head == "classifier") {
     const auto pretrained =
         classifier_weights.empty() ? nullptr : std::make_unique<StateDict>(read_state_dict(classifier_weights));
-    classifier = std::make_unique<ClassifierHead>(spec, kCifarClasses, options.lr, options.weight_decay, options.seed,
+    classifier = std::make_unique<ClassifierHead>(spec, classes, options.lr, options.weight_decay, options.seed,
                                                   pretrained.get(), compute);
   } else {
-    linear = std::make_unique<LinearHeads>(train_x.size(1), kCifarClasses, grid, compute.dtype());
+    linear = std::make_unique<LinearHeads>(train_x.size(1), classes, grid, compute.dtype());
   }
   Trainable& heads = linear ? static_cast<Trainable&>(*linear) : *classifier;
   LoopOptions loop;

@@ -17,6 +17,7 @@
 #include "pipeline/features.h"
 #include "pipeline/files.h"
 #include "pipeline/metrics.h"
+#include "pipeline/datasets/dataset.h"
 #include "pipeline/models/backbone.h"
 #include "pipeline/plots.h"
 #include "pipeline/report_text.h"
@@ -34,6 +35,7 @@ namespace {
 
 constexpr const char* kPlotNames[] = {"loss.svg", "accuracy.svg", "time.svg", "per_class.svg"};
 constexpr size_t kSweepRowsShown = 10;
+constexpr size_t kClassesShownEachEnd = 10;  // report.md's per-class table beyond 20 classes
 
 // ---- formatting -------------------------------------------------------------------
 
@@ -64,6 +66,7 @@ json lookup(const json& object, std::initializer_list<const char*> keys) {
 // The settings of a run that the study fixed, gathered from either kind of config.
 struct RunSettings {
   std::string backbone = "alexnet";
+  json dataset;  // describe() of the run's dataset (datasets/dataset.h)
   json image_size, pretrained, train_rows, test_rows, limit_train, limit_test, epochs, lr, batch_size, precision,
       normalization, val_fraction, test_every_epoch, tap, weight_decay, dtype;
 };
@@ -75,10 +78,34 @@ std::string backbone_name(const json& value) {
   return backbone(value.get<std::string>()).name();
 }
 
+// A run's recorded dataset: {"name", "title", "classes", "class_names"} checked;
+// runs from before datasets were recorded are CIFAR-10's.
+json dataset_of(const json& value) {
+  if (value.is_null()) return unrecorded_dataset();
+  if (!value.is_object() || !value.value("name", json()).is_string()) {
+    fail("a run's config has a dataset that is not a description: {}", value.dump());
+  }
+  const int64_t classes = integer_at(value, "classes", "a run's config", "dataset", 2, 255);
+  const json names = value.value("class_names", json());
+  if (!names.is_array() || static_cast<int64_t>(names.size()) != classes ||
+      !std::all_of(names.begin(), names.end(), [](const json& n) { return n.is_string(); })) {
+    fail("a run's config has a dataset whose class_names are not {} strings", classes);
+  }
+  json out = value;
+  if (!out.value("title", json()).is_string()) out["title"] = out["name"];
+  return out;
+}
+
+// The study's numbers are AlexNet's on CIFAR-10; other runs are not compared with them.
+bool has_study(const std::string& backbone, const json& dataset) {
+  return backbone == "alexnet" && dataset["name"] == "cifar10";
+}
+
 RunSettings probe_settings(const RunMetrics& m) {
   const json& c = m.config;
   RunSettings s;
   s.backbone = backbone_name(lookup(c, {"cache_settings", "backbone"}));
+  s.dataset = dataset_of(lookup(c, {"dataset"}));
   s.image_size = lookup(c, {"cache_settings", "image_size"});
   s.pretrained = lookup(c, {"cache_settings", "pretrained"});
   s.train_rows = lookup(c, {"train_rows"});
@@ -129,6 +156,7 @@ RunSettings finetune_settings(const RunMetrics& m) {
   const json& c = m.config;
   RunSettings s;
   s.backbone = backbone_name(lookup(c, {"backbone"}));
+  s.dataset = dataset_of(lookup(c, {"dataset"}));
   s.image_size = lookup(c, {"image_size"});
   s.pretrained = lookup(c, {"pretrained"});
   s.train_rows = lookup(c, {"train_rows"});
@@ -178,14 +206,14 @@ ApproachNumbers numbers_of(const RunMetrics& m, const RunSettings& settings) {
   return n;
 }
 
-// Per-class test accuracy (fraction) from a 10x10 confusion matrix; empty when there is
-// none; NaN for a class with no test images.
-std::vector<double> per_class_accuracy(const RunMetrics& m) {
-  if (m.confusion.size() != static_cast<size_t>(kCifarClasses)) return {};
+// Per-class test accuracy (fraction) from a classes x classes confusion matrix; empty
+// when there is none; NaN for a class with no test images.
+std::vector<double> per_class_accuracy(const RunMetrics& m, int64_t classes) {
+  if (m.confusion.size() != static_cast<size_t>(classes)) return {};
   std::vector<double> accuracy;
   for (size_t k = 0; k < m.confusion.size(); ++k) {
     const auto& row = m.confusion[k];
-    if (row.size() != static_cast<size_t>(kCifarClasses)) return {};
+    if (row.size() != static_cast<size_t>(classes)) return {};
     int64_t total = 0;
     for (int64_t count : row) total += count;
     accuracy.push_back(total > 0 ? static_cast<double>(row[k]) / static_cast<double>(total)
@@ -381,6 +409,11 @@ std::vector<std::string> differences(const RunSettings& p, const RunSettings& f,
     out.push_back(fmt::format("Network: {} in both approaches (study: AlexNet), so the study's numbers do not apply.",
                               backbone(p.backbone).title()));
   }
+  if (p.dataset["name"] != "cifar10") {
+    out.push_back(fmt::format("Data: {} ({} classes) in both approaches (study: CIFAR-10), so the study's numbers do "
+                              "not apply.",
+                              p.dataset["title"].get<std::string>(), p.dataset["classes"].get<int64_t>()));
+  }
   differ(out, "Image size", image_size_diff(p), image_size_diff(f), "224 px");
   differ(out, "Data", rows_diff(p), rows_diff(f), "the full CIFAR-10, 50,000 training and 10,000 test images");
   differ(out, "Weights", pretrained_diff(p), pretrained_diff(f), "ImageNet-pretrained");
@@ -448,16 +481,25 @@ std::string plot_csv(const std::vector<EpochRecord>& epochs, double start_second
   return csv;
 }
 
-std::string per_class_csv(const std::vector<double>& probe, const std::vector<double>& finetune) {
+// A class name as one CSV field (quoted when it holds a comma or a quote).
+std::string csv_field(const std::string& text) {
+  if (text.find_first_of(",\"\n") == std::string::npos) return text;
+  std::string quoted = "\"";
+  for (char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c == '\n' ? ' ' : c);
+  return quoted + "\"";
+}
+
+std::string per_class_csv(const std::vector<std::string>& names, const std::vector<double>& probe,
+                          const std::vector<double>& finetune) {
   std::string csv = "class,linear_probe,fine_tune\n";
   const auto cell = [](double v) { return std::isfinite(v) ? fmt::format("{:.4f}", 100 * v) : std::string(); };
   for (size_t k = 0; k < probe.size(); ++k) {
-    csv += fmt::format("{},{},{}\n", kCifarClassNames[k], cell(probe[k]), cell(finetune[k]));
+    csv += fmt::format("{},{},{}\n", csv_field(names[k]), cell(probe[k]), cell(finetune[k]));
   }
   return csv;
 }
 
-std::string gnuplot_script(double extract_seconds, bool per_class) {
+std::string gnuplot_script(double extract_seconds, bool per_class, size_t classes) {
   std::string s = R"(# Draws the comparison's plots from the CSVs beside this file: run `gnuplot plots.gp`
 # in this folder. (transfer-compare runs it with suffix='.tmp' and renames the results.)
 if (!exists("suffix")) suffix = ''
@@ -524,7 +566,15 @@ set style fill solid 0.85 border -1
 set boxwidth 0.9
 set xtics rotate by -30 nomirror
 set key top right
-plot 'per-class.csv' using 2:xtic(1) lc rgb '#1f77b4' title 'linear probe', \
+)";
+    if (classes > 20) {
+      // 100 classes: a wider plot, labels turned upright and small.
+      s += fmt::format("set terminal svg size {},520 dynamic noenhanced font 'Helvetica,11' background rgb 'white'\n"
+                       "set output 'per_class.svg'.suffix\n"
+                       "set xtics rotate by -90 font ',8'\n",
+                       std::max<size_t>(800, 24 * classes));
+    }
+    s += R"(plot 'per-class.csv' using 2:xtic(1) lc rgb '#1f77b4' title 'linear probe', \
      '' using 3 lc rgb '#d62728' title 'fine-tuning'
 )";
   }
@@ -568,10 +618,12 @@ std::string markdown(const ReportOptions& options, const ApproachNumbers& probe,
                      const std::vector<std::string>& diffs,
                      const std::vector<double>& probe_classes, const std::vector<double>& tune_classes,
                      const std::vector<SweepRow>& sweep, const std::vector<std::string>& plots,
-                     const std::string& plots_error) {
+                     const std::string& plots_error, const json& dataset) {
   const Backbone& net = backbone(probe.backbone);
-  const bool study = net.name() == "alexnet";  // the study's numbers are AlexNet's
-  std::string md = fmt::format("# Linear probe vs full fine-tuning: {} on CIFAR-10\n\n", net.title());
+  const bool study = has_study(probe.backbone, dataset);  // the study's numbers are AlexNet's on CIFAR-10
+  const std::string data_title = dataset["title"].get<std::string>();
+  const std::vector<std::string> names = dataset["class_names"].get<std::vector<std::string>>();
+  std::string md = fmt::format("# Linear probe vs full fine-tuning: {} on {}\n\n", net.title(), data_title);
   md += fmt::format("Runs: linear probe `{}`, fine-tuning `{}`. Extraction cost: {}.\n\n", options.head.string(),
                     options.finetune.string(), extraction.source);
   md += "## Conclusion\n\n" + conclusion.text + "\n\n";
@@ -615,8 +667,9 @@ std::string markdown(const ReportOptions& options, const ApproachNumbers& probe,
     md += "\nStudy: one T4 GPU, 224 px, full CIFAR-10, ImageNet-pretrained weights, 10 epochs, Adam lr 1e-3, batch "
           "128. ";
   } else {
-    md += fmt::format("\nThe study measured AlexNet only: for {} there is no study number to compare with. ",
-                      net.title());
+    md += fmt::format("\nThe study measured AlexNet on CIFAR-10 only: for {} on {} there is no study number to "
+                      "compare with. ",
+                      net.title(), data_title);
   }
   md += "Accuracies are on the test set with the best-validation weights; the validation loss is that of the best "
         "epoch.\n\n";
@@ -628,12 +681,31 @@ std::string markdown(const ReportOptions& options, const ApproachNumbers& probe,
 
   md += "## Per-class test accuracy\n\n";
   if (probe_classes.empty() || tune_classes.empty()) {
-    md += "Not available: a run has no 10×10 confusion matrix in its metrics.json.\n\n";
+    md += fmt::format("Not available: a run has no {0}×{0} confusion matrix in its metrics.json.\n\n", names.size());
   } else {
+    // Up to 20 classes: all of them; more: the 10 best and 10 worst (mean of both
+    // approaches), every class in per-class.csv.
+    std::vector<size_t> order(probe_classes.size());
+    for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+    const bool all = order.size() <= 2 * kClassesShownEachEnd;
+    if (!all) {
+      const auto mean = [&](size_t k) {
+        const double m = (probe_classes[k] + tune_classes[k]) / 2;
+        return std::isfinite(m) ? m : -1.0;
+      };
+      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return mean(a) > mean(b); });
+      order.erase(order.begin() + static_cast<ptrdiff_t>(kClassesShownEachEnd),
+                  order.end() - static_cast<ptrdiff_t>(kClassesShownEachEnd));
+      md += fmt::format("The {0} best and {0} worst of {1} classes (by the mean of both approaches); all {1} are in "
+                        "per-class.csv.\n\n",
+                        kClassesShownEachEnd, probe_classes.size());
+    }
     md += "| class | linear probe | fine-tuning | difference (pp) |\n|---|---:|---:|---:|\n";
-    for (size_t k = 0; k < probe_classes.size(); ++k) {
+    for (size_t i = 0; i < order.size(); ++i) {
+      const size_t k = order[i];
+      if (!all && i == kClassesShownEachEnd) md += "| … | | | |\n";
       const double gap = 100 * (tune_classes[k] - probe_classes[k]);
-      md += fmt::format("| {} | {} | {} | {} |\n", kCifarClassNames[k], pct(probe_classes[k]), pct(tune_classes[k]),
+      md += fmt::format("| {} | {} | {} | {} |\n", names[k], pct(probe_classes[k]), pct(tune_classes[k]),
                         std::isfinite(gap) ? fmt::format("{:+.2f}", gap) : "—");
     }
     md += "\n";
@@ -834,6 +906,14 @@ ReportResult write_report(const ReportOptions& options) {
   ApproachNumbers probe = numbers_of(head, probe_set);
   probe.extract_seconds = extraction.seconds;
   const ApproachNumbers finetune = numbers_of(tune, tune_set);
+  if (probe_set.dataset["name"] != tune_set.dataset["name"] || probe_set.dataset.value("labels", json()) !=
+                                                                   tune_set.dataset.value("labels", json())) {
+    usage_fail("the runs are of different datasets ({} in {}, {} in {}): compare runs of one dataset",
+               probe_set.dataset["title"].get<std::string>(), options.head.string(),
+               tune_set.dataset["title"].get<std::string>(), options.finetune.string());
+  }
+  const int64_t classes = probe_set.dataset["classes"].get<int64_t>();
+  const std::vector<std::string> class_names = probe_set.dataset["class_names"].get<std::vector<std::string>>();
   if (probe.backbone != finetune.backbone) {
     usage_fail("the runs are of different backbones ({} in {}, {} in {}): compare runs of one backbone, or rank "
                "backbones with --backbones",
@@ -846,7 +926,8 @@ ReportResult write_report(const ReportOptions& options) {
   result.conclusion = conclude(probe, finetune);
   const std::vector<std::string> diffs =
       differences(probe_set, tune_set, probe, finetune, extraction, sweep.size());
-  const std::vector<double> probe_classes = per_class_accuracy(head), tune_classes = per_class_accuracy(tune);
+  const std::vector<double> probe_classes = per_class_accuracy(head, classes),
+                            tune_classes = per_class_accuracy(tune, classes);
   const bool per_class = !probe_classes.empty() && !tune_classes.empty();
 
   fs::create_directories(options.out);
@@ -855,11 +936,11 @@ ReportResult write_report(const ReportOptions& options) {
   write_file_atomic(options.out / "fine-tune-history.csv", plot_csv(tune.epochs, 0));
   std::error_code ignored;
   if (per_class) {
-    write_file_atomic(options.out / "per-class.csv", per_class_csv(probe_classes, tune_classes));
+    write_file_atomic(options.out / "per-class.csv", per_class_csv(class_names, probe_classes, tune_classes));
   } else {
     fs::remove(options.out / "per-class.csv", ignored);
   }
-  write_file_atomic(options.out / "plots.gp", gnuplot_script(probe.extract_seconds, per_class));
+  write_file_atomic(options.out / "plots.gp", gnuplot_script(probe.extract_seconds, per_class, class_names.size()));
   std::vector<std::string> wanted;
   for (const char* name : kPlotNames) {
     if (per_class || std::string(name) != "per_class.svg") wanted.push_back(name);
@@ -875,8 +956,9 @@ ReportResult write_report(const ReportOptions& options) {
                           {"fine-tune", approach_json(finetune, tune_set, options.finetune)}};
   report["approaches"]["linear-probe"]["extract_device"] = extraction.device;
   report["backbone"] = probe.backbone;
+  report["dataset"] = probe_set.dataset;
   report["study"] = nullptr;
-  if (probe.backbone == "alexnet") {
+  if (has_study(probe.backbone, probe_set.dataset)) {
     report["study"] = {{"linear-probe", study_json(kStudyProbe)},
                        {"fine-tune", study_json(kStudyFinetune)},
                        {"setup", {{"gpu", "T4"}, {"image_size", kStudyImageSize}, {"train_images", kStudyTrainImages},
@@ -889,7 +971,7 @@ ReportResult write_report(const ReportOptions& options) {
   if (per_class) {
     json classes = json::array(), a = json::array(), b = json::array();
     for (size_t k = 0; k < probe_classes.size(); ++k) {
-      classes.push_back(kCifarClassNames[k]);
+      classes.push_back(class_names[k]);
       a.push_back(number_or_null(probe_classes[k]));
       b.push_back(number_or_null(tune_classes[k]));
     }
@@ -917,7 +999,7 @@ ReportResult write_report(const ReportOptions& options) {
   write_file_atomic(result.json, json_file_text(report));
   write_file_atomic(result.markdown, markdown(options, probe, finetune, extraction, result.conclusion, diffs,
                                               probe_classes, tune_classes, sweep, result.plots,
-                                              result.plots_error));
+                                              result.plots_error, probe_set.dataset));
   return result;
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "pipeline/cifar10.h"
+#include "pipeline/cifar100.h"
 #include "pipeline/error.h"
 #include "pipeline/files.h"
 #include "pipeline/random.h"
@@ -38,20 +39,27 @@ bool in_shape(int shape, int x, int y, int cx, int cy, int radius) {
   }
 }
 
-void draw(int label, SplitMix64& rng, char* record) {
-  record[0] = static_cast<char>(label);
-  const int shape = label % 5;
+// One 32x32 image into `pixels` (3,072 bytes, planes R, G, B): background colour
+// kBackground[background], shape `shape` in kForeground[foreground], at a random
+// offset and scale, with per-pixel noise.
+void draw_image(int background, int foreground, int shape, SplitMix64& rng, char* pixels) {
   const int cx = 10 + static_cast<int>(rng.below(12)), cy = 10 + static_cast<int>(rng.below(12));
   const int radius = 5 + static_cast<int>(rng.below(6));
   for (int y = 0; y < kCifarSide; ++y) {
     for (int x = 0; x < kCifarSide; ++x) {
-      const Rgb& colour = in_shape(shape, x, y, cx, cy, radius) ? kForeground[label] : kBackground[label];
+      const Rgb& colour = in_shape(shape, x, y, cx, cy, radius) ? kForeground[foreground] : kBackground[background];
       for (int c = 0; c < 3; ++c) {
         const int noise = static_cast<int>(rng.below(61)) - 30;
-        record[1 + c * 1024 + y * 32 + x] = static_cast<char>(std::clamp(colour[c] + noise, 0, 255));
+        pixels[c * 1024 + y * 32 + x] = static_cast<char>(std::clamp(colour[c] + noise, 0, 255));
       }
     }
   }
+}
+
+// CIFAR-10 class c: palette c and shape c % 5.
+void draw(int label, SplitMix64& rng, char* record) {
+  record[0] = static_cast<char>(label);
+  draw_image(label, label, label % 5, rng, record + 1);
 }
 
 void write_records(const fs::path& file, const std::vector<int>& labels, size_t begin, size_t end, SplitMix64& rng) {
@@ -60,9 +68,24 @@ void write_records(const fs::path& file, const std::vector<int>& labels, size_t 
   write_file_atomic(file, records);
 }
 
-std::vector<int> balanced_labels(int64_t n, SplitMix64& rng) {
+// CIFAR-100 fine class c (coarse c / 5): background c % 10, foreground c / 10, shape
+// (c + c / 10) % 5 -- every class its own colour pair.
+void write_records_100(const fs::path& file, const std::vector<int>& labels, SplitMix64& rng) {
+  constexpr size_t kRecord = 2 + kCifarImageBytes;
+  std::string records(kRecord * labels.size(), '\0');
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const int c = labels[i];
+    char* record = records.data() + i * kRecord;
+    record[0] = static_cast<char>(c / 5);
+    record[1] = static_cast<char>(c);
+    draw_image(c % 10, c / 10, (c + c / 10) % 5, rng, record + 2);
+  }
+  write_file_atomic(file, records);
+}
+
+std::vector<int> balanced_labels(int64_t n, SplitMix64& rng, int classes = static_cast<int>(kCifarClasses)) {
   std::vector<int> labels(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) labels[i] = static_cast<int>(i % kCifarClasses);
+  for (int64_t i = 0; i < n; ++i) labels[i] = static_cast<int>(i % classes);
   seeded_shuffle(labels, rng);
   return labels;
 }
@@ -101,6 +124,32 @@ void write_synthetic_cifar(const SynthOptions& options) {
         std::string names;
         for (const char* name : kCifarClassNames) names += std::string(name) + "\n";
         write_file_atomic(temporary / kMetaFile, names);
+      },
+      [&](const fs::path& existing) { return only_entries(existing, ours); });
+}
+
+void write_synthetic_cifar100(const SynthOptions& options) {
+  if (options.train < 1 || options.train > kCifar100TrainRecords) {
+    usage_fail("--train must be 1..{} (train.bin of CIFAR-100 holds {} records), got {}", kCifar100TrainRecords,
+               kCifar100TrainRecords, options.train);
+  }
+  if (options.test < 1 || options.test > kCifar100TestRecords) {
+    usage_fail("--test must be 1..{} (test.bin holds at most {} records), got {}", kCifar100TestRecords,
+               kCifar100TestRecords, options.test);
+  }
+  const fs::path target = output_path(options.out, "--out");
+  const std::vector<std::string> ours = {"train.bin", "test.bin", "fine_label_names.txt", "coarse_label_names.txt"};
+  replace_folder_atomically(
+      target,
+      [&](const fs::path& temporary) {
+        SplitMix64 rng(options.seed);
+        write_records_100(temporary / "train.bin", balanced_labels(options.train, rng, 100), rng);
+        write_records_100(temporary / "test.bin", balanced_labels(options.test, rng, 100), rng);
+        std::string fine, coarse;
+        for (int c = 0; c < 100; ++c) fine += fmt::format("synthetic_{:02d}\n", c);
+        for (int c = 0; c < 20; ++c) coarse += fmt::format("synthetic_group_{:02d}\n", c);
+        write_file_atomic(temporary / "fine_label_names.txt", fine);
+        write_file_atomic(temporary / "coarse_label_names.txt", coarse);
       },
       [&](const fs::path& existing) { return only_entries(existing, ours); });
 }

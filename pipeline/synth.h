@@ -1,5 +1,5 @@
 #pragma once
-// Synthetic CIFAR-10-format data whose classes are learnable: each class has its own
+// Synthetic CIFAR-10-format (or CIFAR-100-format) data whose classes are learnable: each class has its own
 // background/foreground colours and shape (horizontal or vertical stripes, disc, square, cross),
 // drawn at a random offset and scale with per-pixel noise. For tests, CI and demos
 // without a download. Deterministic for a seed.
@@ -23,5 +23,10 @@ struct SynthOptions {
 // robin) and shuffled. Throws pipeline::Error on I/O failure (naming the file) and
 // pipeline::UsageError for counts out of range or an empty or root `out`.
 void write_synthetic_cifar(const SynthOptions& options);
+
+// The same in CIFAR-100's layout (cifar100.h): train.bin, test.bin and both names files;
+// 100 fine classes, each its own colour pair and shape, fine label c in coarse c / 5.
+// train 1..50,000, test 1..10,000.
+void write_synthetic_cifar100(const SynthOptions& options);
 
 }  // namespace pipeline

@@ -14,6 +14,7 @@
 
 #include "pipeline/device.h"
 #include "pipeline/error.h"
+#include "pipeline/datasets/dataset.h"
 #include "pipeline/models/backbone.h"
 
 namespace stages {
@@ -26,6 +27,22 @@ inline void add_config_flag(CLI::App& app) {
 // --backbone, the same in every stage: one of the registered backbones.
 inline CLI::Option* add_backbone_flag(CLI::App& app, std::string& backbone, const std::string& help) {
   return app.add_option("--backbone", backbone, help)->check(CLI::IsMember(pipeline::backbone_names()));
+}
+
+// --dataset, the same in every stage that reads data: one of the registered datasets.
+inline CLI::Option* add_dataset_flag(CLI::App& app, std::string& dataset) {
+  return app.add_option("--dataset", dataset, "the data: cifar10 or cifar100")
+      ->check(CLI::IsMember(pipeline::dataset_names()));
+}
+
+// --data, --dataset and --labels: which dataset, where, and (CIFAR-100) which labels.
+inline void add_data_flags(CLI::App& app, std::filesystem::path& data, std::string& dataset, std::string& labels) {
+  app.add_option("--data", data,
+                 "the dataset's folder, or a folder holding it (default: data, i.e. data/cifar-10-batches-bin or "
+                 "data/cifar-100-binary)");
+  add_dataset_flag(app, dataset)->capture_default_str();
+  app.add_option("--labels", labels, "CIFAR-100's labels: fine (100 classes, default) or coarse (20)")
+      ->check(CLI::IsMember({"fine", "coarse"}));
 }
 
 // The flags every model-running stage shares, with the same meaning everywhere.

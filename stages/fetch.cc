@@ -7,15 +7,15 @@
 
 int main(int argc, char** argv) {
   pipeline::FetchOptions options;
-  CLI::App app{"Download (or take from local files), verify and unpack CIFAR-10 and a backbone's weights",
+  CLI::App app{"Download (or take from local files), verify and unpack a dataset (CIFAR-10, CIFAR-100) and a backbone's weights",
                "transfer-fetch"};
-  app.add_option("--out", options.out_dir, "folder for cifar-10-batches-bin/ and the weights file")
+  app.add_option("--out", options.out_dir, "folder for the dataset's folder and the weights file")
       ->capture_default_str();
-  app.add_option("--url", options.url, "CIFAR-10 binary archive URL (a mirror)")->capture_default_str();
-  app.add_option("--archive", options.archive, "local CIFAR-10 archive to use instead of downloading")
+  stages::add_dataset_flag(app, options.dataset)->capture_default_str();
+  app.add_option("--url", options.url, "the dataset's archive URL (default: the official one; a mirror)");
+  app.add_option("--archive", options.archive, "local archive to use instead of downloading")
       ->check(CLI::ExistingFile);
-  app.add_option("--md5", options.md5, "expected MD5 of the archive (override for a repack or mirror)")
-      ->capture_default_str();
+  app.add_option("--md5", options.md5, "expected MD5 of the archive (default: the official; override for a repack)");
   stages::add_backbone_flag(app, options.backbone, "whose weights to fetch (alexnet, resnet18, resnet50, vgg16)")
       ->capture_default_str();
   app.add_flag("--skip-weights", options.skip_weights, "do not fetch the backbone's weights");
@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
 
   return stages::run(app, argc, argv, [&] {
     const pipeline::FetchResult result = pipeline::fetch(options);
-    fmt::print("cifar-10: {} ({}, archive MD5 {})\n", result.cifar_dir.string(),
+    fmt::print("{}: {} ({}, archive MD5 {})\n", options.dataset, result.cifar_dir.string(),
                result.cifar_already_present ? "already present" : "unpacked and verified", result.archive_md5);
     if (result.weights_path.empty()) {
       fmt::print("weights:  skipped\n");

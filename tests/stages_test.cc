@@ -77,6 +77,49 @@ TEST(Stages, BackbonesAreRankedInOneReport) {
   }
 }
 
+TEST(Stages, Cifar100FineAndCoarseEndToEnd) {
+  // 100 fine classes through every stage, and the report copes with them; 20 coarse
+  // classes through extraction and a head.
+  TempDir dir;
+  const std::string d = dir.path().string();
+  ASSERT_EQ(run_stage("transfer-synth --dataset cifar100 --out " + d + "/c100 --train 600 --test 200 --seed 2"), 0);
+  const std::string data = " --dataset cifar100 --data " + d + "/c100 --weights random:0 --device cpu ";
+  ASSERT_EQ(run_stage("transfer-extract" + data + "--backbone resnet18 --image-size 32 --out " + d + "/fine.h5"), 0);
+  ASSERT_EQ(run_stage("transfer-head --features " + d + "/fine.h5 --out " + d + "/head --epochs 3"), 0);
+  ASSERT_EQ(run_stage("transfer-finetune" + data + "--backbone resnet18 --image-size 32 --epochs 1 --batch-size 32 " +
+                      "--out " + d + "/tune"),
+            0);
+  const fs::path log = dir / "log.txt";
+  ASSERT_EQ(run_stage("transfer-compare --head " + d + "/head --finetune " + d + "/tune --out " + d + "/compare", log), 0)
+      << testutil::read_text(log);
+  const auto report = nlohmann::json::parse(testutil::read_text(dir / "compare" / "report.json"));
+  EXPECT_EQ(report["dataset"]["name"], "cifar100");
+  EXPECT_EQ(report["dataset"]["classes"], 100);
+  EXPECT_EQ(report["per_class"]["classes"].size(), 100u);
+  EXPECT_EQ(report["per_class"]["classes"][42], "synthetic_42");
+  EXPECT_TRUE(report["study"].is_null());
+  const std::string md = testutil::read_text(dir / "compare" / "report.md");
+  EXPECT_NE(md.find("ResNet-18 on CIFAR-100 (fine labels)"), std::string::npos) << md.substr(0, 200);
+  EXPECT_NE(md.find("10 best and 10 worst of 100 classes"), std::string::npos);
+  EXPECT_EQ(pipeline::read_metrics(dir / "tune").confusion.size(), 100u);
+
+  ASSERT_EQ(run_stage("transfer-extract" + data + "--labels coarse --backbone resnet18 --image-size 32 --out " + d +
+                      "/coarse.h5"),
+            0);
+  ASSERT_EQ(run_stage("transfer-head --features " + d + "/coarse.h5 --out " + d + "/coarse --epochs 3"), 0);
+  const auto coarse = pipeline::read_metrics(dir / "coarse");
+  ASSERT_EQ(coarse.confusion.size(), 20u);
+  int64_t scored = 0;
+  for (const auto& row : coarse.confusion) {
+    EXPECT_EQ(row.size(), 20u);
+    for (int64_t count : row) scored += count;
+  }
+  EXPECT_EQ(scored, 200);  // every test image, with a coarse label
+  // A probe and a fine-tuning run of different datasets are not compared.
+  EXPECT_EQ(run_stage("transfer-compare --head " + d + "/coarse --finetune " + d + "/tune --out " + d + "/x", log), 2);
+  EXPECT_NE(testutil::read_text(log).find("different datasets"), std::string::npos) << testutil::read_text(log);
+}
+
 TEST(Stages, BadFlagsExitTwoWithAMessage) {
   TempDir dir;
   const std::string d = dir.path().string();

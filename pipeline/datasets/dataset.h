@@ -1,0 +1,102 @@
+#pragma once
+// The dataset seam: what data is to the stages. transfer-extract and transfer-finetune
+// open a dataset by name (--dataset) and read its records; the cache's provenance and
+// every run's config record describe() (name, labels, class count and names), from
+// which transfer-head, transfer-finetune and transfer-compare take the class count and
+// names. No class count is a constant outside the dataset modules.
+//
+//   cifar10    CIFAR-10, binary version (cifar-10-batches-bin/), 10 classes
+//   cifar100   CIFAR-100, binary version (cifar-100-binary/), --labels fine (100
+//              classes) or coarse (20 superclasses)
+//
+// A new dataset is one module here plus one line in registry.cc: a DatasetKind (what
+// it is, where its data lives, how to fetch and check it) that opens a Dataset (the
+// data of one folder). Records come in a stable order (the source's), labels in
+// [0, classes()). Thread safety: kinds are immutable singletons; a Dataset is
+// immutable after open, its methods may run concurrently.
+
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pipeline/cifar10.h"  // Split, CifarImages
+
+namespace pipeline {
+
+// A split's images, [N,3,H,W] uint8 and labels [N] int64 (CifarImages: H = W = 32).
+using DatasetImages = CifarImages;
+
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  virtual std::string name() const = 0;    // the --dataset value: "cifar100"
+  virtual std::string labels() const { return ""; }  // "fine" | "coarse" where the dataset has a choice
+  virtual std::string title() const = 0;   // "CIFAR-100 (fine labels)"
+  virtual std::vector<std::string> class_names() const = 0;  // in label order
+  int64_t classes() const { return static_cast<int64_t>(class_names().size()); }
+  virtual std::filesystem::path folder() const = 0;
+  // Every file the records are read from (a stage's --out may not be one of them).
+  virtual std::vector<std::filesystem::path> files() const = 0;
+  // A split's first `limit` records (limit < 0: all), in source order. Throws
+  // pipeline::Error naming the file (and record) for missing or damaged data.
+  virtual DatasetImages load(Split split, int64_t limit) const = 0;
+  // SHA-256 identifying the data read (the split files' digests, in order).
+  virtual std::string digest() const = 0;
+
+  // {"name", "labels" (when there is a choice), "title", "classes", "class_names"}.
+  nlohmann::json describe() const;
+};
+
+// How a dataset's official archive is fetched and unpacked (transfer-fetch).
+struct DatasetArchive {
+  std::string url;                          // the official download
+  std::string md5;                          // its published MD5
+  std::map<std::string, uint64_t> entries;  // files of its top folder -> most bytes each (only these unpack)
+  std::map<std::string, std::string> md5s;  // published MD5s of unpacked files (checked for the official archive)
+};
+
+class DatasetKind {
+ public:
+  virtual ~DatasetKind() = default;
+  virtual std::string name() const = 0;
+  virtual std::string title() const = 0;
+  // The folder under the data directory (and the archive's top folder).
+  virtual std::string folder_name() const = 0;
+  virtual DatasetArchive archive() const = 0;
+  // What is wrong with the files in `dir`, "" if nothing; names them as shown_as/NAME.
+  virtual std::string folder_problem(const std::filesystem::path& dir, const std::string& shown_as) const = 0;
+  // The label choices ({} when there is none; the first is the default).
+  virtual std::vector<std::string> label_choices() const { return {}; }
+  // Opens the data in `dir`. `labels` "" means the default. Throws pipeline::UsageError
+  // for labels the dataset does not have, pipeline::Error for unreadable metadata.
+  virtual std::unique_ptr<Dataset> open(const std::filesystem::path& dir, const std::string& labels) const = 0;
+  // Writes learnable synthetic data in this layout into `dir` (transfer-synth).
+  virtual void write_synthetic(const std::filesystem::path& dir, int64_t train, int64_t test, uint64_t seed) const = 0;
+};
+
+// The registered kind of that name; pipeline::UsageError naming --dataset and listing
+// the names for any other.
+const DatasetKind& dataset_kind(const std::string& name);
+std::vector<std::string> dataset_names();  // "cifar10", "cifar100"
+
+struct DatasetOptions {
+  std::string name = "cifar10";  // --dataset
+  std::filesystem::path data;    // its folder, or a root holding <its folder name>/ ("": "data")
+  std::string labels;            // --labels ("" = the dataset's default)
+};
+
+// describe() of the data that caches and runs from before datasets were recorded were
+// made from: CIFAR-10.
+nlohmann::json unrecorded_dataset();
+
+// dataset_kind(name).open(DIR, labels), DIR being data/<folder name> when that folder
+// exists (data a root such as transfer-fetch's --out), else data.
+std::unique_ptr<Dataset> open_dataset(const DatasetOptions& options);
+
+}  // namespace pipeline

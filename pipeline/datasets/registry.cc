@@ -1,0 +1,47 @@
+#include <fmt/ranges.h>
+
+#include "pipeline/datasets/dataset.h"
+#include "pipeline/error.h"
+
+namespace pipeline {
+
+// Each module defines its kind; a new dataset adds its line here.
+const DatasetKind& cifar10_kind();   // datasets/cifar10.cc
+const DatasetKind& cifar100_kind();  // datasets/cifar100.cc
+
+namespace {
+const std::vector<const DatasetKind*>& registered() {
+  static const std::vector<const DatasetKind*> all = {&cifar10_kind(), &cifar100_kind()};
+  return all;
+}
+}  // namespace
+
+std::vector<std::string> dataset_names() {
+  std::vector<std::string> names;
+  for (const DatasetKind* kind : registered()) names.push_back(kind->name());
+  return names;
+}
+
+const DatasetKind& dataset_kind(const std::string& name) {
+  for (const DatasetKind* kind : registered()) {
+    if (kind->name() == name) return *kind;
+  }
+  usage_fail("unknown --dataset '{}': the datasets are {}", name, fmt::join(dataset_names(), ", "));
+}
+
+std::unique_ptr<Dataset> open_dataset(const DatasetOptions& options) {
+  const DatasetKind& kind = dataset_kind(options.name);
+  std::filesystem::path dir = options.data.empty() ? std::filesystem::path("data") : options.data;
+  // A data root (what transfer-fetch --out was) holding the dataset's folder means that folder.
+  std::error_code ec;
+  if (std::filesystem::is_directory(dir / kind.folder_name(), ec)) dir /= kind.folder_name();
+  return kind.open(dir, options.labels);
+}
+
+nlohmann::json Dataset::describe() const {
+  nlohmann::json j = {{"name", name()}, {"title", title()}, {"classes", classes()}, {"class_names", class_names()}};
+  if (!labels().empty()) j["labels"] = labels();
+  return j;
+}
+
+}  // namespace pipeline
