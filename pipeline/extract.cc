@@ -57,8 +57,9 @@ at::Tensor to_model(const at::Tensor& batch, const Compute& compute) {
 }
 
 // The model's input for `pixels`: on a GPU a fresh pinned NCHW batch (the next one is
-// made while the GPU works); on a CPU written channels-last into `buffer`, reused so
-// that no batch pays for fresh pages or a layout copy.
+// made while the GPU works); on a CPU written channels-last in the model's dtype (bf16
+// included: no float batch, no conversion pass) into `buffer`, reused so that no batch
+// pays for fresh pages, a layout copy or a dtype copy.
 at::Tensor preprocessed_batch(const Preprocessor& preprocess, const at::Tensor& pixels, const Compute& compute,
                               at::Tensor& buffer) {
   const int64_t n = pixels.size(0), s = preprocess.size();
@@ -68,7 +69,8 @@ at::Tensor preprocessed_batch(const Preprocessor& preprocess, const at::Tensor& 
     return pinned;
   }
   if (!buffer.defined() || buffer.size(0) < n) {
-    buffer = torch::empty({n, 3, s, s}, torch::TensorOptions(torch::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
+    const auto dtype = compute.precision == Precision::Bf16 ? torch::kBFloat16 : torch::kFloat;
+    buffer = torch::empty({n, 3, s, s}, torch::TensorOptions(dtype).memory_format(at::MemoryFormat::ChannelsLast));
   }
   at::Tensor view = buffer.slice(0, 0, n);
   preprocess.into(pixels, view);
@@ -109,6 +111,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   const Normalization normalization = normalization_by_name(options.normalize);
   const FeatureDtype dtype = parse_feature_dtype(options.dtype);
   const Compute compute = resolve_compute(options.compute);
+  keep_freed_memory();  // batch after batch of activations: page faults otherwise (device.h)
   ExtractSummary summary;
   summary.device = compute.describe();
 

@@ -179,6 +179,7 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
   // Before any work: the folder must be writable, and it is this run's alone.
   const FolderLock lock(options.out);
   const Compute compute = resolve_compute(options.compute);
+  keep_freed_memory();  // batch after batch of activations: page faults otherwise (device.h)
   const Normalization normalization = normalization_by_name(options.normalize);
   const WeightsSource source = parse_weights_source(options.weights);
   const DatasetImages train = dataset->load(Split::Train, options.limit_train);

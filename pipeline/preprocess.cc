@@ -4,6 +4,7 @@
 #include <torch/types.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "pipeline/cifar10.h"
 #include "pipeline/error.h"
@@ -47,6 +48,29 @@ TRANSFER_ROW_KERNEL void normalize_row_interleaved(float* dst, const int32_t* co
     dst[3 * x + 0] = static_cast<float>(rounded(sums[0][x])) * a[0] + b[0];
     dst[3 * x + 1] = static_cast<float>(rounded(sums[1][x])) * a[1] + b[1];
     dst[3 * x + 2] = static_cast<float>(rounded(sums[2][x])) * a[2] + b[2];
+  }
+}
+
+// float -> bfloat16 bits rounded to nearest, ties to even: c10::BFloat16's rounding
+// without its NaN branch (these values are always finite), so that a row vectorizes.
+inline uint16_t bf16_bits(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+// The same values rounded to bfloat16 as torch's .to(kBFloat16) rounds them, straight
+// into the model's input: a bf16 model then needs no float batch and no conversion pass.
+TRANSFER_ROW_KERNEL void normalize_row(uint16_t* dst, const int32_t* sums, float a, float b, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) dst[x] = bf16_bits(static_cast<float>(rounded(sums[x])) * a + b);
+}
+
+TRANSFER_ROW_KERNEL void normalize_row_interleaved(uint16_t* dst, const int32_t* const* sums, const float* a,
+                                                   const float* b, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) {
+    dst[3 * x + 0] = bf16_bits(static_cast<float>(rounded(sums[0][x])) * a[0] + b[0]);
+    dst[3 * x + 1] = bf16_bits(static_cast<float>(rounded(sums[1][x])) * a[1] + b[1]);
+    dst[3 * x + 2] = bf16_bits(static_cast<float>(rounded(sums[2][x])) * a[2] + b[2]);
   }
 }
 
@@ -179,12 +203,22 @@ at::Tensor Preprocessor::operator()(const at::Tensor& images, bool channels_last
 void Preprocessor::into(const at::Tensor& images, at::Tensor& out) const {
   const bool nchw = out.is_contiguous();
   const bool nhwc = !nchw && out.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const bool bf16 = out.scalar_type() == torch::kBFloat16;
   if (out.dim() != 4 || out.size(0) != images.size(0) || out.size(1) != 3 || out.size(2) != size_ ||
-      out.size(3) != size_ || out.scalar_type() != torch::kFloat32 || !(nchw || nhwc) || !out.device().is_cpu()) {
-    fail("preprocess output must be a contiguous (NCHW or channels-last) float32 CPU tensor [{},3,{},{}]",
+      out.size(3) != size_ || !(out.scalar_type() == torch::kFloat32 || bf16) || !(nchw || nhwc) ||
+      !out.device().is_cpu()) {
+    fail("preprocess output must be a contiguous (NCHW or channels-last) float32 or bfloat16 CPU tensor [{},3,{},{}]",
          images.size(0), size_, size_);
   }
-  float* dst = out.data_ptr<float>();
+  if (bf16) {
+    write(images, reinterpret_cast<uint16_t*>(out.data_ptr<c10::BFloat16>()), nchw);
+  } else {
+    write(images, out.data_ptr<float>(), nchw);
+  }
+}
+
+template <typename T>
+void Preprocessor::write(const at::Tensor& images, T* dst, bool nchw) const {
   const int64_t s = size_;
   // ToTensor + Normalize as one multiply-add: (v/255 - mean)/std = v*a + b.
   std::array<float, 3> a{}, b{};

@@ -49,8 +49,9 @@ class Preprocessor {
   // Throws pipeline::Error for another shape or dtype.
   at::Tensor operator()(const at::Tensor& images, bool channels_last = false) const;
 
-  // Same, writing into `out`: [B,3,S,S] float32 on the CPU, contiguous in NCHW or in
-  // channels-last format (e.g. a reused buffer, or pinned memory for a GPU).
+  // Same, writing into `out`: [B,3,S,S] float32 or bfloat16 on the CPU, contiguous in
+  // NCHW or in channels-last format (e.g. a reused buffer, or pinned memory for a GPU).
+  // bfloat16 holds the float32 values rounded as torch's .to(kBFloat16) rounds them.
   void into(const at::Tensor& images, at::Tensor& out) const;
 
   // The resize alone: [B,3,32,32] uint8 -> [B,3,S,S] uint8 (what PIL's resize returns).
@@ -62,6 +63,8 @@ class Preprocessor {
  private:
   template <typename Sink>
   void run(const at::Tensor& images, Sink sink) const;
+  template <typename T>
+  void write(const at::Tensor& images, T* dst, bool nchw) const;
 
   int64_t size_;
   Normalization normalization_;

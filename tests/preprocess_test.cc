@@ -83,3 +83,19 @@ TEST(Preprocess, ChannelsLastOutputHoldsTheSameValues) {
   EXPECT_TRUE(nhwc.is_contiguous(torch::MemoryFormat::ChannelsLast));
   EXPECT_TRUE(torch::equal(nchw, nhwc));
 }
+
+TEST(Preprocess, Bfloat16OutputIsTheFloatOutputRoundedAsTorchRoundsIt) {
+  // What a bf16 model gets written directly must be what .to(kBFloat16) of the float
+  // batch gives, bit for bit, in both layouts.
+  auto images = torch::randint(0, 256, {3, 3, 32, 32}, torch::kUInt8);
+  pipeline::Preprocessor p(70, pipeline::normalization_by_name("imagenet"));
+  const auto reference = p(images).to(torch::kBFloat16);
+  for (const auto format : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
+    at::Tensor out = torch::empty({3, 3, 70, 70}, torch::TensorOptions(torch::kBFloat16).memory_format(format));
+    p.into(images, out);
+    EXPECT_TRUE(out.is_contiguous(format));
+    EXPECT_TRUE(torch::equal(out.view(torch::kShort), reference.contiguous(format).view(torch::kShort)));
+  }
+  at::Tensor half = torch::empty({3, 3, 70, 70}, torch::kHalf);
+  EXPECT_THROW(p.into(images, half), pipeline::Error);
+}
