@@ -151,7 +151,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   model->eval();
   model->to(compute.device);
   if (!compute.cuda()) to_channels_last(*model);
-  const Preprocessor preprocess(options.image_size, normalization);
+  const Preprocessor preprocess(options.image_size, normalization, train.images.size(2));
 
   json provenance = {{"settings", settings},
                      {"weights", weights.describe()},

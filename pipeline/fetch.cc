@@ -296,19 +296,26 @@ std::string verify_weights_file(const fs::path& file) {
 
 FetchResult fetch(const FetchOptions& options) {
   const DatasetKind& kind = dataset_kind(options.dataset);
-  const std::string md5 = checked_md5(options.md5.empty() ? kind.archive().md5 : options.md5);
+  // An image folder is the user's own: only the weights are fetched.
+  const bool own_data = kind.name() == "folder";
+  const std::string md5 = own_data ? "" : checked_md5(options.md5.empty() ? kind.archive().md5 : options.md5);
   if (options.retries < 0) usage_fail("--retries must be 0 or more, not {}", options.retries);
   if (options.timeout_seconds <= 0) usage_fail("--timeout must be positive, not {}", options.timeout_seconds);
   FetchOptions resolved = options;
   resolved.out_dir = output_path(options.out_dir, "--out");
   const Backbone& spec = backbone(options.backbone);
   if (resolved.weights_url.empty()) resolved.weights_url = spec.weights().url;
-  if (resolved.url.empty()) resolved.url = kind.archive().url;
+  if (resolved.url.empty() && !own_data) resolved.url = kind.archive().url;
   refuse_output_over_inputs(resolved.out_dir / kind.folder_name(), {options.archive, options.weights_file}, "--out");
   ensure_dir(resolved.out_dir);
 
   FetchResult result;
-  fetch_data(kind, resolved, md5, result);
+  if (own_data) {
+    if (options.skip_weights) usage_fail("--dataset {} with --skip-weights: there is nothing to fetch", options.dataset);
+    spdlog::info("{} is your own image folder: fetching only the weights", options.dataset);
+  } else {
+    fetch_data(kind, resolved, md5, result);
+  }
   if (options.skip_weights) {
     spdlog::info("skipping the {} weights as asked", spec.title());
   } else {

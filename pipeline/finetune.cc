@@ -239,7 +239,7 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
   if (!compute.cuda()) to_channels_last(*model);
   FinetuneModel trainable(model, compute, options.lr);
 
-  const Preprocessor preprocess(options.image_size, normalization);
+  const Preprocessor preprocess(options.image_size, normalization, train.images.size(2));
   const TrainValSplit split = split_train_val(train.size(), options.val_fraction, options.seed);
   TrainData data;
   data.train_rows = split.train;

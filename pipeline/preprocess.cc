@@ -20,10 +20,10 @@ constexpr int32_t kHalf = 1 << (kPrecisionBits - 1);
 // shift gives 256..511 and for negative sums a negative number, both clamped as PIL clips.
 inline int32_t rounded(int32_t sum) { return std::min(std::max(sum >> kPrecisionBits, 0), 255); }
 
-void check_images(const at::Tensor& images) {
-  if (images.dim() != 4 || images.size(1) != 3 || images.size(2) != kCifarSide || images.size(3) != kCifarSide ||
+void check_images(const at::Tensor& images, int64_t side) {
+  if (images.dim() != 4 || images.size(1) != 3 || images.size(2) != side || images.size(3) != side ||
       images.scalar_type() != torch::kUInt8 || !images.device().is_cpu()) {
-    fail("preprocess expects CPU uint8 images [B,3,32,32], got {} {}", images.sizes().vec(),
+    fail("preprocess expects CPU uint8 images [B,3,{},{}], got {} {}", side, side, images.sizes().vec(),
          std::string(c10::toString(images.scalar_type())));
   }
 }
@@ -125,21 +125,22 @@ int64_t checked_size(int64_t size) {
 }
 }  // namespace
 
-Preprocessor::Preprocessor(int64_t size, Normalization normalization)
+Preprocessor::Preprocessor(int64_t size, Normalization normalization, int64_t input_side)
     : size_(checked_size(size)),
+      input_side_(checked_size(input_side)),
       normalization_(std::move(normalization)),
-      horizontal_(bilinear_taps(kCifarSide, size_)),
-      vertical_(bilinear_taps(kCifarSide, size_)) {}
+      horizontal_(bilinear_taps(input_side_, size_)),
+      vertical_(bilinear_taps(input_side_, size_)) {}
 
 // Runs both passes for every image of the batch and hands each output row's
 // fixed-point sums (PIL's accumulators before rounding; one S-long array per channel)
 // to sink(image, row, sums[3]); the sink rounds them with `rounded`.
 template <typename Sink>
 void Preprocessor::run(const at::Tensor& images, Sink sink) const {
-  check_images(images);
+  check_images(images, input_side_);
   const at::Tensor source = images.contiguous();
   const uint8_t* pixels = source.data_ptr<uint8_t>();
-  const int64_t n = source.size(0), s = size_, side = kCifarSide;
+  const int64_t n = source.size(0), s = size_, side = input_side_;
   const ResampleTaps& h = horizontal_;
   const ResampleTaps& v = vertical_;
   const int64_t h_taps = h.taps_per_output;
@@ -154,7 +155,7 @@ void Preprocessor::run(const at::Tensor& images, Sink sink) const {
     rows.resize(3 * side * s);
     sums.resize(3 * s);
     padded.assign(side + h_taps, 0);
-    const uint8_t* image = pixels + i * kCifarImageBytes;
+    const uint8_t* image = pixels + i * 3 * side * side;
     for (int64_t c = 0; c < 3; ++c) {
       for (int64_t y = 0; y < side; ++y) {
         std::copy(image + (c * side + y) * side, image + (c * side + y + 1) * side, padded.begin());
@@ -249,6 +250,62 @@ at::Tensor Preprocessor::resize(const at::Tensor& images) const {
     }
   });
   return out;
+}
+
+std::pair<int64_t, int64_t> resized_size(int64_t width, int64_t height, int64_t shorter) {
+  // torchvision 0.14's _compute_resized_output_size: the long side is
+  // int(shorter * long / short), in Python's float arithmetic.
+  const bool wide = width > height;
+  const int64_t short_side = wide ? height : width, long_side = wide ? width : height;
+  const auto new_long = static_cast<int64_t>(static_cast<double>(shorter) * static_cast<double>(long_side) /
+                                             static_cast<double>(short_side));
+  return wide ? std::pair{new_long, shorter} : std::pair{shorter, new_long};
+}
+
+at::Tensor resize_and_center_crop(const uint8_t* rgb, int64_t width, int64_t height, int64_t shorter, int64_t crop) {
+  if (width < 1 || height < 1 || shorter < 1 || crop < 1 || crop > shorter) {
+    fail("resize_and_center_crop: bad sizes ({}x{} image, shorter side {}, crop {})", width, height, shorter, crop);
+  }
+  const auto [out_w, out_h] = resized_size(width, height, shorter);
+  // CenterCrop's offsets: int(round((size - crop) / 2.0)), Python's round (ties to even).
+  const auto offset = [&](int64_t size) {
+    return static_cast<int64_t>(std::nearbyint(static_cast<double>(size - crop) / 2.0));
+  };
+  const int64_t left = offset(out_w), top = offset(out_h);
+  const ResampleTaps h = bilinear_taps(width, out_w), v = bilinear_taps(height, out_h);
+  // PIL's order: the horizontal pass into 8-bit rows, then the vertical pass; only the
+  // rows and columns the crop keeps are computed (each output pixel is independent).
+  const int64_t row_first = v.first[top];
+  int64_t row_end = row_first;
+  for (int64_t y = top; y < top + crop; ++y) row_end = std::max<int64_t>(row_end, v.first[y] + v.count[y]);
+  std::vector<uint8_t> rows(static_cast<size_t>((row_end - row_first) * crop * 3));
+  for (int64_t r = row_first; r < row_end; ++r) {
+    const uint8_t* in = rgb + r * width * 3;
+    uint8_t* out = rows.data() + (r - row_first) * crop * 3;
+    for (int64_t x = 0; x < crop; ++x) {
+      const int64_t ox = left + x;
+      const int32_t* k = &h.weight[ox * h.taps_per_output];
+      for (int64_t c = 0; c < 3; ++c) {
+        int32_t sum = kHalf;
+        for (int32_t t = 0; t < h.count[ox]; ++t) sum += in[(h.first[ox] + t) * 3 + c] * k[t];
+        out[x * 3 + c] = static_cast<uint8_t>(rounded(sum));
+      }
+    }
+  }
+  at::Tensor result = torch::empty({3, crop, crop}, torch::kUInt8);
+  uint8_t* dst = result.data_ptr<uint8_t>();
+  for (int64_t y = 0; y < crop; ++y) {
+    const int64_t oy = top + y;
+    const int32_t* k = &v.weight[oy * v.taps_per_output];
+    for (int64_t x = 0; x < crop; ++x) {
+      for (int64_t c = 0; c < 3; ++c) {
+        int32_t sum = kHalf;
+        for (int32_t t = 0; t < v.count[oy]; ++t) sum += rows[((v.first[oy] + t - row_first) * crop + x) * 3 + c] * k[t];
+        dst[(c * crop + y) * crop + x] = static_cast<uint8_t>(rounded(sum));
+      }
+    }
+  }
+  return result;
 }
 
 }  // namespace pipeline

@@ -12,6 +12,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace pipeline {
@@ -36,15 +37,26 @@ struct ResampleTaps {
 };
 ResampleTaps bilinear_taps(int64_t in_size, int64_t out_size);
 
+// torchvision's Resize(shorter) output size for a width x height image: the shorter
+// side becomes `shorter`, the longer int(shorter * long / short). Returns (width, height).
+std::pair<int64_t, int64_t> resized_size(int64_t width, int64_t height, int64_t shorter);
+
+// torchvision's evaluation transform of a PIL RGB image: Resize(shorter) (PIL bilinear,
+// antialiased when it shrinks) then CenterCrop(crop), pixel-exact with PIL. `rgb` is
+// height x width x 3 (R G B) bytes. Returns [3,crop,crop] uint8 (CHW). Throws
+// pipeline::Error for an empty image or crop > shorter.
+at::Tensor resize_and_center_crop(const uint8_t* rgb, int64_t width, int64_t height, int64_t shorter, int64_t crop);
+
 class Preprocessor {
  public:
-  // size: output side S in pixels (>= 1). Thread-safe after construction.
-  Preprocessor(int64_t size, Normalization normalization);
+  // size: output side S in pixels (>= 1); input_side: the images' side (CIFAR's 32, or
+  // an image folder's crop). Thread-safe after construction.
+  Preprocessor(int64_t size, Normalization normalization, int64_t input_side = 32);
 
   int64_t size() const { return size_; }
   const Normalization& normalization() const { return normalization_; }
 
-  // images: [B,3,32,32] uint8 (CPU) -> [B,3,S,S] float32, contiguous NCHW, or
+  // images: [B,3,I,I] uint8 (CPU; I the input side) -> [B,3,S,S] float32, contiguous NCHW, or
   // channels-last (NHWC in memory, what the CPU model runs on) if asked.
   // Throws pipeline::Error for another shape or dtype.
   at::Tensor operator()(const at::Tensor& images, bool channels_last = false) const;
@@ -54,7 +66,7 @@ class Preprocessor {
   // bfloat16 holds the float32 values rounded as torch's .to(kBFloat16) rounds them.
   void into(const at::Tensor& images, at::Tensor& out) const;
 
-  // The resize alone: [B,3,32,32] uint8 -> [B,3,S,S] uint8 (what PIL's resize returns).
+  // The resize alone: [B,3,I,I] uint8 -> [B,3,S,S] uint8 (what PIL's resize returns).
   at::Tensor resize(const at::Tensor& images) const;
 
   // Run on the calling thread only (no TBB); for the single-thread benchmark.
@@ -66,7 +78,7 @@ class Preprocessor {
   template <typename T>
   void write(const at::Tensor& images, T* dst, bool nchw) const;
 
-  int64_t size_;
+  int64_t size_, input_side_;
   Normalization normalization_;
   ResampleTaps horizontal_, vertical_;
   bool parallel_ = true;

@@ -31,8 +31,14 @@ inline CLI::Option* add_backbone_flag(CLI::App& app, std::string& backbone, cons
 
 // --dataset, the same in every stage that reads data: one of the registered datasets.
 inline CLI::Option* add_dataset_flag(CLI::App& app, std::string& dataset) {
-  return app.add_option("--dataset", dataset, "the data: cifar10 or cifar100")
-      ->check(CLI::IsMember(pipeline::dataset_names()));
+  return app.add_option("--dataset", dataset, "the data: cifar10, cifar100, or folder:PATH (your own images)")
+      ->check([](const std::string& value) -> std::string {
+        if (value.rfind("folder:", 0) == 0 && value.size() > 7) return "";
+        for (const std::string& name : pipeline::dataset_names()) {
+          if (name == value && name != "folder") return "";
+        }
+        return "unknown --dataset '" + value + "': use cifar10, cifar100 or folder:PATH";
+      });
 }
 
 // --data, --dataset and --labels: which dataset, where, and (CIFAR-100) which labels.

@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
 
   return stages::run(app, argc, argv, [&] {
     const pipeline::FetchResult result = pipeline::fetch(options);
-    fmt::print("{}: {} ({}, archive MD5 {})\n", options.dataset, result.cifar_dir.string(),
+    if (!result.cifar_dir.empty()) fmt::print("{}: {} ({}, archive MD5 {})\n", options.dataset, result.cifar_dir.string(),
                result.cifar_already_present ? "already present" : "unpacked and verified", result.archive_md5);
     if (result.weights_path.empty()) {
       fmt::print("weights:  skipped\n");

@@ -8,6 +8,8 @@
 //   cifar10    CIFAR-10, binary version (cifar-10-batches-bin/), 10 classes
 //   cifar100   CIFAR-100, binary version (cifar-100-binary/), --labels fine (100
 //              classes) or coarse (20 superclasses)
+//   folder:PATH  your own images, torchvision ImageFolder's layout PATH/train/<class>/
+//              and PATH/test/<class>/ (JPEG, PNG), each Resize(256) + CenterCrop(224)
 //
 // A new dataset is one module here plus one line in registry.cc: a DatasetKind (what
 // it is, where its data lives, how to fetch and check it) that opens a Dataset (the
@@ -83,7 +85,7 @@ class DatasetKind {
 // The registered kind of that name; pipeline::UsageError naming --dataset and listing
 // the names for any other.
 const DatasetKind& dataset_kind(const std::string& name);
-std::vector<std::string> dataset_names();  // "cifar10", "cifar100"
+std::vector<std::string> dataset_names();  // "cifar10", "cifar100", "folder" (as folder:PATH)
 
 struct DatasetOptions {
   std::string name = "cifar10";  // --dataset

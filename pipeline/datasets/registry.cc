@@ -8,10 +8,11 @@ namespace pipeline {
 // Each module defines its kind; a new dataset adds its line here.
 const DatasetKind& cifar10_kind();   // datasets/cifar10.cc
 const DatasetKind& cifar100_kind();  // datasets/cifar100.cc
+const DatasetKind& folder_kind();    // datasets/folder.cc ("folder:PATH")
 
 namespace {
 const std::vector<const DatasetKind*>& registered() {
-  static const std::vector<const DatasetKind*> all = {&cifar10_kind(), &cifar100_kind()};
+  static const std::vector<const DatasetKind*> all = {&cifar10_kind(), &cifar100_kind(), &folder_kind()};
   return all;
 }
 }  // namespace
@@ -22,14 +23,21 @@ std::vector<std::string> dataset_names() {
   return names;
 }
 
-const DatasetKind& dataset_kind(const std::string& name) {
+const DatasetKind& dataset_kind(const std::string& given) {
+  const std::string name = given.rfind("folder:", 0) == 0 ? "folder" : given;
   for (const DatasetKind* kind : registered()) {
     if (kind->name() == name) return *kind;
   }
-  usage_fail("unknown --dataset '{}': the datasets are {}", name, fmt::join(dataset_names(), ", "));
+  usage_fail("unknown --dataset '{}': the datasets are cifar10, cifar100 and folder:PATH (your own images)", given);
 }
 
 std::unique_ptr<Dataset> open_dataset(const DatasetOptions& options) {
+  // "folder:PATH": the user's image folder at PATH.
+  if (options.name.rfind("folder:", 0) == 0) {
+    const std::string path = options.name.substr(7);
+    if (path.empty()) usage_fail("--dataset folder:PATH needs the folder's path, e.g. folder:photos");
+    return dataset_kind("folder").open(path, options.labels);
+  }
   const DatasetKind& kind = dataset_kind(options.name);
   std::filesystem::path dir = options.data.empty() ? std::filesystem::path("data") : options.data;
   // A data root (what transfer-fetch --out was) holding the dataset's folder means that folder.

@@ -1,0 +1,145 @@
+// Tests of the image-folder dataset (pipeline/datasets/folder.cc), the JPEG/PNG
+// decoder (pipeline/image_decode.h) and Resize(256) + CenterCrop(224)
+// (pipeline/preprocess.h) against torchvision's ImageFolder loader with Pillow
+// (tests/fixtures/make_image_fixtures.py): PNG exactly, JPEG within 1/255 per pixel;
+// and the folder's errors: empty classes, missing classes, other image types, damage.
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <fstream>
+
+#include "pipeline/datasets/dataset.h"
+#include "pipeline/digest.h"
+#include "pipeline/error.h"
+#include "pipeline/image_decode.h"
+#include "pipeline/preprocess.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using testutil::error_of;
+using testutil::fixture;
+using testutil::TempDir;
+
+namespace {
+
+const fs::path kTree = fixture("images/tree");
+
+nlohmann::json expected() {
+  std::ifstream in(fixture("images/expected.json"));
+  return nlohmann::json::parse(in);
+}
+
+// A copy of the fixture tree to break.
+fs::path copy_tree(const TempDir& dir) {
+  fs::copy(kTree, dir / "tree", fs::copy_options::recursive);
+  return dir / "tree";
+}
+
+}  // namespace
+
+TEST(ImageFolder, MatchesTorchvisionImageFolder) {
+  const auto dataset = pipeline::open_dataset({"folder:" + kTree.string(), "", ""});
+  EXPECT_EQ(dataset->class_names(), (std::vector<std::string>{"cat", "dog"}));
+  const nlohmann::json want = expected();
+  // ImageFolder's order: classes by name, folders walked in sorted order, files sorted.
+  const std::vector<fs::path> files = dataset->files();
+  ASSERT_EQ(files.size(), want.size());
+  for (size_t i = 0; i < files.size(); ++i) EXPECT_EQ(fs::relative(files[i], kTree).string(), want[i]["file"]) << i;
+
+  const std::string jpeg_bytes = testutil::read_text(fixture("images/expected_jpeg.u8"));
+  const size_t image_bytes = 224 * 224 * 3;
+  const auto train = dataset->load(pipeline::Split::Train, -1), test = dataset->load(pipeline::Split::Test, -1);
+  ASSERT_EQ(train.size() + test.size(), static_cast<int64_t>(want.size()));
+  size_t jpeg = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const bool in_train = static_cast<int64_t>(i) < train.size();
+    const auto& split = in_train ? train : test;
+    const int64_t row = in_train ? static_cast<int64_t>(i) : static_cast<int64_t>(i) - train.size();
+    SCOPED_TRACE(want[i]["file"].get<std::string>() + " (" + want[i]["mode"].get<std::string>() + ")");
+    EXPECT_EQ(split.labels[row].item<int64_t>(), want[i]["class"].get<int64_t>());
+    const at::Tensor hwc = split.images[row].permute({1, 2, 0}).contiguous();
+    const std::string bytes(reinterpret_cast<const char*>(hwc.data_ptr<uint8_t>()), image_bytes);
+    if (want[i]["format"] == "PNG") {
+      EXPECT_EQ(pipeline::bytes_digest(bytes, pipeline::DigestAlgorithm::Sha256), want[i]["sha256"]);
+    } else {
+      const std::string ref = jpeg_bytes.substr(jpeg++ * image_bytes, image_bytes);
+      int worst = 0;
+      for (size_t k = 0; k < image_bytes; ++k) {
+        worst = std::max(worst, std::abs(int(uint8_t(bytes[k])) - int(uint8_t(ref[k]))));
+      }
+      EXPECT_LE(worst, 1) << "JPEG may differ by 1/255 per pixel";
+    }
+  }
+  EXPECT_EQ(jpeg * image_bytes, jpeg_bytes.size());
+  EXPECT_EQ(dataset->describe()["classes"], 2);
+  EXPECT_NE(dataset->digest(), "");
+}
+
+TEST(ImageFolder, ResizedSizeIsTorchvisions) {
+  EXPECT_EQ(pipeline::resized_size(300, 200, 256), (std::pair<int64_t, int64_t>{384, 256}));
+  EXPECT_EQ(pipeline::resized_size(180, 260, 256), (std::pair<int64_t, int64_t>{256, 369}));  // int(256*260/180)
+  EXPECT_EQ(pipeline::resized_size(32, 32, 256), (std::pair<int64_t, int64_t>{256, 256}));
+}
+
+TEST(ImageFolder, BadFoldersAreNamed) {
+  TempDir dir;
+  const fs::path tree = copy_tree(dir);
+  const std::string name = "folder:" + tree.string();
+
+  fs::create_directories(tree / "train" / "emu");
+  std::string message = error_of([&] { pipeline::open_dataset({name, "", ""}); });
+  EXPECT_NE(message.find("'emu'"), std::string::npos) << message;  // empty, and not in test/
+  fs::create_directories(tree / "test" / "emu");
+  message = error_of([&] { pipeline::open_dataset({name, "", ""}); });
+  EXPECT_NE(message.find("class 'emu' has no image files"), std::string::npos) << message;
+  fs::remove_all(tree / "train" / "emu");
+  message = error_of([&] { pipeline::open_dataset({name, "", ""}); });
+  EXPECT_NE(message.find("'emu' is in test/ but not in train/"), std::string::npos) << message;
+  fs::remove_all(tree / "test" / "emu");
+
+  // An image type ImageFolder lists but this program does not decode.
+  testutil::write_bytes(tree / "train" / "cat" / "x.bmp", std::string("BM") + std::string(60, '\0'));
+  message = error_of([&] { pipeline::open_dataset({name, "", ""})->load(pipeline::Split::Train, -1); });
+  EXPECT_NE(message.find("x.bmp is a BMP image"), std::string::npos) << message;
+  fs::remove(tree / "train" / "cat" / "x.bmp");
+
+  // Truncated JPEG and PNG: errors naming the file.
+  for (const char* file : {"train/cat/a_rgb.jpg", "train/dog/d_rgba.png"}) {
+    const std::string bytes = testutil::read_text(kTree / file);
+    testutil::write_bytes(tree / file, bytes.substr(0, bytes.size() / 2));
+    message = error_of([&] { pipeline::open_dataset({name, "", ""})->load(pipeline::Split::Train, -1); });
+    EXPECT_NE(message.find(fs::path(file).filename().string()), std::string::npos) << message;
+    EXPECT_NE(message.find("damaged"), std::string::npos) << message;
+    testutil::write_bytes(tree / file, bytes);
+  }
+  EXPECT_NO_THROW(pipeline::open_dataset({name, "", ""})->load(pipeline::Split::Train, -1));
+
+  fs::remove_all(tree / "test");
+  message = error_of([&] { pipeline::open_dataset({name, "", ""}); });
+  EXPECT_NE(message.find("no test/ folder"), std::string::npos) << message;
+  EXPECT_THROW(pipeline::open_dataset({"folder:", "", ""}), pipeline::UsageError);
+  EXPECT_THROW(pipeline::open_dataset({name, "", "fine"}), pipeline::UsageError);
+}
+
+TEST(ImageDecode, HostileBytesGiveErrors) {
+  // Every truncation and a byte flip at every 7th byte of a JPEG and a PNG: an error or an image, never a crash.
+  for (const char* file : {"train/cat/b_gray.jpeg", "train/dog/f_small.PNG"}) {
+    const std::string bytes = testutil::read_text(kTree / file);
+    for (size_t keep = 0; keep < bytes.size(); keep += std::max<size_t>(1, bytes.size() / 200)) {
+      EXPECT_THROW(pipeline::decode_image_bytes(bytes.substr(0, keep), "cut"), pipeline::Error) << file << " " << keep;
+    }
+    for (size_t at = 0; at < bytes.size(); at += 7) {
+      std::string mutant = bytes;
+      mutant[at] = static_cast<char>(mutant[at] ^ 0x55);
+      try {
+        const auto image = pipeline::decode_image_bytes(mutant, "flipped");
+        EXPECT_EQ(image.pixels.size(), static_cast<size_t>(image.width * image.height * 3));
+      } catch (const pipeline::Error&) {
+      }
+    }
+  }
+  EXPECT_NE(error_of([] { pipeline::decode_image_bytes("hello", "x.png"); }).find("neither JPEG nor PNG"),
+            std::string::npos);
+}
