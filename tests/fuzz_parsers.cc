@@ -1,8 +1,8 @@
 // fuzz-parsers: seeded-mutation fuzzing of every reader of untrusted files -- the
-// CIFAR-10 batch decoder, the torch.save reader (zip and legacy formats), the feature-cache reader and the
-// archive unpacker.
+// CIFAR-10 batch decoder, the torch.save reader (zip and legacy formats), the feature-cache reader, the
+// JPEG/PNG decoder and the archive unpacker.
 //
-//   fuzz-parsers [--iterations N] [--seed S] [--only cifar|torch|cache|archive] [--keep DIR]
+//   fuzz-parsers [--iterations N] [--seed S] [--only cifar|torch|cache|image|archive] [--keep DIR]
 //                [--verbose 1]   (names each input before parsing it: finds a hang)
 //
 // Each parser starts from valid inputs (made here, or the committed fixtures) and is
@@ -39,6 +39,7 @@
 #include "pipeline/cifar10.h"
 #include "pipeline/error.h"
 #include "pipeline/features.h"
+#include "pipeline/image_decode.h"
 #include "pipeline/isolate.h"
 #include "pipeline/pickle.h"
 #include "pipeline/synth.h"
@@ -208,6 +209,16 @@ int main(int argc, char** argv) {
            (void)reader.labels(split).sum().item<int64_t>();
            for (const std::string& tap : reader.taps()) (void)reader.read(split, tap).sum().item<double>();
          }
+       }},
+      {"image",
+       {read_bytes(fs::path(TRANSFER_FIXTURES) / "images/tree/train/cat/b_gray.jpeg"),
+        read_bytes(fs::path(TRANSFER_FIXTURES) / "images/tree/train/cat/a_rgb.jpg"),
+        read_bytes(fs::path(TRANSFER_FIXTURES) / "images/tree/train/dog/f_small.PNG"),
+        read_bytes(fs::path(TRANSFER_FIXTURES) / "images/tree/test/dog/h_gray16.png")},
+       ".img",
+       [](const fs::path& file) {
+         const pipeline::RgbImage image = pipeline::decode_image(file);
+         if (image.pixels.size() != static_cast<size_t>(image.width * image.height * 3)) std::abort();
        }},
       {"archive", {cifar_archive(work)}, ".tar.gz",
        [&](const fs::path& file) {
