@@ -100,7 +100,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   options.out = output_path(given.out, "--out");
   // The output is checked before any work: it may not overwrite an input, and its
   // folder must be writable (else an hour of extraction would end in a failed rename).
-  const std::unique_ptr<Dataset> dataset = open_dataset({options.dataset, options.data, options.labels});
+  const std::unique_ptr<Dataset> dataset = open_dataset({options.dataset, options.data, options.labels, options.transform});
   std::vector<fs::path> inputs = dataset->files();
   const WeightsSource weights_source = parse_weights_source(options.weights);
   if (!weights_source.random) inputs.push_back(weights_source.file);

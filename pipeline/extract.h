@@ -21,6 +21,7 @@ struct ExtractOptions {
   std::string dataset = "cifar10";                           // a registered dataset (datasets/dataset.h)
   std::filesystem::path data;                                // its folder ("": data/<its folder name>)
   std::string labels;                                        // CIFAR-100: fine (default) or coarse
+  std::string transform;                                     // image folder: resize256-crop224 (default) or resize
   std::string backbone = "alexnet";                          // a registered backbone (models/backbone.h)
   std::string weights;                                       // file or random:SEED ("": data/<its torchvision file>)
   std::filesystem::path out;                                 // the cache file (.h5)

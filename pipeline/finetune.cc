@@ -172,7 +172,7 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
   options.out = output_path(given.out, "--out");
   const Backbone& spec = backbone(options.backbone);
   options.weights = resolve_weights(options.weights, spec);
-  const std::unique_ptr<Dataset> dataset = open_dataset({options.dataset, options.data, options.labels});
+  const std::unique_ptr<Dataset> dataset = open_dataset({options.dataset, options.data, options.labels, options.transform});
   std::vector<fs::path> inputs = dataset->files();
   inputs.push_back(options.weights);  // ignored when it is random:SEED (no such file)
   refuse_output_over_inputs(options.out, inputs, "--out");

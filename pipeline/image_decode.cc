@@ -224,4 +224,40 @@ RgbImage decode_image(const std::filesystem::path& file) {
   return decode_image_bytes(read_file(file, kMaxFileBytes), file.string());
 }
 
+namespace {
+
+void png_append(png_structp png, png_bytep data, png_size_t n) {
+  static_cast<std::string*>(png_get_io_ptr(png))->append(reinterpret_cast<const char*>(data), n);
+}
+
+void png_flush(png_structp) {}
+
+}  // namespace
+
+void write_png(const RgbImage& image, const std::filesystem::path& file) {
+  if (image.width < 1 || image.height < 1 || image.pixels.size() != static_cast<size_t>(image.width * image.height * 3)) {
+    fail("cannot write {}: the image is empty or its pixels do not match its size", file.string());
+  }
+  PngMessage message;
+  std::string bytes;
+  std::vector<png_const_bytep> rows(static_cast<size_t>(image.height));
+  for (int64_t y = 0; y < image.height; ++y) rows[static_cast<size_t>(y)] = image.pixels.data() + y * image.width * 3;
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &message, png_fail, png_warn);
+  if (!png) fail("libpng could not start writing {}", file.string());
+  png_infop info = png_create_info_struct(png);
+  if (setjmp(png_jmpbuf(png))) {
+    png_destroy_write_struct(&png, &info);
+    fail("cannot encode {} as PNG: {}", file.string(), message.text);
+  }
+  if (!info) png_error(png, "out of memory");
+  png_set_write_fn(png, &bytes, png_append, png_flush);
+  png_set_IHDR(png, info, static_cast<png_uint_32>(image.width), static_cast<png_uint_32>(image.height), 8,
+               PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(png, info);
+  png_write_image(png, const_cast<png_bytepp>(rows.data()));
+  png_write_end(png, info);
+  png_destroy_write_struct(&png, &info);
+  write_file_atomic(file, bytes);
+}
+
 }  // namespace pipeline

@@ -1,5 +1,6 @@
 #pragma once
-// JPEG and PNG files decoded to 8-bit RGB as Pillow's Image.open(f).convert("RGB")
+// JPEG and PNG files decoded to 8-bit RGB (and RGB written as PNG, for synthetic image
+// folders) as Pillow's Image.open(f).convert("RGB")
 // gives them (torchvision ImageFolder's loader), with libjpeg-turbo and libpng.
 //
 //   JPEG  libjpeg's defaults (as Pillow: integer DCT, fancy upsampling); grayscale
@@ -32,5 +33,9 @@ RgbImage decode_image(const std::filesystem::path& file);
 
 // The same from bytes in memory; `name` is what errors call them.
 RgbImage decode_image_bytes(const std::string& bytes, const std::string& name);
+
+// `image` as an 8-bit RGB PNG (lossless: decode_image gives the same pixels back),
+// written atomically to `file` (files.h). Throws pipeline::Error naming the file.
+void write_png(const RgbImage& image, const std::filesystem::path& file);
 
 }  // namespace pipeline

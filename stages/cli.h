@@ -42,13 +42,18 @@ inline CLI::Option* add_dataset_flag(CLI::App& app, std::string& dataset) {
 }
 
 // --data, --dataset and --labels: which dataset, where, and (CIFAR-100) which labels.
-inline void add_data_flags(CLI::App& app, std::filesystem::path& data, std::string& dataset, std::string& labels) {
+inline void add_data_flags(CLI::App& app, std::filesystem::path& data, std::string& dataset, std::string& labels,
+                           std::string& transform) {
   app.add_option("--data", data,
                  "the dataset's folder, or a folder holding it (default: data, i.e. data/cifar-10-batches-bin or "
                  "data/cifar-100-binary)");
   add_dataset_flag(app, dataset)->capture_default_str();
   app.add_option("--labels", labels, "CIFAR-100's labels: fine (100 classes, default) or coarse (20)")
       ->check(CLI::IsMember({"fine", "coarse"}));
+  app.add_option("--transform", transform,
+                 "image folders: resize256-crop224 (torchvision's Resize(256) + CenterCrop(224), the default) or "
+                 "resize (square images of one size, resized to --image-size as CIFAR is)")
+      ->check(CLI::IsMember({"resize256-crop224", "resize"}));
 }
 
 // The flags every model-running stage shares, with the same meaning everywhere.

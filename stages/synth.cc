@@ -1,4 +1,5 @@
-// transfer-synth: a CIFAR-10-format (or CIFAR-100-format) folder of learnable synthetic images.
+// transfer-synth: a CIFAR-10-format (or CIFAR-100-format) folder of learnable synthetic
+// images, or (--dataset folder:PATH) the CIFAR-10 ones as an image folder of PNGs.
 #include <fmt/format.h>
 
 #include "pipeline/datasets/dataset.h"
@@ -21,6 +22,7 @@ int main(int argc, char** argv) {
   stages::add_config_flag(app);
   return stages::run(app, argc, argv, [&] {
     const pipeline::DatasetKind& kind = pipeline::dataset_kind(dataset);
+    if (out.empty() && dataset.rfind("folder:", 0) == 0 && root.empty()) out = dataset.substr(7);
     if (out.empty() && root.empty()) throw pipeline::UsageError("give --out FOLDER or --root ROOT");
     if (!root.empty()) out = root / kind.folder_name();
     kind.write_synthetic(out, train, test, seed);

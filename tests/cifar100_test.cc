@@ -51,8 +51,8 @@ void write_folder(const fs::path& dir, const std::vector<std::array<int, 3>>& tr
 TEST(Cifar100, FineAndCoarseLabelsInSourceOrder) {
   TempDir dir;
   write_folder(dir / "c", {{3, 17, 1}, {19, 99, 2}, {0, 0, 3}});
-  const auto fine = pipeline::open_dataset({"cifar100", dir / "c", "fine"});
-  const auto coarse = pipeline::open_dataset({"cifar100", dir / "c", "coarse"});
+  const auto fine = pipeline::open_dataset({"cifar100", dir / "c", "fine", ""});
+  const auto coarse = pipeline::open_dataset({"cifar100", dir / "c", "coarse", ""});
   EXPECT_EQ(fine->classes(), 100);
   EXPECT_EQ(coarse->classes(), 20);
   EXPECT_EQ(fine->class_names()[99], "fine99");
@@ -73,24 +73,24 @@ TEST(Cifar100, FineAndCoarseLabelsInSourceOrder) {
 TEST(Cifar100, DamagedDataIsNamed) {
   TempDir dir;
   write_folder(dir / "c", {{3, 100, 1}});  // fine label 100: out of range
-  const auto fine = pipeline::open_dataset({"cifar100", dir / "c", ""});
+  const auto fine = pipeline::open_dataset({"cifar100", dir / "c", "", ""});
   std::string message = error_of([&] { fine->load(pipeline::Split::Train, -1); });
   EXPECT_NE(message.find("train.bin"), std::string::npos) << message;
   EXPECT_NE(message.find("label 100"), std::string::npos) << message;
 
   write_folder(dir / "d", {{3, 4, 1}}, 99);  // 99 names
-  message = error_of([&] { pipeline::open_dataset({"cifar100", dir / "d", "fine"}); });
+  message = error_of([&] { pipeline::open_dataset({"cifar100", dir / "d", "fine", ""}); });
   EXPECT_NE(message.find("fine_label_names.txt"), std::string::npos) << message;
   EXPECT_NE(message.find("99 names"), std::string::npos) << message;
 
   write_folder(dir / "e", {{3, 4, 1}});
   testutil::write_bytes(dir / "e" / "train.bin", std::string(3073, '\0'));  // CIFAR-10's record size
-  message = error_of([&] { pipeline::open_dataset({"cifar100", dir / "e", ""})->load(pipeline::Split::Train, -1); });
+  message = error_of([&] { pipeline::open_dataset({"cifar100", dir / "e", "", ""})->load(pipeline::Split::Train, -1); });
   EXPECT_NE(message.find("3074-byte record"), std::string::npos) << message;
 
-  EXPECT_THROW(pipeline::open_dataset({"cifar100", dir / "c", "superfine"}), pipeline::UsageError);
-  EXPECT_THROW(pipeline::open_dataset({"cifar10", dir / "c", "fine"}), pipeline::UsageError);
-  message = error_of([&] { pipeline::open_dataset({"imagenet", dir / "c", ""}); });
+  EXPECT_THROW(pipeline::open_dataset({"cifar100", dir / "c", "superfine", ""}), pipeline::UsageError);
+  EXPECT_THROW(pipeline::open_dataset({"cifar10", dir / "c", "fine", ""}), pipeline::UsageError);
+  message = error_of([&] { pipeline::open_dataset({"imagenet", dir / "c", "", ""}); });
   EXPECT_NE(message.find("cifar10, cifar100"), std::string::npos) << message;
 }
 
@@ -98,8 +98,8 @@ TEST(Cifar100, SyntheticDataHasEveryClassAndCoarseGroups) {
   TempDir dir;
   pipeline::write_synthetic_cifar100({dir / "s", 400, 100, 3});
   EXPECT_EQ(pipeline::cifar100_problem(dir / "s", "s"), "");
-  const auto fine = pipeline::open_dataset({"cifar100", dir / "s", "fine"});
-  const auto coarse = pipeline::open_dataset({"cifar100", dir / "s", "coarse"});
+  const auto fine = pipeline::open_dataset({"cifar100", dir / "s", "fine", ""});
+  const auto coarse = pipeline::open_dataset({"cifar100", dir / "s", "coarse", ""});
   const auto f = fine->load(pipeline::Split::Train, -1), c = coarse->load(pipeline::Split::Train, -1);
   EXPECT_TRUE(torch::equal(torch::bincount(f.labels), torch::full({100}, 4, torch::kLong)));
   EXPECT_TRUE(torch::equal(torch::floor_divide(f.labels, 5), c.labels));

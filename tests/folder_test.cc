@@ -13,7 +13,10 @@
 #include "pipeline/datasets/dataset.h"
 #include "pipeline/digest.h"
 #include "pipeline/error.h"
+#include "pipeline/extract.h"
+#include "pipeline/features.h"
 #include "pipeline/image_decode.h"
+#include "pipeline/synth.h"
 #include "pipeline/preprocess.h"
 #include "test_util.h"
 
@@ -40,7 +43,7 @@ fs::path copy_tree(const TempDir& dir) {
 }  // namespace
 
 TEST(ImageFolder, MatchesTorchvisionImageFolder) {
-  const auto dataset = pipeline::open_dataset({"folder:" + kTree.string(), "", ""});
+  const auto dataset = pipeline::open_dataset({"folder:" + kTree.string(), "", "", ""});
   EXPECT_EQ(dataset->class_names(), (std::vector<std::string>{"cat", "dog"}));
   const nlohmann::json want = expected();
   // ImageFolder's order: classes by name, folders walked in sorted order, files sorted.
@@ -89,19 +92,19 @@ TEST(ImageFolder, BadFoldersAreNamed) {
   const std::string name = "folder:" + tree.string();
 
   fs::create_directories(tree / "train" / "emu");
-  std::string message = error_of([&] { pipeline::open_dataset({name, "", ""}); });
+  std::string message = error_of([&] { pipeline::open_dataset({name, "", "", ""}); });
   EXPECT_NE(message.find("'emu'"), std::string::npos) << message;  // empty, and not in test/
   fs::create_directories(tree / "test" / "emu");
-  message = error_of([&] { pipeline::open_dataset({name, "", ""}); });
+  message = error_of([&] { pipeline::open_dataset({name, "", "", ""}); });
   EXPECT_NE(message.find("class 'emu' has no image files"), std::string::npos) << message;
   fs::remove_all(tree / "train" / "emu");
-  message = error_of([&] { pipeline::open_dataset({name, "", ""}); });
+  message = error_of([&] { pipeline::open_dataset({name, "", "", ""}); });
   EXPECT_NE(message.find("'emu' is in test/ but not in train/"), std::string::npos) << message;
   fs::remove_all(tree / "test" / "emu");
 
   // An image type ImageFolder lists but this program does not decode.
   testutil::write_bytes(tree / "train" / "cat" / "x.bmp", std::string("BM") + std::string(60, '\0'));
-  message = error_of([&] { pipeline::open_dataset({name, "", ""})->load(pipeline::Split::Train, -1); });
+  message = error_of([&] { pipeline::open_dataset({name, "", "", ""})->load(pipeline::Split::Train, -1); });
   EXPECT_NE(message.find("x.bmp is a BMP image"), std::string::npos) << message;
   fs::remove(tree / "train" / "cat" / "x.bmp");
 
@@ -109,18 +112,18 @@ TEST(ImageFolder, BadFoldersAreNamed) {
   for (const char* file : {"train/cat/a_rgb.jpg", "train/dog/d_rgba.png"}) {
     const std::string bytes = testutil::read_text(kTree / file);
     testutil::write_bytes(tree / file, bytes.substr(0, bytes.size() / 2));
-    message = error_of([&] { pipeline::open_dataset({name, "", ""})->load(pipeline::Split::Train, -1); });
+    message = error_of([&] { pipeline::open_dataset({name, "", "", ""})->load(pipeline::Split::Train, -1); });
     EXPECT_NE(message.find(fs::path(file).filename().string()), std::string::npos) << message;
     EXPECT_NE(message.find("damaged"), std::string::npos) << message;
     testutil::write_bytes(tree / file, bytes);
   }
-  EXPECT_NO_THROW(pipeline::open_dataset({name, "", ""})->load(pipeline::Split::Train, -1));
+  EXPECT_NO_THROW(pipeline::open_dataset({name, "", "", ""})->load(pipeline::Split::Train, -1));
 
   fs::remove_all(tree / "test");
-  message = error_of([&] { pipeline::open_dataset({name, "", ""}); });
+  message = error_of([&] { pipeline::open_dataset({name, "", "", ""}); });
   EXPECT_NE(message.find("no test/ folder"), std::string::npos) << message;
-  EXPECT_THROW(pipeline::open_dataset({"folder:", "", ""}), pipeline::UsageError);
-  EXPECT_THROW(pipeline::open_dataset({name, "", "fine"}), pipeline::UsageError);
+  EXPECT_THROW(pipeline::open_dataset({"folder:", "", "", ""}), pipeline::UsageError);
+  EXPECT_THROW(pipeline::open_dataset({name, "", "fine", ""}), pipeline::UsageError);
 }
 
 TEST(ImageDecode, HostileBytesGiveErrors) {
@@ -142,4 +145,41 @@ TEST(ImageDecode, HostileBytesGiveErrors) {
   }
   EXPECT_NE(error_of([] { pipeline::decode_image_bytes("hello", "x.png"); }).find("neither JPEG nor PNG"),
             std::string::npos);
+}
+
+TEST(ImageFolder, CifarRecordsAsPngGiveTheSameCacheRowsBitForBit) {
+  // The synthetic CIFAR-10 records, and the same records as 32x32 PNGs in an image
+  // folder (lossless): with --transform resize both go through the same Resize((S,S)),
+  // so their cached features are equal, bit for bit, row for row.
+  TempDir dir;
+  pipeline::write_synthetic_cifar({dir / "cifar", 40, 20, 4});
+  pipeline::dataset_kind("folder").write_synthetic(dir / "png", 40, 20, 4);
+  pipeline::ExtractOptions binary;
+  binary.data = dir / "cifar";
+  binary.weights = "random:0";
+  binary.image_size = 64;
+  binary.out = dir / "binary.h5";
+  binary.compute.device = "cpu";
+  pipeline::ExtractOptions folder = binary;
+  folder.dataset = "folder:" + (dir / "png").string();
+  folder.transform = "resize";
+  folder.out = dir / "folder.h5";
+  pipeline::run_extract(binary);
+  pipeline::run_extract(folder);
+  const pipeline::FeatureReader a(binary.out), b(folder.out);
+  const auto png = pipeline::open_dataset({folder.dataset, "", "", "resize"});
+  for (const auto& [split, name] : {std::pair{pipeline::Split::Train, "train"}, {pipeline::Split::Test, "test"}}) {
+    // The folder lists class by class; each file is named after its record's index.
+    std::vector<int64_t> source;
+    for (const fs::path& file : png->files()) {
+      if (file.parent_path().parent_path().filename() == name) source.push_back(std::stoll(file.stem().string()));
+    }
+    const at::Tensor order = torch::tensor(source, torch::kLong);
+    ASSERT_EQ(b.rows(name), static_cast<int64_t>(source.size()));
+    EXPECT_TRUE(torch::equal(a.read(name, "fc7").index_select(0, order), b.read(name, "fc7"))) << name;
+    EXPECT_TRUE(torch::equal(a.labels(name).index_select(0, order), b.labels(name))) << name;
+  }
+  EXPECT_EQ(b.provenance()["settings"]["dataset"]["transform"], "resize");
+  // The default transform (Resize(256) + CenterCrop(224)) makes other rows.
+  EXPECT_EQ(pipeline::open_dataset({folder.dataset, "", "", ""})->load(pipeline::Split::Test, 1).images.size(2), 224);
 }

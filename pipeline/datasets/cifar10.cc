@@ -53,7 +53,9 @@ class Cifar10Kind : public DatasetKind {
     }
     return "";
   }
-  std::unique_ptr<Dataset> open(const fs::path& dir, const std::string& labels) const override {
+  std::unique_ptr<Dataset> open(const fs::path& dir, const std::string& labels,
+                                const std::string& transform) const override {
+    check_cifar_transform(transform, "CIFAR-10");
     if (!labels.empty()) usage_fail("--labels {}: CIFAR-10 has one set of labels (--labels is for cifar100)", labels);
     return std::make_unique<Cifar10>(dir);
   }

@@ -65,7 +65,9 @@ class Cifar100Kind : public DatasetKind {
     return cifar100_problem(dir, shown_as);
   }
   std::vector<std::string> label_choices() const override { return {"fine", "coarse"}; }
-  std::unique_ptr<Dataset> open(const fs::path& dir, const std::string& labels) const override {
+  std::unique_ptr<Dataset> open(const fs::path& dir, const std::string& labels,
+                                const std::string& transform) const override {
+    check_cifar_transform(transform, "CIFAR-100");
     return std::make_unique<Cifar100>(dir, parse_cifar100_labels(labels.empty() ? "fine" : labels));
   }
   void write_synthetic(const fs::path& dir, int64_t train, int64_t test, uint64_t seed) const override {

@@ -39,6 +39,10 @@ class Dataset {
   virtual ~Dataset() = default;
   virtual std::string name() const = 0;    // the --dataset value: "cifar100"
   virtual std::string labels() const { return ""; }  // "fine" | "coarse" where the dataset has a choice
+  // How records are shaped before preprocessing: "resize" (as they are; preprocessing
+  // then does torchvision's Resize((S,S)), CIFAR's transform) or "resize256-crop224"
+  // (Resize(256) + CenterCrop(224), an image folder's default).
+  virtual std::string transform() const { return "resize"; }
   virtual std::string title() const = 0;   // "CIFAR-100 (fine labels)"
   virtual std::vector<std::string> class_names() const = 0;  // in label order
   int64_t classes() const { return static_cast<int64_t>(class_names().size()); }
@@ -51,7 +55,7 @@ class Dataset {
   // SHA-256 identifying the data read (the split files' digests, in order).
   virtual std::string digest() const = 0;
 
-  // {"name", "labels" (when there is a choice), "title", "classes", "class_names"}.
+  // {"name", "labels" (when there is a choice), "title", "classes", "class_names", "transform"}.
   nlohmann::json describe() const;
 };
 
@@ -75,9 +79,11 @@ class DatasetKind {
   virtual std::string folder_problem(const std::filesystem::path& dir, const std::string& shown_as) const = 0;
   // The label choices ({} when there is none; the first is the default).
   virtual std::vector<std::string> label_choices() const { return {}; }
-  // Opens the data in `dir`. `labels` "" means the default. Throws pipeline::UsageError
-  // for labels the dataset does not have, pipeline::Error for unreadable metadata.
-  virtual std::unique_ptr<Dataset> open(const std::filesystem::path& dir, const std::string& labels) const = 0;
+  // Opens the data in `dir`. `labels` and `transform` "" mean the defaults. Throws
+  // pipeline::UsageError for labels or a transform the dataset does not have,
+  // pipeline::Error for unreadable metadata.
+  virtual std::unique_ptr<Dataset> open(const std::filesystem::path& dir, const std::string& labels,
+                                        const std::string& transform) const = 0;
   // Writes learnable synthetic data in this layout into `dir` (transfer-synth).
   virtual void write_synthetic(const std::filesystem::path& dir, int64_t train, int64_t test, uint64_t seed) const = 0;
 };
@@ -91,7 +97,11 @@ struct DatasetOptions {
   std::string name = "cifar10";  // --dataset
   std::filesystem::path data;    // its folder, or a root holding <its folder name>/ ("": "data")
   std::string labels;            // --labels ("" = the dataset's default)
+  std::string transform;         // --transform ("" = the dataset's default)
 };
+
+// For the CIFAR kinds: "" or "resize"; else pipeline::UsageError naming --transform.
+void check_cifar_transform(const std::string& transform, const std::string& title);
 
 // describe() of the data that caches and runs from before datasets were recorded were
 // made from: CIFAR-10.

@@ -3,9 +3,11 @@
 // sorted by name, files found recursively (sorted as ImageFolder walks them), and only
 // ImageFolder's extensions (.jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp, any case;
 // others are ignored, as there). JPEG and PNG are decoded (pipeline/image_decode.h);
-// an image of another of those types is an error naming it. Each image goes through
-// torchvision's standard evaluation transform, Resize(256) then CenterCrop(224)
-// (pipeline/preprocess.h), so records are [3,224,224]; decoding runs TBB-parallel.
+// an image of another of those types is an error naming it. By default each image goes
+// through torchvision's standard evaluation transform, Resize(256) then CenterCrop(224)
+// (pipeline/preprocess.h), so records are [3,224,224]; with --transform resize the
+// images are kept as they are (all square, of one size) and preprocessing does
+// Resize((S,S)) as for CIFAR. Decoding runs TBB-parallel.
 
 #include <tbb/parallel_for.h>
 #include <torch/types.h>
@@ -18,7 +20,9 @@
 #include "pipeline/datasets/dataset.h"
 #include "pipeline/digest.h"
 #include "pipeline/error.h"
+#include "pipeline/files.h"
 #include "pipeline/image_decode.h"
+#include "pipeline/synth.h"
 #include "pipeline/preprocess.h"
 
 namespace fs = std::filesystem;
@@ -27,6 +31,7 @@ namespace pipeline {
 namespace {
 
 constexpr int64_t kResizeShorter = 256, kCrop = 224;
+constexpr const char* kCropTransform = "resize256-crop224";
 constexpr const char* kExtensions[] = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"};
 
 bool is_image_name(const fs::path& file) {
@@ -90,7 +95,7 @@ std::vector<std::string> class_folders(const fs::path& dir) {
 
 class ImageFolder : public Dataset {
  public:
-  explicit ImageFolder(fs::path root) : root_(std::move(root)) {
+  ImageFolder(fs::path root, std::string transform) : root_(std::move(root)), transform_(std::move(transform)) {
     for (const char* split : {"train", "test"}) {
       std::error_code ec;
       if (!fs::is_directory(root_ / split, ec)) {
@@ -120,6 +125,7 @@ class ImageFolder : public Dataset {
 
   std::string name() const override { return "folder:" + root_.string(); }
   std::string title() const override { return fmt::format("image folder {}", root_.string()); }
+  std::string transform() const override { return transform_; }
   std::vector<std::string> class_names() const override { return classes_; }
   fs::path folder() const override { return root_; }
   std::vector<fs::path> files() const override {
@@ -133,17 +139,35 @@ class ImageFolder : public Dataset {
   DatasetImages load(Split split, int64_t limit) const override {
     const std::vector<Sample>& samples = split == Split::Train ? train_ : test_;
     const int64_t n = limit < 0 ? static_cast<int64_t>(samples.size()) : std::min<int64_t>(limit, samples.size());
-    DatasetImages out{torch::empty({n, 3, kCrop, kCrop}, torch::kUInt8), torch::empty({n}, torch::kInt64)};
+    const bool crop = transform_ == kCropTransform;
+    // Without the crop every image keeps its size, which the first one sets.
+    int64_t side = kCrop;
+    if (!crop && n > 0) side = square_side(samples[0].file);
+    DatasetImages out{torch::empty({n, 3, side, side}, torch::kUInt8), torch::empty({n}, torch::kInt64)};
     uint8_t* images = out.images.data_ptr<uint8_t>();
     int64_t* labels = out.labels.data_ptr<int64_t>();
+    const int64_t image_bytes = 3 * side * side;
     std::mutex first_error_lock;
     std::string first_error;
     size_t first_index = SIZE_MAX;
     tbb::parallel_for(int64_t{0}, n, [&](int64_t i) {
+      const fs::path& file = samples[static_cast<size_t>(i)].file;
       try {
-        const RgbImage image = decode_image(samples[static_cast<size_t>(i)].file);
-        const at::Tensor crop = resize_and_center_crop(image.pixels.data(), image.width, image.height, kResizeShorter, kCrop);
-        std::copy(crop.data_ptr<uint8_t>(), crop.data_ptr<uint8_t>() + crop.numel(), images + i * crop.numel());
+        const RgbImage image = decode_image(file);
+        uint8_t* dst = images + i * image_bytes;
+        if (crop) {
+          const at::Tensor c = resize_and_center_crop(image.pixels.data(), image.width, image.height, kResizeShorter, kCrop);
+          std::copy(c.data_ptr<uint8_t>(), c.data_ptr<uint8_t>() + c.numel(), dst);
+        } else {
+          if (image.width != side || image.height != side) {
+            fail("image {} is {}x{}, but --transform resize needs every image {}x{} (as the first, {}); use the "
+                 "default transform (Resize(256) + CenterCrop(224)) for images of several sizes",
+                 file.string(), image.width, image.height, side, side, samples[0].file.string());
+          }
+          for (int64_t p = 0; p < side * side; ++p) {  // HWC -> CHW
+            for (int64_t c = 0; c < 3; ++c) dst[c * side * side + p] = image.pixels[static_cast<size_t>(p * 3 + c)];
+          }
+        }
         labels[i] = samples[static_cast<size_t>(i)].label;
       } catch (const Error& e) {
         // The first failing file in order is reported, whichever thread met it first.
@@ -169,7 +193,17 @@ class ImageFolder : public Dataset {
   }
 
  private:
+  static int64_t square_side(const fs::path& file) {
+    const RgbImage first = decode_image(file);
+    if (first.width != first.height) {
+      fail("image {} is {}x{}: --transform resize needs square images of one size", file.string(), first.width,
+           first.height);
+    }
+    return first.width;
+  }
+
   fs::path root_;
+  std::string transform_;
   std::vector<std::string> classes_;
   std::vector<Sample> train_, test_;
 };
@@ -183,12 +217,40 @@ class FolderKind : public DatasetKind {
     usage_fail("an image folder is yours: there is nothing to fetch (use --dataset cifar10 or cifar100 with transfer-fetch)");
   }
   std::string folder_problem(const fs::path&, const std::string&) const override { return ""; }
-  std::unique_ptr<Dataset> open(const fs::path& dir, const std::string& labels) const override {
+  std::unique_ptr<Dataset> open(const fs::path& dir, const std::string& labels,
+                                const std::string& transform) const override {
     if (!labels.empty()) usage_fail("--labels {}: an image folder's labels are its class folders", labels);
-    return std::make_unique<ImageFolder>(dir);
+    if (!transform.empty() && transform != kCropTransform && transform != "resize") {
+      usage_fail("unknown --transform '{}': use {} (the default) or resize", transform, kCropTransform);
+    }
+    return std::make_unique<ImageFolder>(dir, transform.empty() ? kCropTransform : transform);
   }
-  void write_synthetic(const fs::path&, int64_t, int64_t, uint64_t) const override {
-    usage_fail("transfer-synth writes CIFAR layouts (--dataset cifar10 or cifar100), not image folders");
+  // Synthetic CIFAR-10 images (synth.h) as 32x32 PNGs: DIR/train/<class>/NNNNN.png
+  // and DIR/test/<class>/NNNNN.png, NNNNN the record's index in its split.
+  void write_synthetic(const fs::path& dir, int64_t train, int64_t test, uint64_t seed) const override {
+    const fs::path target = output_path(dir, "--out");
+    replace_folder_atomically(
+        target,
+        [&](const fs::path& temporary) {
+          TempPath records(make_temp_dir(target.parent_path(), ".synth-records-"));
+          write_synthetic_cifar({records.path() / "cifar", train, test, seed});
+          const auto cifar = dataset_kind("cifar10").open(records.path() / "cifar", "", "");
+          const std::vector<std::string> names = cifar->class_names();
+          for (Split split : {Split::Train, Split::Test}) {
+            const DatasetImages data = cifar->load(split, -1);
+            const fs::path part = temporary / (split == Split::Train ? "train" : "test");
+            for (const std::string& name : names) fs::create_directories(part / name);
+            for (int64_t i = 0; i < data.size(); ++i) {
+              RgbImage image{kCifarSide, kCifarSide, std::vector<uint8_t>(kCifarImageBytes)};
+              const uint8_t* chw = data.images[i].data_ptr<uint8_t>();
+              for (int64_t p = 0; p < kCifarSide * kCifarSide; ++p) {
+                for (int64_t c = 0; c < 3; ++c) image.pixels[static_cast<size_t>(p * 3 + c)] = chw[c * kCifarSide * kCifarSide + p];
+              }
+              write_png(image, part / names[static_cast<size_t>(data.labels[i].item<int64_t>())] / fmt::format("{:05d}.png", i));
+            }
+          }
+        },
+        [](const fs::path& existing) { return only_entries(existing, {"train", "test"}); });
   }
 };
 

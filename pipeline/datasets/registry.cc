@@ -31,23 +31,30 @@ const DatasetKind& dataset_kind(const std::string& given) {
   usage_fail("unknown --dataset '{}': the datasets are cifar10, cifar100 and folder:PATH (your own images)", given);
 }
 
+void check_cifar_transform(const std::string& transform, const std::string& title) {
+  if (!transform.empty() && transform != "resize") {
+    usage_fail("--transform {}: {} images are 32x32 and take Resize((S,S)) only (--transform resize)", transform, title);
+  }
+}
+
 std::unique_ptr<Dataset> open_dataset(const DatasetOptions& options) {
   // "folder:PATH": the user's image folder at PATH.
   if (options.name.rfind("folder:", 0) == 0) {
     const std::string path = options.name.substr(7);
     if (path.empty()) usage_fail("--dataset folder:PATH needs the folder's path, e.g. folder:photos");
-    return dataset_kind("folder").open(path, options.labels);
+    return dataset_kind("folder").open(path, options.labels, options.transform);
   }
   const DatasetKind& kind = dataset_kind(options.name);
   std::filesystem::path dir = options.data.empty() ? std::filesystem::path("data") : options.data;
   // A data root (what transfer-fetch --out was) holding the dataset's folder means that folder.
   std::error_code ec;
   if (std::filesystem::is_directory(dir / kind.folder_name(), ec)) dir /= kind.folder_name();
-  return kind.open(dir, options.labels);
+  return kind.open(dir, options.labels, options.transform);
 }
 
 nlohmann::json Dataset::describe() const {
-  nlohmann::json j = {{"name", name()}, {"title", title()}, {"classes", classes()}, {"class_names", class_names()}};
+  nlohmann::json j = {{"name", name()},       {"title", title()},         {"classes", classes()},
+                      {"class_names", class_names()}, {"transform", transform()}};
   if (!labels().empty()) j["labels"] = labels();
   return j;
 }
