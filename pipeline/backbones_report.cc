@@ -23,7 +23,7 @@ namespace {
 constexpr const char* kPlot = "accuracy_vs_cost.svg";
 
 // The settings that must agree for a fair ranking: the data and how the heads trained.
-const char* const kCacheSettings[] = {"dataset_sha256", "image_size", "normalization", "limit_train", "limit_test",
+const char* const kCacheSettings[] = {"dataset", "dataset_sha256", "image_size", "normalization", "limit_train", "limit_test",
                                       "pretrained", "precision", "dtype"};
 const char* const kHeadSettings[] = {"epochs", "lr", "weight_decay", "batch_size", "val_fraction", "seed",
                                      "sweep_lr", "sweep_wd", "sweep_seeds", "head"};
@@ -76,7 +76,12 @@ BackboneRow read_row(const fs::path& run, json& config, std::vector<std::string>
   return row;
 }
 
-std::string value_text(const json& v) { return v.is_null() ? "not recorded" : v.dump(); }
+// A setting for a sentence: a dataset by its title, anything else as JSON.
+std::string value_text(const json& v) {
+  if (v.is_null()) return "not recorded";
+  if (v.is_object() && v.contains("title") && v["title"].is_string()) return v["title"].get<std::string>();
+  return v.dump();
+}
 
 // One note per setting that differs between the runs.
 void compare_settings(const std::vector<BackboneRow>& rows, const std::vector<json>& configs,
@@ -136,7 +141,7 @@ plot 'backbones.csv' every ::1 using 7:5:(2*$6) with yerrorbars lc rgb '#1f77b4'
 )";
 
 std::string markdown(const BackbonesReport& r) {
-  std::string md = "# Which backbone's features? Linear probes on CIFAR-10\n\n";
+  std::string md = fmt::format("# Which backbone's features? Linear probes on {}\n\n", r.data_title);
   md += fmt::format("{} runs, ranked by test accuracy (best-validation head, scored once). \"±\" is one binomial "
                     "standard error from the test-set size; rows marked ≈ are within two standard errors of the "
                     "best.\n\n",
@@ -187,6 +192,10 @@ BackbonesReport write_backbones_report(const BackbonesReportOptions& options) {
     configs.push_back(config);
   }
   compare_settings(report.rows, configs, report.notes);
+  const json first_dataset = setting(configs[0], "dataset", true);
+  report.data_title = first_dataset.is_object() && first_dataset.value("title", json()).is_string()
+                          ? first_dataset["title"].get<std::string>()
+                          : "CIFAR-10";
   for (const BackboneRow& row : report.rows) {
     if (!std::isfinite(row.test_se)) {
       report.notes.push_back(fmt::format("{}: its run has no confusion matrix, so its standard error is unknown.",

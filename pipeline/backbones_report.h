@@ -51,7 +51,8 @@ struct BackboneRow {
 
 struct BackbonesReport {
   std::vector<BackboneRow> rows;   // ranked: best test accuracy first
-  std::vector<std::string> notes;  // differences between the runs, unknown costs
+  std::vector<std::string> notes;  // differences between the runs (data included), unknown costs
+  std::string data_title;          // the first run's dataset ("CIFAR-10" when not recorded)
   std::filesystem::path markdown, json;
   std::vector<std::string> plots;
   std::string plots_error;         // empty when drawn
