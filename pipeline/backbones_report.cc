@@ -41,8 +41,9 @@ BackboneRow read_row(const fs::path& run, json& config, std::vector<std::string>
   config = m.config;
   BackboneRow row;
   row.run = run;
-  const json name = config.contains("backbone") ? config["backbone"] : setting(config, "backbone", true);
-  row.backbone = backbone(name.is_string() ? name.get<std::string>() : "alexnet").name();
+  const std::string where = "the config of " + run.string();
+  row.backbone = recorded_backbone(config.contains("backbone") ? config["backbone"] : setting(config, "backbone", true),
+                                   where).name();
   row.title = backbone(row.backbone).title();
   row.tap = config.value("tap", "");
   row.test_acc = m.test_acc;
@@ -59,11 +60,12 @@ BackboneRow read_row(const fs::path& run, json& config, std::vector<std::string>
   try {
     const FeatureReader cache(row.cache);
     row.width = cache.width(row.tap);
+    // What transfer-extract records when it finishes (a cache resumed or made before
+    // may lack them: unknown).
     const json& provenance = cache.provenance();
-    const json cost = provenance.value("extraction", json::object());
     for (const auto& [key, target] : {std::pair<const char*, double*>{"extract_seconds", &row.extract_seconds},
                                       {"extract_images_per_second", &row.extract_images_per_second}}) {
-      const json value = provenance.contains(key) ? provenance[key] : cost.value(key, json(nullptr));
+      const json value = provenance.value(key, json(nullptr));
       if (value.is_number()) *target = value.get<double>();
     }
     std::error_code ec;

@@ -94,33 +94,34 @@ DownloadOptions download_options(const FetchOptions& options) {
 
 // The entries of the dataset's official archive, each with the most bytes it may hold:
 // nothing else, and nothing larger, is unpacked, and no links.
-UnpackLimits archive_limits(const DatasetKind& kind) {
+UnpackLimits archive_limits(const DatasetKind& kind, const DatasetArchive& official) {
   UnpackLimits limits;
   limits.links = false;
   const std::string top = kind.folder_name();
   limits.entries[top] = 0;
-  for (const auto& [name, bytes] : kind.archive().entries) limits.entries[top + "/" + name] = bytes;
+  for (const auto& [name, bytes] : official.entries) limits.entries[top + "/" + name] = bytes;
   return limits;
 }
 
 // What a folder may hold to be replaced by a new unpack: the archive's own files and
 // the marker, nothing of the user's.
-std::string replaceable_data_folder(const DatasetKind& kind, const fs::path& dir) {
+std::string replaceable_data_folder(const DatasetArchive& official, const fs::path& dir) {
   std::vector<std::string> names = {kCifar10VerifiedMarker};
-  for (const auto& [name, bytes] : kind.archive().entries) names.push_back(name);
+  for (const auto& [name, bytes] : official.entries) names.push_back(name);
   return only_entries(dir, names);
 }
 
 // Unpacks `archive` into a temporary folder next to the target, checks it (sizes; the
 // published per-file MD5s when it is the official archive), marks it, and swaps it in.
-void unpack_data(const DatasetKind& kind, const fs::path& archive, const std::string& md5, const fs::path& target) {
+void unpack_data(const DatasetKind& kind, const DatasetArchive& official, const fs::path& archive,
+                 const std::string& md5, const fs::path& target) {
   spdlog::info("unpacking {} into {}", archive.string(), target.string());
   const std::string top = kind.folder_name();
   replace_folder_atomically(
       target,
       [&](const fs::path& temp) {
         TempPath unpack_dir(make_temp_dir(target.parent_path(), fmt::format(".{}.tmp-unpack-", top)));
-        extract_archive(archive, unpack_dir.path(), archive_limits(kind));
+        extract_archive(archive, unpack_dir.path(), archive_limits(kind, official));
         const fs::path unpacked = unpack_dir.path() / top;
         if (!fs::is_directory(fs::symlink_status(unpacked))) {
           fail("{} has no top folder {}/: it is not the binary version of {} (the python and matlab "
@@ -129,7 +130,6 @@ void unpack_data(const DatasetKind& kind, const fs::path& archive, const std::st
         }
         const std::string problem = kind.folder_problem(unpacked, top);
         if (!problem.empty()) fail("{} is not a complete {} binary archive: {}", archive.string(), kind.title(), problem);
-        const DatasetArchive official = kind.archive();
         if (md5 == official.md5) {
           // The archive's MD5 matched, but what reached the disk is checked too: a write
           // that failed silently would leave zeros where the records were.
@@ -148,10 +148,11 @@ void unpack_data(const DatasetKind& kind, const fs::path& archive, const std::st
         fs::rename(unpacked, temp, ec);
         if (ec) fail("cannot rename {} to {}: {}", unpacked.string(), temp.string(), ec.message());
       },
-      [&](const fs::path& dir) { return replaceable_data_folder(kind, dir); });
+      [&](const fs::path& dir) { return replaceable_data_folder(official, dir); });
 }
 
-void fetch_data(const DatasetKind& kind, const FetchOptions& options, const std::string& md5, FetchResult& result) {
+void fetch_data(const DatasetKind& kind, const DatasetArchive& official, const FetchOptions& options,
+                const std::string& md5, FetchResult& result) {
   const fs::path target = options.out_dir / kind.folder_name();
   result.cifar_dir = target;
   result.archive_md5 = md5;
@@ -202,7 +203,7 @@ void fetch_data(const DatasetKind& kind, const FetchOptions& options, const std:
       download_or_hint(options.url, archive, download_opts, "--archive FILE (make: CIFAR_ARCHIVE=FILE)");
     }
   }
-  unpack_data(kind, archive, md5, target);
+  unpack_data(kind, official, archive, md5, target);
   spdlog::info("{} is ready and verified (archive MD5 {})", target.string(), md5);
 }
 
@@ -296,25 +297,25 @@ std::string verify_weights_file(const fs::path& file) {
 
 FetchResult fetch(const FetchOptions& options) {
   const DatasetKind& kind = dataset_kind(options.dataset);
-  // An image folder is the user's own: only the weights are fetched.
-  const bool own_data = kind.name() == "folder";
-  const std::string md5 = own_data ? "" : checked_md5(options.md5.empty() ? kind.archive().md5 : options.md5);
+  // No official archive (an image folder, the user's own): only the weights are fetched.
+  const std::optional<DatasetArchive> official = kind.archive();
+  const std::string md5 = official ? checked_md5(options.md5.empty() ? official->md5 : options.md5) : "";
   if (options.retries < 0) usage_fail("--retries must be 0 or more, not {}", options.retries);
   if (options.timeout_seconds <= 0) usage_fail("--timeout must be positive, not {}", options.timeout_seconds);
   FetchOptions resolved = options;
   resolved.out_dir = output_path(options.out_dir, "--out");
   const Backbone& spec = backbone(options.backbone);
   if (resolved.weights_url.empty()) resolved.weights_url = spec.weights().url;
-  if (resolved.url.empty() && !own_data) resolved.url = kind.archive().url;
+  if (resolved.url.empty() && official) resolved.url = official->url;
   refuse_output_over_inputs(resolved.out_dir / kind.folder_name(), {options.archive, options.weights_file}, "--out");
   ensure_dir(resolved.out_dir);
 
   FetchResult result;
-  if (own_data) {
+  if (!official) {
     if (options.skip_weights) usage_fail("--dataset {} with --skip-weights: there is nothing to fetch", options.dataset);
-    spdlog::info("{} is your own image folder: fetching only the weights", options.dataset);
+    spdlog::info("{} is your own data: fetching only the weights", options.dataset);
   } else {
-    fetch_data(kind, resolved, md5, result);
+    fetch_data(kind, *official, resolved, md5, result);
   }
   if (options.skip_weights) {
     spdlog::info("skipping the {} weights as asked", spec.title());

@@ -78,34 +78,19 @@ void validate(const HeadOptions& o) {
   if (o.out.empty()) usage_fail("--out is required");
 }
 
-// The backbone that made the cache (caches from before backbones were recorded are
-// AlexNet's).
-const Backbone& backbone_of(const FeatureReader& cache) {
+// The cache's settings, an object ({} when it has none).
+json cache_settings(const FeatureReader& cache) {
   const json settings = cache.provenance().value("settings", json::object());
-  const json name = settings.is_object() ? settings.value("backbone", json("alexnet")) : json("alexnet");
-  if (!name.is_string()) fail("feature cache {}: its settings.backbone is not a string", cache.path().string());
-  try {
-    return backbone(name.get<std::string>());
-  } catch (const UsageError& e) {
-    fail("feature cache {} was made by {}", cache.path().string(), e.what());
-  }
+  return settings.is_object() ? settings : json::object();
 }
 
-// The dataset the cache was made from: its provenance's settings.dataset (caches from
-// before datasets were recorded are CIFAR-10's), with its class count checked.
+// The backbone and dataset that made the cache (datasets/dataset.h, models/backbone.h).
+const Backbone& backbone_of(const FeatureReader& cache) {
+  return recorded_backbone(cache_settings(cache).value("backbone", json(nullptr)),
+                           "feature cache " + cache.path().string());
+}
 json dataset_of(const FeatureReader& cache) {
-  const json settings = cache.provenance().value("settings", json::object());
-  json dataset = settings.is_object() ? settings.value("dataset", json(nullptr)) : json(nullptr);
-  if (dataset.is_null()) dataset = unrecorded_dataset();
-  const std::string where = cache.path().string();
-  if (!dataset.is_object()) fail("feature cache {}: its settings.dataset is not an object", where);
-  const int64_t classes = integer_at(dataset, "classes", where, "settings.dataset", 2, 255);  // labels are uint8
-  const json names = dataset.value("class_names", json(nullptr));
-  if (!names.is_array() || static_cast<int64_t>(names.size()) != classes ||
-      !std::all_of(names.begin(), names.end(), [](const json& n) { return n.is_string(); })) {
-    fail("feature cache {}: settings.dataset.class_names must be {} strings", where, classes);
-  }
-  return dataset;
+  return recorded_dataset(cache_settings(cache).value("dataset", json(nullptr)), "feature cache " + cache.path().string());
 }
 
 // --tap, or the backbone's default tap when the cache has it, or the cache's only tap.

@@ -598,6 +598,8 @@ TensorDict to_tensor_dict(const Ref& result, const std::string& source) {
 // then per key: numel as an int64 (little-endian) and numel * itemsize raw bytes.
 
 // The pickles of a state dict are small (resnet50's: 60 KB); the storages follow them.
+// The first 1 MiB is read for them, more (doubling) only when they go on, up to 64 MiB.
+constexpr size_t kFirstLegacyPickleBytes = 1u << 20;
 constexpr size_t kMaxLegacyPickleBytes = 64u << 20;
 
 class LegacyFile {
@@ -605,12 +607,34 @@ class LegacyFile {
   LegacyFile(const std::filesystem::path& file, uintmax_t file_size)
       : source_(file.string()), size_(file_size), in_(file, std::ios::binary) {
     if (!in_) fail("cannot open {}: {}", source_, std::strerror(errno));
-    head_.resize(static_cast<size_t>(std::min<uintmax_t>(file_size, kMaxLegacyPickleBytes)));
+    read_head(kFirstLegacyPickleBytes);
+  }
+
+  // Parses the pickles from the bytes read so far, reading more when they run out.
+  TensorDict read() {
+    while (true) {
+      try {
+        return parse();
+      } catch (const NeedMore&) {
+        read_head(head_.size() * 2);
+      }
+    }
+  }
+
+ private:
+  struct NeedMore {};  // the pickles go on past the bytes read, and the file has more
+
+  void read_head(size_t wanted) {
+    head_.resize(static_cast<size_t>(std::min<uintmax_t>({size_, wanted, kMaxLegacyPickleBytes})));
+    in_.clear();
+    in_.seekg(0);
     in_.read(head_.data(), static_cast<std::streamsize>(head_.size()));
     if (static_cast<size_t>(in_.gcount()) != head_.size()) fail("cannot read {}: it changed while being read", source_);
   }
 
-  TensorDict read() {
+  bool can_read_more() const { return head_.size() < size_ && head_.size() < kMaxLegacyPickleBytes; }
+
+  TensorDict parse() {
     static const std::string kMagic("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e", 15);
     if (head_.compare(0, kMagic.size(), kMagic) != 0) {
       fail("{}: does not begin with torch.save's magic number (corrupt; download or save it again)", source_);
@@ -671,9 +695,9 @@ class LegacyFile {
     return dict;
   }
 
- private:
   Ref run(const StorageLoader& loader, size_t& pos) {
     if (pos >= head_.size()) {
+      if (can_read_more()) throw NeedMore{};
       fail("{}: ends after byte {}, before the saved object is complete (truncated; download or save it again)",
            source_, pos);
     }
@@ -683,7 +707,9 @@ class LegacyFile {
       pos = unpickler.end();
       return result;
     } catch (const Error& e) {
-      if (head_.size() < size_ && std::string(e.what()).find("truncated") != std::string::npos) {
+      const bool truncated = std::string(e.what()).find("truncated") != std::string::npos;
+      if (truncated && can_read_more()) throw NeedMore{};
+      if (truncated && head_.size() < size_) {
         fail("{}: its pickles are larger than {} MiB: not a state dict this reader accepts", source_,
              kMaxLegacyPickleBytes >> 20);
       }

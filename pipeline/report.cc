@@ -71,31 +71,6 @@ struct RunSettings {
       normalization, val_fraction, test_every_epoch, tap, weight_decay, dtype;
 };
 
-// A run's recorded backbone; runs from before backbones were recorded are AlexNet's.
-std::string backbone_name(const json& value) {
-  if (value.is_null()) return "alexnet";
-  if (!value.is_string()) fail("a run's config has a backbone that is not a string: {}", value.dump());
-  return backbone(value.get<std::string>()).name();
-}
-
-// A run's recorded dataset: {"name", "title", "classes", "class_names"} checked;
-// runs from before datasets were recorded are CIFAR-10's.
-json dataset_of(const json& value) {
-  if (value.is_null()) return unrecorded_dataset();
-  if (!value.is_object() || !value.value("name", json()).is_string()) {
-    fail("a run's config has a dataset that is not a description: {}", value.dump());
-  }
-  const int64_t classes = integer_at(value, "classes", "a run's config", "dataset", 2, 255);
-  const json names = value.value("class_names", json());
-  if (!names.is_array() || static_cast<int64_t>(names.size()) != classes ||
-      !std::all_of(names.begin(), names.end(), [](const json& n) { return n.is_string(); })) {
-    fail("a run's config has a dataset whose class_names are not {} strings", classes);
-  }
-  json out = value;
-  if (!out.value("title", json()).is_string()) out["title"] = out["name"];
-  return out;
-}
-
 // The study's numbers are AlexNet's on CIFAR-10; other runs are not compared with them.
 bool has_study(const std::string& backbone, const json& dataset) {
   return backbone == "alexnet" && dataset["name"] == "cifar10";
@@ -104,8 +79,8 @@ bool has_study(const std::string& backbone, const json& dataset) {
 RunSettings probe_settings(const RunMetrics& m) {
   const json& c = m.config;
   RunSettings s;
-  s.backbone = backbone_name(lookup(c, {"cache_settings", "backbone"}));
-  s.dataset = dataset_of(lookup(c, {"dataset"}));
+  s.backbone = recorded_backbone(lookup(c, {"cache_settings", "backbone"}), "the linear probe's config").name();
+  s.dataset = recorded_dataset(lookup(c, {"dataset"}), "the linear probe's config");
   s.image_size = lookup(c, {"cache_settings", "image_size"});
   s.pretrained = lookup(c, {"cache_settings", "pretrained"});
   s.train_rows = lookup(c, {"train_rows"});
@@ -155,8 +130,8 @@ void check_counts(const RunSettings& s, const fs::path& file) {
 RunSettings finetune_settings(const RunMetrics& m) {
   const json& c = m.config;
   RunSettings s;
-  s.backbone = backbone_name(lookup(c, {"backbone"}));
-  s.dataset = dataset_of(lookup(c, {"dataset"}));
+  s.backbone = recorded_backbone(lookup(c, {"backbone"}), "the fine-tuning run's config").name();
+  s.dataset = recorded_dataset(lookup(c, {"dataset"}), "the fine-tuning run's config");
   s.image_size = lookup(c, {"image_size"});
   s.pretrained = lookup(c, {"pretrained"});
   s.train_rows = lookup(c, {"train_rows"});

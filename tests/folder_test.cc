@@ -119,6 +119,12 @@ TEST(ImageFolder, BadFoldersAreNamed) {
   }
   EXPECT_NO_THROW(pipeline::open_dataset({name, "", "", ""})->load(pipeline::Split::Train, -1));
 
+  // A link back up the tree is followed (as os.walk(followlinks=True) does) but each
+  // real folder once, never forever: through it, cat/ also reaches dog/'s 3 images.
+  fs::create_directory_symlink(tree / "train", tree / "train" / "cat" / "loop");
+  EXPECT_EQ(pipeline::open_dataset({name, "", "", ""})->files().size(), expected().size() + 3);
+  fs::remove(tree / "train" / "cat" / "loop");
+
   fs::remove_all(tree / "test");
   message = error_of([&] { pipeline::open_dataset({name, "", "", ""}); });
   EXPECT_NE(message.find("no test/ folder"), std::string::npos) << message;

@@ -127,3 +127,29 @@ TEST(LegacyPickleTest, TarFormatIsNamed) {
 
 }  // namespace
 }  // namespace pipeline
+
+namespace pipeline {
+namespace {
+
+TEST(LegacyPickleTest, PicklesLongerThanTheFirstReadLoad) {
+  // The reader reads the first MiB for the pickles and more only when they go on: a key
+  // of 1.5 MB (the object pickle ends past 1 MiB) still loads, to the same tensors.
+  std::string bytes = read_text(fixture("legacy_pair_legacy.pth"));
+  const std::string key("X\x06\x00\x00\x00weight", 11);
+  const size_t at = bytes.find(key);
+  ASSERT_NE(at, std::string::npos);
+  const uint32_t length = 1500000;
+  std::string long_key = "X";
+  for (int i = 0; i < 4; ++i) long_key += static_cast<char>((length >> (8 * i)) & 0xff);
+  long_key += std::string(length, 'w');
+  bytes.replace(at, key.size(), long_key);
+  const fs::path file = scratch_file(bytes);
+  const TensorDict dict = read_torch_save_dict(file);
+  fs::remove(file);
+  ASSERT_EQ(dict.size(), 5u);
+  EXPECT_EQ(dict[0].first, std::string(length, 'w'));
+  EXPECT_TRUE(torch::equal(dict[0].second, read_torch_save_dict(fixture("legacy_pair_zip.pth"))[0].second));
+}
+
+}  // namespace
+}  // namespace pipeline

@@ -36,7 +36,7 @@ class Cifar10Kind : public DatasetKind {
   std::string name() const override { return "cifar10"; }
   std::string title() const override { return "CIFAR-10"; }
   std::string folder_name() const override { return kCifar10DirName; }
-  DatasetArchive archive() const override {
+  std::optional<DatasetArchive> archive() const override {
     // The official archive holds exactly these: batch files of 10,000 records and two
     // small text files, so nothing else, and nothing larger, is unpacked.
     DatasetArchive a{kCifar10Url, kCifar10Md5, {}, cifar10_official_md5s()};

@@ -53,7 +53,7 @@ class Cifar100Kind : public DatasetKind {
   std::string name() const override { return "cifar100"; }
   std::string title() const override { return "CIFAR-100"; }
   std::string folder_name() const override { return kCifar100DirName; }
-  DatasetArchive archive() const override {
+  std::optional<DatasetArchive> archive() const override {
     DatasetArchive a{kCifar100Url, kCifar100Md5, {}, {}};
     a.entries["train.bin"] = static_cast<uint64_t>(kCifar100TrainRecords * (2 + kCifarImageBytes));
     a.entries["test.bin"] = static_cast<uint64_t>(kCifar100TestRecords * (2 + kCifarImageBytes));

@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -74,7 +75,9 @@ class DatasetKind {
   virtual std::string title() const = 0;
   // The folder under the data directory (and the archive's top folder).
   virtual std::string folder_name() const = 0;
-  virtual DatasetArchive archive() const = 0;
+  // The official archive, or nothing when the data is the user's own (an image folder):
+  // transfer-fetch then fetches only the weights.
+  virtual std::optional<DatasetArchive> archive() const = 0;
   // What is wrong with the files in `dir`, "" if nothing; names them as shown_as/NAME.
   virtual std::string folder_problem(const std::filesystem::path& dir, const std::string& shown_as) const = 0;
   // The label choices ({} when there is none; the first is the default).
@@ -106,6 +109,12 @@ void check_cifar_transform(const std::string& transform, const std::string& titl
 // describe() of the data that caches and runs from before datasets were recorded were
 // made from: CIFAR-10.
 nlohmann::json unrecorded_dataset();
+
+// The dataset a cache or run recorded (`value`, its settings' "dataset", describe()'s
+// shape): checked ("name" a string, 2..255 "classes", as many "class_names"; "title"
+// filled from the name when absent), or unrecorded_dataset() for null. Throws
+// pipeline::Error naming `where` otherwise.
+nlohmann::json recorded_dataset(const nlohmann::json& value, const std::string& where);
 
 // dataset_kind(name).open(DIR, labels), DIR being data/<folder name> when that folder
 // exists (data a root such as transfer-fetch's --out), else data.

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cctype>
 #include <mutex>
+#include <set>
 
 #include "pipeline/datasets/dataset.h"
 #include "pipeline/digest.h"
@@ -52,9 +53,15 @@ std::vector<Sample> scan_split(const fs::path& dir, const std::vector<std::strin
   for (size_t label = 0; label < classes.size(); ++label) {
     std::vector<std::pair<std::string, std::vector<std::string>>> walk;
     std::vector<fs::path> pending = {dir / classes[label]};
+    // Links are followed, as os.walk(followlinks=True) does, but each real folder is
+    // walked once: a link to a folder above would otherwise be walked forever.
+    std::set<fs::path> walked;
     while (!pending.empty()) {
       const fs::path folder = pending.back();
       pending.pop_back();
+      std::error_code real_error;
+      const fs::path real = fs::canonical(folder, real_error);
+      if (real_error || !walked.insert(real).second) continue;
       std::vector<std::string> names;
       for (const auto& entry : fs::directory_iterator(folder)) {
         std::error_code ec;
@@ -213,9 +220,7 @@ class FolderKind : public DatasetKind {
   std::string name() const override { return "folder"; }
   std::string title() const override { return "image folder"; }
   std::string folder_name() const override { return ""; }
-  DatasetArchive archive() const override {
-    usage_fail("an image folder is yours: there is nothing to fetch (use --dataset cifar10 or cifar100 with transfer-fetch)");
-  }
+  std::optional<DatasetArchive> archive() const override { return std::nullopt; }  // yours: nothing to fetch
   std::string folder_problem(const fs::path&, const std::string&) const override { return ""; }
   std::unique_ptr<Dataset> open(const fs::path& dir, const std::string& labels,
                                 const std::string& transform) const override {
@@ -232,9 +237,10 @@ class FolderKind : public DatasetKind {
     replace_folder_atomically(
         target,
         [&](const fs::path& temporary) {
-          TempPath records(make_temp_dir(target.parent_path(), ".synth-records-"));
-          write_synthetic_cifar({records.path() / "cifar", train, test, seed});
-          const auto cifar = dataset_kind("cifar10").open(records.path() / "cifar", "", "");
+          // The records are made inside the folder being built, and removed from it.
+          const fs::path records = temporary / ".records";
+          write_synthetic_cifar({records, train, test, seed});
+          const auto cifar = dataset_kind("cifar10").open(records, "", "");
           const std::vector<std::string> names = cifar->class_names();
           for (Split split : {Split::Train, Split::Test}) {
             const DatasetImages data = cifar->load(split, -1);
@@ -249,6 +255,7 @@ class FolderKind : public DatasetKind {
               write_png(image, part / names[static_cast<size_t>(data.labels[i].item<int64_t>())] / fmt::format("{:05d}.png", i));
             }
           }
+          fs::remove_all(records);
         },
         [](const fs::path& existing) { return only_entries(existing, {"train", "test"}); });
   }

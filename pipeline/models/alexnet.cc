@@ -26,10 +26,6 @@ class AlexNetBackbone : public Backbone {
   std::shared_ptr<BackboneNet> build() const override { return std::make_shared<AlexNetImpl>(); }
 };
 
-// Index in `classifier` one past the module that produces each classifier tap
-// (pool5, fc6, fc7, logits).
-constexpr size_t kClassifierEnd[] = {0, 3, 6, 7};
-
 nn::Conv2dOptions conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding) {
   return nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding);
 }
@@ -47,7 +43,9 @@ const Backbone& alexnet_backbone() {
   return spec;
 }
 
-AlexNetImpl::AlexNetImpl(int64_t num_classes) : BackboneNet(alexnet_backbone()) {
+// One past the classifier module that produces each tap: pool5, fc6 (Dropout, Linear,
+// ReLU), fc7 (the same), logits.
+AlexNetImpl::AlexNetImpl(int64_t num_classes) : SequentialBackboneNet(alexnet_backbone(), {0, 3, 6, 7}) {
   if (num_classes < 1) fail("AlexNet needs at least one class; got {}", num_classes);
   // Registration order is torchvision's, so default init draws from the generator in
   // the same order and named_parameters() lists torchvision's state-dict order.
@@ -64,29 +62,6 @@ AlexNetImpl::AlexNetImpl(int64_t num_classes) : BackboneNet(alexnet_backbone()) 
   avgpool = register_module("avgpool", nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions({6, 6})));
   classifier = register_module("classifier", make_classifier(num_classes));
 }
-
-void AlexNetImpl::run(at::Tensor x, size_t deepest, const Emit& emit) {
-  x = torch::flatten(avgpool(features->forward(x)), 1);
-  emit(0, x);
-  size_t next = 0;
-  for (size_t tap = 1; tap <= deepest; ++tap) {
-    for (; next < kClassifierEnd[tap]; ++next) x = (classifier->begin() + static_cast<ptrdiff_t>(next))->forward(x);
-    emit(tap, x);
-  }
-}
-
-void AlexNetImpl::replace_classifier(int64_t num_classes) {
-  if (num_classes < 1) fail("AlexNet needs at least one class; got {}", num_classes);
-  const torch::Tensor old_weight = classifier->ptr<nn::LinearImpl>(6)->weight;
-  nn::Linear last(4096, num_classes);
-  last->to(old_weight.device(), old_weight.scalar_type());
-  nn::Sequential rebuilt;
-  for (size_t i = 0; i < 6; ++i) rebuilt->push_back(*(classifier->begin() + static_cast<ptrdiff_t>(i)));
-  rebuilt->push_back(last);
-  classifier = replace_module("classifier", rebuilt);
-}
-
-int64_t AlexNetImpl::num_classes() const { return classifier->ptr<nn::LinearImpl>(6)->options.out_features(); }
 
 void AlexNetImpl::init_like_torchvision(at::Generator& generator) {
   // torchvision's AlexNet keeps PyTorch's default init, drawn in construction order

@@ -23,22 +23,13 @@ namespace pipeline {
 
 const Backbone& alexnet_backbone();
 
-class AlexNetImpl : public BackboneNet {
+class AlexNetImpl : public SequentialBackboneNet {
  public:
   // Default-initialized like torchvision (PyTorch's default Conv2d/Linear init, drawing
   // from the global torch generator in torchvision's order).
   explicit AlexNetImpl(int64_t num_classes = 1000);
 
-  void replace_classifier(int64_t num_classes) override;
-  int64_t num_classes() const override;
   void init_like_torchvision(at::Generator& generator) override;
-  torch::nn::Sequential classifier_from_tap() override { return classifier; }  // from pool5
-
-  torch::nn::Sequential features{nullptr}, classifier{nullptr};
-  torch::nn::AdaptiveAvgPool2d avgpool{nullptr};
-
- protected:
-  void run(at::Tensor x, size_t deepest, const Emit& emit) override;
 };
 TORCH_MODULE(AlexNet);
 

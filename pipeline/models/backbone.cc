@@ -1,6 +1,7 @@
 #include "pipeline/models/backbone.h"
 
 #include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <sstream>
@@ -25,6 +26,16 @@ const Backbone& backbone(const std::string& name) {
     if (b->name() == name) return *b;
   }
   usage_fail("unknown --backbone '{}': the backbones are {}", name, fmt::join(backbone_names(), ", "));
+}
+
+const Backbone& recorded_backbone(const nlohmann::json& value, const std::string& where) {
+  if (value.is_null()) return backbone("alexnet");
+  if (!value.is_string()) fail("{}: the recorded backbone is not a name: {}", where, value.dump());
+  try {
+    return backbone(value.get<std::string>());
+  } catch (const UsageError& e) {
+    fail("{} was made by a backbone this build does not have: {}", where, e.what());
+  }
 }
 
 std::vector<std::string> backbone_names() {

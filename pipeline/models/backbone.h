@@ -22,6 +22,8 @@
 //
 // Thread safety: descriptors are immutable singletons; use them from any thread.
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -61,6 +63,11 @@ class Backbone {
 // The registered backbone of that name. Throws pipeline::UsageError naming --backbone
 // and listing the registered names for any other.
 const Backbone& backbone(const std::string& name);
+
+// The backbone a cache or run recorded (`value`, its settings' "backbone"): a
+// registered name, or null for what was made before backbones were recorded (AlexNet).
+// Throws pipeline::Error naming `where` for anything else.
+const Backbone& recorded_backbone(const nlohmann::json& value, const std::string& where);
 
 // Registered names, in registration order: "alexnet", "resnet18", "resnet50", "vgg16".
 std::vector<std::string> backbone_names();

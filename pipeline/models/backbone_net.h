@@ -62,6 +62,27 @@ class BackboneNet : public torch::nn::Module {
   const Backbone& spec_;
 };
 
+// The shape AlexNet and VGG share: `features`, then `avgpool` flattened (tap 0, pool5),
+// then a `classifier` Sequential whose last module is the Linear that gives the logits;
+// tap t > 0 is read after classifier module ends[t] - 1. A subclass builds the three
+// modules (registering them in torchvision's order) and gives `ends` and `last_inputs`.
+class SequentialBackboneNet : public BackboneNet {
+ public:
+  void replace_classifier(int64_t num_classes) override;
+  int64_t num_classes() const override;
+  torch::nn::Sequential classifier_from_tap() override { return classifier; }  // from pool5
+
+  torch::nn::Sequential features{nullptr}, classifier{nullptr};
+  torch::nn::AdaptiveAvgPool2d avgpool{nullptr};
+
+ protected:
+  SequentialBackboneNet(const Backbone& spec, std::vector<size_t> ends) : BackboneNet(spec), ends_(std::move(ends)) {}
+  void run(at::Tensor x, size_t deepest, const Emit& emit) override;
+
+ private:
+  std::vector<size_t> ends_;  // per tap: one past its classifier module (pool5: 0)
+};
+
 // Converts the 4-D parameters (conv weights) to channels-last memory format, in place,
 // keeping the parameters the same objects (optimizers holding them keep working).
 // Modules have no memory-format switch in LibTorch 1.13 or 2.x, hence this. For the

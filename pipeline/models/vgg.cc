@@ -20,12 +20,12 @@ namespace {
 namespace nn = torch::nn;
 
 constexpr int64_t kPool5 = 512 * 7 * 7;
-// Index in `classifier` one past the module that produces each tap (pool5, fc6, fc7, logits).
-constexpr size_t kClassifierEnd[] = {0, 2, 5, 7};
 
-class Vgg16Impl : public BackboneNet {
+class Vgg16Impl : public SequentialBackboneNet {
  public:
-  explicit Vgg16Impl(const Backbone& spec) : BackboneNet(spec) {
+  // One past the classifier module that produces each tap: pool5, fc6 (Linear, ReLU),
+  // fc7 (Dropout, Linear, ReLU), logits.
+  explicit Vgg16Impl(const Backbone& spec) : SequentialBackboneNet(spec, {0, 2, 5, 7}) {
     nn::Sequential layers;
     int64_t in = 3;
     for (int64_t v : {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0}) {
@@ -46,19 +46,6 @@ class Vgg16Impl : public BackboneNet {
                                      nn::Linear(4096, 1000)));
   }
 
-  void replace_classifier(int64_t num_classes) override {
-    if (num_classes < 1) fail("VGG-16 needs at least one class; got {}", num_classes);
-    const at::Tensor old = classifier->ptr<nn::LinearImpl>(6)->weight;
-    nn::Linear last(4096, num_classes);
-    last->to(old.device(), old.scalar_type());
-    nn::Sequential rebuilt;
-    for (size_t i = 0; i < 6; ++i) rebuilt->push_back(*(classifier->begin() + static_cast<ptrdiff_t>(i)));
-    rebuilt->push_back(last);
-    classifier = replace_module("classifier", rebuilt);
-  }
-
-  int64_t num_classes() const override { return classifier->ptr<nn::LinearImpl>(6)->options.out_features(); }
-
   void init_like_torchvision(at::Generator& generator) override {
     // Default init in construction order (features, then classifier), then torchvision's
     // loop: kaiming normal (fan_out) and zero bias for convs, N(0, 0.01) and zero bias
@@ -74,22 +61,6 @@ class Vgg16Impl : public BackboneNet {
         normal_init(l->weight, 0.01, generator);
         l->bias.zero_();
       }
-    }
-  }
-
-  torch::nn::Sequential classifier_from_tap() override { return classifier; }  // from pool5
-
-  nn::Sequential features{nullptr}, classifier{nullptr};
-  nn::AdaptiveAvgPool2d avgpool{nullptr};
-
- protected:
-  void run(at::Tensor x, size_t deepest, const Emit& emit) override {
-    x = torch::flatten(avgpool(features->forward(x)), 1);
-    emit(0, x);
-    size_t next = 0;
-    for (size_t tap = 1; tap <= deepest; ++tap) {
-      for (; next < kClassifierEnd[tap]; ++next) x = (classifier->begin() + static_cast<ptrdiff_t>(next))->forward(x);
-      emit(tap, x);
     }
   }
 };
