@@ -43,7 +43,10 @@ inline constexpr CifarFormat kCifar10Format{"CIFAR-10", 1, 0, kCifarClasses, kCi
 
 struct CifarImages {
   at::Tensor images;  // [N,3,32,32] uint8, contiguous
-  at::Tensor labels;  // [N] int64, values 0..9
+  at::Tensor labels;  // [N] int64, values 0..9 (-1: a record left out, see skipped)
+  // Records that could not be decoded and were left out (image folders read with
+  // --skip-bad), one "FILE: why" each; their label is -1. CIFAR's are always empty.
+  std::vector<std::string> skipped = {};
   int64_t size() const;
 };
 

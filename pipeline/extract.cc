@@ -17,6 +17,7 @@
 #include "pipeline/files.h"
 #include "pipeline/preprocess.h"
 #include "pipeline/progress.h"
+#include "pipeline/records.h"
 #include "pipeline/weights.h"
 
 namespace fs = std::filesystem;
@@ -100,13 +101,15 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   options.out = output_path(given.out, "--out");
   // The output is checked before any work: it may not overwrite an input, and its
   // folder must be writable (else an hour of extraction would end in a failed rename).
-  const std::unique_ptr<Dataset> dataset = open_dataset({options.dataset, options.data, options.labels, options.transform});
+  const std::unique_ptr<Dataset> dataset = open_dataset(
+      {options.dataset, options.data, options.labels, options.transform, options.skip_bad, options.test_fraction});
   std::vector<fs::path> inputs = dataset->files();
   const WeightsSource weights_source = parse_weights_source(options.weights);
   if (!weights_source.random) inputs.push_back(weights_source.file);
   refuse_output_over_inputs(options.out, inputs, "--out");
   refuse_output_over_inputs(options.out.string() + ".partial", inputs, "--out");
   prepare_output_file(options.out, "--out");
+  const fs::path store = image_store_path(*dataset, options.image_store, options.out, /*out_is_folder=*/false, inputs);
   const std::vector<std::string> taps = parse_taps(spec, options.taps);
   const Normalization normalization = normalization_by_name(options.normalize);
   const FeatureDtype dtype = parse_feature_dtype(options.dtype);
@@ -120,11 +123,12 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   spdlog::info("{}: {}", spec.title(), weights.describe());
 
   // What determines the cache's contents (row counts follow from the data and limits).
+  const std::string dataset_sha256 = dataset->digest();
   const json settings = {{"backbone", spec.name()},
                          {"weights_sha256", weights.sha256},
                          {"pretrained", weights.pretrained},
                          {"dataset", dataset->describe()},
-                         {"dataset_sha256", dataset->digest()},
+                         {"dataset_sha256", dataset_sha256},
                          {"image_size", options.image_size},
                          {"normalization", normalization.name},
                          {"mean", normalization.mean},
@@ -144,14 +148,17 @@ ExtractSummary run_extract(const ExtractOptions& given) {
     std::error_code ignored;
     fs::remove(options.out.string() + ".partial", ignored);
   }
-  const DatasetImages train = dataset->load(Split::Train, options.limit_train);
-  const DatasetImages test = dataset->load(Split::Test, options.limit_test);
+  const DataRecords records =
+      open_records(*dataset, {options.limit_train, options.limit_test, store, dataset_sha256});
+  const SplitRecords& train = records.train;
+  const SplitRecords& test = records.test;
+  summary.skipped = records.skipped_count;
 
   torch::NoGradGuard no_grad;
   model->eval();
   model->to(compute.device);
   if (!compute.cuda()) to_channels_last(*model);
-  const Preprocessor preprocess(options.image_size, normalization, train.images.size(2));
+  const Preprocessor preprocess(options.image_size, normalization, train.side());
 
   json provenance = {{"settings", settings},
                      {"weights", weights.describe()},
@@ -164,7 +171,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
     // The reduced precision's cost in accuracy, measured on a sample and recorded.
     Compute fp32 = compute;
     fp32.precision = Precision::Fp32;
-    const at::Tensor sample = preprocess(train.images.slice(0, 0, std::min<int64_t>(16, train.size())));
+    const at::Tensor sample = preprocess(train.rows(row_range(0, std::min<int64_t>(16, train.size()))).images);
     const auto reference = model->forward_taps(to_model(sample, fp32), taps);
     model->to(compute.dtype());
     provenance["precision_error"] = relative_errors(reference, model->forward_taps(to_model(sample, compute), taps));
@@ -186,19 +193,16 @@ ExtractSummary run_extract(const ExtractOptions& given) {
 
   const auto start = std::chrono::steady_clock::now();
   int64_t batches_done = 0;
-  for (const auto& [split, images] : {std::pair<std::string, const DatasetImages*>{"train", &train}, {"test", &test}}) {
+  for (const auto& [split, images] : {std::pair<std::string, const SplitRecords*>{"train", &train}, {"test", &test}}) {
     const int64_t first = writer.rows_done(split), n = images->size();
     if (first >= n) continue;
-    std::vector<int64_t> rows;
-    for (int64_t i = first; i < n; ++i) rows.push_back(i);
-    const auto batches = make_batches(rows, options.batch_size);
+    const auto batches = make_batches(row_range(first, n - first), options.batch_size);
     Progress progress("extract " + split, n - first);
     at::Tensor buffer;  // CPU: one channels-last batch buffer, reused (batches are made one at a time)
     Prefetcher<at::Tensor> source(
         static_cast<int64_t>(batches.size()),
         [&](int64_t k) {
-          const at::Tensor pixels = images->images.slice(0, batches[k].front(), batches[k].back() + 1);
-          return preprocessed_batch(preprocess, pixels, compute, buffer);
+          return preprocessed_batch(preprocess, images->rows(batches[k]).images, compute, buffer);
         },
         /*ahead=*/compute.cuda());
     for (const auto& batch : batches) {
@@ -213,7 +217,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
       std::map<std::string, at::Tensor> rows_out;
       for (const auto& [tap, value] : outputs) rows_out[tap] = value.to(torch::kCPU, torch::kFloat);
       const int64_t row = batch.front(), count = static_cast<int64_t>(batch.size());
-      writer.write(split, row, images->labels.slice(0, row, row + count), rows_out);
+      writer.write(split, row, images->labels().slice(0, row, row + count), rows_out);
       progress.advance(count);
       summary.images += count;
     }
@@ -225,7 +229,9 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   writer.finish(json{{"extract_seconds", summary.seconds},
                       {"extract_images", summary.images},
                       {"extract_images_per_second", summary.images_per_second},
-                      {"resumed", summary.resumed}});
+                      {"resumed", summary.resumed},
+                      {"skipped_images", records.skipped_count},
+                      {"skipped", records.skipped}});
   summary.file_bytes = static_cast<int64_t>(fs::file_size(options.out));
   return summary;
 }

@@ -22,6 +22,9 @@ struct ExtractOptions {
   std::filesystem::path data;                                // its folder ("": data/<its folder name>)
   std::string labels;                                        // CIFAR-100: fine (default) or coarse
   std::string transform;                                     // image folder: resize256-crop224 (default) or resize
+  bool skip_bad = false;                                     // image folder: leave out images that cannot be decoded
+  double test_fraction = -1;                                 // image folder of one tree: its test share (-1: 0.2)
+  std::filesystem::path image_store;                         // image folder: decoded store ("": "<out>.images.h5" beside the cache)
   std::string backbone = "alexnet";                          // a registered backbone (models/backbone.h)
   std::string weights;                                       // file or random:SEED ("": data/<its torchvision file>)
   std::filesystem::path out;                                 // the cache file (.h5)
@@ -46,6 +49,7 @@ struct ExtractSummary {
   double images_per_second = 0;
   int64_t file_bytes = 0;
   std::string device;        // Compute::describe()
+  int64_t skipped = 0;       // images left out as unreadable (--skip-bad)
 };
 
 // Builds or resumes the cache; its settings record the backbone, so a cache of another

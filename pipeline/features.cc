@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <mutex>
 #include <set>
 #include <system_error>
@@ -25,6 +26,7 @@ constexpr const char* kProvenanceAttr = "provenance";
 constexpr const char* kCompleteAttr = "complete";
 constexpr const char* kRowsWrittenAttr = "rows_written";
 constexpr int64_t kTargetChunkBytes = 2 << 20;  // big enough for streaming, small enough to resume cheaply
+constexpr int64_t kImageChunkBytes = 256 << 10;
 constexpr int64_t kLabelChunkRows = 64 << 10;
 constexpr double kIsolationSeconds = 30;  // checking a real cache's metadata takes milliseconds
 
@@ -116,8 +118,28 @@ H5::FloatType half_type() {
   return t;
 }
 
-H5::FloatType file_float_type(FeatureDtype dtype) {
-  return dtype == FeatureDtype::Float16 ? half_type() : H5::FloatType(H5::PredType::IEEE_F32LE);
+// The file's (and memory's: no HDF5 conversion) type of each dtype.
+H5::DataType file_type(FeatureDtype dtype) {
+  switch (dtype) {
+    case FeatureDtype::Float16: return half_type();
+    case FeatureDtype::UInt8: return H5::IntType(H5::PredType::STD_U8LE);
+    case FeatureDtype::Float32: break;
+  }
+  return H5::FloatType(H5::PredType::IEEE_F32LE);
+}
+
+int64_t element_bytes(FeatureDtype dtype) {
+  return dtype == FeatureDtype::Float32 ? 4 : dtype == FeatureDtype::Float16 ? 2 : 1;
+}
+
+// Stored values in memory: float16 and uint8 as they are stored, float32 as float32.
+at::ScalarType stored_scalar_type(FeatureDtype dtype) {
+  return dtype == FeatureDtype::Float16 ? at::kHalf : dtype == FeatureDtype::UInt8 ? at::kByte : at::kFloat;
+}
+
+// A layout's dtype: the feature dtypes, or uint8 (decoded images, image_store.h).
+FeatureDtype layout_dtype(const std::string& name) {
+  return name == "uint8" ? FeatureDtype::UInt8 : parse_feature_dtype(name);
 }
 
 H5::EnumType bool_type() {
@@ -151,7 +173,7 @@ CacheLayout layout_from_json(const json& j) {
   CacheLayout layout;
   layout.train_rows = integer_at(j, "train_rows", "provenance", "layout", 0, kMaxRows);
   layout.test_rows = integer_at(j, "test_rows", "provenance", "layout", 0, kMaxRows);
-  layout.dtype = parse_feature_dtype(j.at("dtype").get<std::string>());
+  layout.dtype = layout_dtype(j.at("dtype").get<std::string>());
   for (const auto& tap : j.at("taps")) {
     layout.taps.emplace_back(tap.at("name").get<std::string>(), integer_at(tap, "width", "provenance", "layout.taps", 1, kMaxWidth));
   }
@@ -243,8 +265,15 @@ std::vector<hsize_t> dims_of(const H5::DataSet& ds) {
   return dims;
 }
 
-// Returns the dataset's stored FeatureDtype, or false when it is not a float of 4 or 2 bytes.
+// Returns the dataset's stored FeatureDtype, or false when it is not a float of 4 or 2
+// bytes or an unsigned byte.
 bool stored_dtype(const H5::DataSet& ds, FeatureDtype* out) {
+  if (ds.getTypeClass() == H5T_INTEGER) {
+    const H5::IntType type = ds.getIntType();
+    if (type.getSize() != 1 || type.getSign() != H5T_SGN_NONE) return false;
+    *out = FeatureDtype::UInt8;
+    return true;
+  }
   if (ds.getTypeClass() != H5T_FLOAT) return false;
   size_t size = ds.getFloatType().getSize();
   if (size == 4) *out = FeatureDtype::Float32;
@@ -308,7 +337,7 @@ void check_complete_split(const SplitSets& sets, const fs::path& path, const Cac
          "transfer-extract --force)",
          path.string(), kSplits[s], rows, sets.labels.getStorageSize());
   }
-  const int item = layout.dtype == FeatureDtype::Float16 ? 2 : 4;
+  const int64_t item = element_bytes(layout.dtype);
   for (size_t t = 0; t < layout.taps.size(); ++t) {
     const __int128 bytes = static_cast<__int128>(rows) * layout.taps[t].second * item;
     const hsize_t stored = sets.taps[t].getStorageSize();
@@ -335,7 +364,9 @@ FeatureDtype parse_feature_dtype(const std::string& name) {
   usage_fail("unknown feature dtype '{}' (expected float32 or float16)", name);
 }
 
-std::string to_string(FeatureDtype dtype) { return dtype == FeatureDtype::Float16 ? "float16" : "float32"; }
+std::string to_string(FeatureDtype dtype) {
+  return dtype == FeatureDtype::Float16 ? "float16" : dtype == FeatureDtype::UInt8 ? "uint8" : "float32";
+}
 
 bool operator==(const CacheLayout& a, const CacheLayout& b) {
   return a.train_rows == b.train_rows && a.test_rows == b.test_rows && a.taps == b.taps && a.dtype == b.dtype;
@@ -381,8 +412,7 @@ struct FeatureWriter::Impl {
       // rows_written may only claim rows whose bytes exist: a raised count over
       // chunks never written would turn fill values into "features".
       for (size_t t = 0; t < layout.taps.size(); ++t) {
-        const __int128 claimed = static_cast<__int128>(done[s]) * layout.taps[t].second *
-                                 (layout.dtype == FeatureDtype::Float16 ? 2 : 4);
+        const __int128 claimed = static_cast<__int128>(done[s]) * layout.taps[t].second * element_bytes(layout.dtype);
         if (static_cast<__int128>(splits[s].taps[t].getStorageSize()) < claimed) return false;
       }
     }
@@ -452,8 +482,11 @@ struct FeatureWriter::Impl {
       file = H5::H5File(partial_path.string(), H5F_ACC_TRUNC, H5::FileCreatPropList::DEFAULT, file_access());
       write_string_attr(file, kProvenanceAttr, dump(provenance));
       write_bool_attr(file, kCompleteAttr, false);
-      H5::FloatType ftype = file_float_type(layout.dtype);
-      const int64_t elem = layout.dtype == FeatureDtype::Float16 ? 2 : 4;
+      const H5::DataType ftype = file_type(layout.dtype);
+      const int64_t elem = element_bytes(layout.dtype);
+      // Decoded images are read a few random rows at a time (fine-tuning batches):
+      // a chunk of about one image; features are read whole, in big chunks.
+      const int64_t target = layout.dtype == FeatureDtype::UInt8 ? kImageChunkBytes : kTargetChunkBytes;
       H5::DSetAccPropList dapl = write_access();
       for (int s = 0; s < 2; ++s) {
         const int64_t rows = total(s);
@@ -473,7 +506,7 @@ struct FeatureWriter::Impl {
           hsize_t dims[2] = {static_cast<hsize_t>(rows), static_cast<hsize_t>(width)};
           H5::DSetCreatPropList plist;
           if (rows > 0) {
-            const int64_t chunk_rows = std::clamp<int64_t>(kTargetChunkBytes / (width * elem), 1, rows);
+            const int64_t chunk_rows = std::clamp<int64_t>(target / (width * elem), 1, rows);
             hsize_t chunk[2] = {static_cast<hsize_t>(chunk_rows), static_cast<hsize_t>(width)};
             plist.setChunk(2, chunk);
             // Every row gets written: never spend time filling chunks with zeros first.
@@ -579,7 +612,7 @@ void FeatureWriter::write(const std::string& split, int64_t row, const at::Tenso
   label_bytes = label_bytes.to(at::kByte).contiguous();
 
   // Convert everything before touching the file, so a bad tap writes nothing.
-  const at::ScalarType stype = w.layout.dtype == FeatureDtype::Float16 ? at::kHalf : at::kFloat;
+  const at::ScalarType stype = stored_scalar_type(w.layout.dtype);
   std::vector<at::Tensor> values;
   for (const auto& [name, width] : w.layout.taps) {
     auto it = taps.find(name);
@@ -589,9 +622,10 @@ void FeatureWriter::write(const std::string& split, int64_t row, const at::Tenso
       fail("feature cache {}: tap '{}' for {} rows [{}, {}) must be [{}, {}], got {}", where, name, split, row,
            row + n, n, width, t.defined() ? fmt::format("{}", fmt::join(t.sizes(), "x")) : "undefined");
     }
-    if (!at::isFloatingType(t.scalar_type())) {
-      fail("feature cache {}: tap '{}' has dtype {}, expected float32", where, name,
-           std::string(c10::toString(t.scalar_type())));
+    const bool bytes = w.layout.dtype == FeatureDtype::UInt8;
+    if (bytes ? t.scalar_type() != at::kByte : !at::isFloatingType(t.scalar_type())) {
+      fail("feature cache {}: tap '{}' has dtype {}, expected {}", where, name,
+           std::string(c10::toString(t.scalar_type())), bytes ? "uint8" : "float32");
     }
     values.push_back(t.to(at::kCPU).to(stype).contiguous());
   }
@@ -603,7 +637,7 @@ void FeatureWriter::write(const std::string& split, int64_t row, const at::Tenso
     fspace.selectHyperslab(H5S_SELECT_SET, count, start);
     sets.labels.write(label_bytes.data_ptr(), H5::PredType::NATIVE_UINT8, H5::DataSpace(1, count), fspace);
   });
-  H5::FloatType mem_type = guarded(w.partial_path, "float type", [&] { return file_float_type(w.layout.dtype); });
+  const H5::DataType mem_type = guarded(w.partial_path, "value type", [&] { return file_type(w.layout.dtype); });
   for (size_t i = 0; i < values.size(); ++i) {
     const auto& [name, width] = w.layout.taps[i];
     guarded(w.partial_path, "/" + split + "/" + name, [&] {
@@ -797,15 +831,58 @@ at::Tensor FeatureReader::read(const std::string& split, const std::string& tap)
   const int s = split_index(split);
   const auto i = static_cast<size_t>(r.tap_index(tap));
   const int64_t width = r.layout.taps[i].second;
-  const bool half = r.layout.dtype == FeatureDtype::Float16;
-  at::Tensor out = at::empty({rows(split), width}, half ? at::kHalf : at::kFloat);
+  at::Tensor out = at::empty({rows(split), width}, stored_scalar_type(r.layout.dtype));
   if (out.numel() > 0) {
     guarded(r.path, "/" + split + "/" + tap, [&] {
       // Memory type = file type: one H5Dread, no HDF5 conversion (torch widens halves).
-      r.splits[s].taps[i].read(out.data_ptr(), file_float_type(r.layout.dtype));
+      r.splits[s].taps[i].read(out.data_ptr(), file_type(r.layout.dtype));
     });
   }
-  return half ? out.to(at::kFloat) : out;
+  return r.layout.dtype == FeatureDtype::Float16 ? out.to(at::kFloat) : out;
+}
+
+at::Tensor FeatureReader::read_rows(const std::string& split, const std::string& tap,
+                                    const std::vector<int64_t>& rows) const {
+  const Impl& r = *impl_;
+  const int s = split_index(split);
+  const auto i = static_cast<size_t>(r.tap_index(tap));
+  const int64_t width = r.layout.taps[i].second, total = this->rows(split);
+  // HDF5 reads a selection in file order: read the rows sorted, put them back in order.
+  std::vector<int64_t> order(rows.size());
+  for (size_t k = 0; k < rows.size(); ++k) order[k] = static_cast<int64_t>(k);
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return rows[a] < rows[b]; });
+  for (const int64_t row : rows) {
+    if (row < 0 || row >= total) fail("feature cache {}: row {} of {} is outside its {} rows", r.path.string(), row, split, total);
+  }
+  for (size_t k = 1; k < order.size(); ++k) {
+    if (rows[order[k]] == rows[order[k - 1]]) fail("feature cache {}: row {} of {} asked for twice", r.path.string(), rows[order[k]], split);
+  }
+  at::Tensor sorted = at::empty({static_cast<int64_t>(rows.size()), width}, stored_scalar_type(r.layout.dtype));
+  if (sorted.numel() > 0) {
+    guarded(r.path, "/" + split + "/" + tap, [&] {
+      const H5::DataSet& ds = r.splits[s].taps[i];
+      H5::DataSpace fspace = ds.getSpace();
+      fspace.selectNone();
+      for (size_t k = 0; k < order.size();) {  // runs of consecutive rows, one hyperslab each
+        size_t end = k + 1;
+        while (end < order.size() && rows[order[end]] == rows[order[end - 1]] + 1) ++end;
+        hsize_t start[2] = {static_cast<hsize_t>(rows[order[k]]), 0};
+        hsize_t count[2] = {static_cast<hsize_t>(end - k), static_cast<hsize_t>(width)};
+        fspace.selectHyperslab(H5S_SELECT_OR, count, start);
+        k = end;
+      }
+      hsize_t mdims[2] = {static_cast<hsize_t>(rows.size()), static_cast<hsize_t>(width)};
+      ds.read(sorted.data_ptr(), file_type(r.layout.dtype), H5::DataSpace(2, mdims), fspace);
+    });
+  }
+  at::Tensor out = at::empty_like(sorted);
+  const int64_t row_bytes = width * sorted.element_size();
+  const auto* from = static_cast<const uint8_t*>(sorted.data_ptr());
+  auto* to = static_cast<uint8_t*>(out.data_ptr());
+  for (size_t k = 0; k < order.size(); ++k) {
+    std::memcpy(to + order[k] * row_bytes, from + static_cast<int64_t>(k) * row_bytes, static_cast<size_t>(row_bytes));
+  }
+  return r.layout.dtype == FeatureDtype::Float16 ? out.to(at::kFloat) : out;
 }
 
 void FeatureReader::require_settings(const json& expected) const {

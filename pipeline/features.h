@@ -6,7 +6,8 @@
 // Cache file format, schema version 1 (kCacheSchemaVersion). Readable by h5py as is.
 //
 //   /train/labels    uint8 [N]                     class 0..9, rows in source-file order
-//   /train/<tap>     float32 or IEEE float16 [N, W] one dataset per tap, e.g.
+//   /train/<tap>     float32 or IEEE float16 [N, W] one dataset per tap (an image store,
+//                                                   image_store.h: uint8), e.g.
 //                                                   fc7 [N, 4096], fc6 [N, 4096], pool5 [N, 9216]
 //   /test/labels     uint8 [M]
 //   /test/<tap>      float32 or float16 [M, W]      same taps, widths and dtype as /train
@@ -16,7 +17,7 @@
 //                         digest, image size, mean/std, taps, dtype, precision, limits...);
 //                         two caches are "the same" exactly when their settings are equal
 //       "schema_version"  1 (added by the writer; a reader refuses any other version)
-//       "layout"          {"train_rows": N, "test_rows": M, "dtype": "float32"|"float16",
+//       "layout"          {"train_rows": N, "test_rows": M, "dtype": "float32"|"float16"|"uint8",
 //                          "taps": [{"name": "fc7", "width": 4096}, ...]} (added by the
 //                         writer; the taps' order is the order the writer was given)
 //       any other keys    informational (library versions, created, precision error...)
@@ -54,10 +55,11 @@
 
 namespace pipeline {
 
-// How feature values are stored on disk. Reading always yields float32.
-enum class FeatureDtype { Float32, Float16 };
+// How values are stored on disk. Features are float32 or float16 (reading yields
+// float32); uint8 holds decoded images (image_store.h: values are pixels, read as uint8).
+enum class FeatureDtype { Float32, Float16, UInt8 };
 
-// "float32" | "float16"; anything else throws pipeline::UsageError.
+// The feature dtypes, "float32" | "float16"; anything else throws pipeline::UsageError.
 FeatureDtype parse_feature_dtype(const std::string& name);
 std::string to_string(FeatureDtype dtype);
 
@@ -165,8 +167,11 @@ class FeatureReader {
   at::Tensor labels(const std::string& split) const;
   // The whole tap of the split: [rows, width] float32 (float16 files are widened), read
   // with one H5Dread. An unknown split or tap throws an Error naming the file and the
-  // taps it has.
+  // taps it has. (uint8 files: [rows, width] uint8.)
   at::Tensor read(const std::string& split, const std::string& tap) const;
+  // The given rows of a tap, in the order given (distinct, each in [0, rows)): [n, width],
+  // float32 or (uint8 files) uint8. Consecutive rows are read as one block.
+  at::Tensor read_rows(const std::string& split, const std::string& tap, const std::vector<int64_t>& rows) const;
 
   // Throws an Error naming the file, listing every settings key whose value differs
   // (expected vs found, missing on either side included) and suggesting --force,

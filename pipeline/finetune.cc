@@ -12,6 +12,7 @@
 #include "pipeline/error.h"
 #include "pipeline/files.h"
 #include "pipeline/preprocess.h"
+#include "pipeline/records.h"
 #include "pipeline/torch_files.h"
 #include "pipeline/train.h"
 #include "pipeline/weights.h"
@@ -172,18 +173,24 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
   options.out = output_path(given.out, "--out");
   const Backbone& spec = backbone(options.backbone);
   options.weights = resolve_weights(options.weights, spec);
-  const std::unique_ptr<Dataset> dataset = open_dataset({options.dataset, options.data, options.labels, options.transform});
+  const std::unique_ptr<Dataset> dataset = open_dataset(
+      {options.dataset, options.data, options.labels, options.transform, options.skip_bad, options.test_fraction});
   std::vector<fs::path> inputs = dataset->files();
   inputs.push_back(options.weights);  // ignored when it is random:SEED (no such file)
   refuse_output_over_inputs(options.out, inputs, "--out");
   // Before any work: the folder must be writable, and it is this run's alone.
   const FolderLock lock(options.out);
+  const fs::path store = image_store_path(*dataset, options.image_store, options.out, /*out_is_folder=*/true, inputs);
   const Compute compute = resolve_compute(options.compute);
   keep_freed_memory();  // batch after batch of activations: page faults otherwise (device.h)
   const Normalization normalization = normalization_by_name(options.normalize);
   const WeightsSource source = parse_weights_source(options.weights);
-  const DatasetImages train = dataset->load(Split::Train, options.limit_train);
-  const DatasetImages test = dataset->load(Split::Test, options.limit_test);
+  const std::string dataset_sha256 = dataset->digest();
+  // An image folder is decoded once into its store, so epochs read pixels, not JPEGs.
+  const DataRecords records =
+      open_records(*dataset, {options.limit_train, options.limit_test, store, dataset_sha256});
+  const SplitRecords& train = records.train;
+  const SplitRecords& test = records.test;
 
   const std::shared_ptr<BackboneNet> model = spec.build();
   const WeightsInfo weights = load_weights(*model, source);
@@ -192,7 +199,7 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
                        {"backbone", spec.name()},
                        {"data", fs::absolute(dataset->folder()).lexically_normal().string()},
                        {"dataset", dataset->describe()},
-                       {"dataset_sha256", dataset->digest()},
+                       {"dataset_sha256", dataset_sha256},
                        {"weights", options.weights},
                        {"weights_sha256", weights.sha256},
                        {"pretrained", weights.pretrained},
@@ -208,6 +215,7 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
                        {"limit_test", options.limit_test},
                        {"train_rows", train.size()},
                        {"test_rows", test.size()},
+                       {"skipped_images", records.skipped_count},
                        {"test_every_epoch", options.test_every_epoch},
                        {"optimizer", "Adam(beta1 0.9, beta2 0.999, eps 1e-8), every layer"}};
   FinetuneSummary summary;
@@ -239,19 +247,18 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
   if (!compute.cuda()) to_channels_last(*model);
   FinetuneModel trainable(model, compute, options.lr);
 
-  const Preprocessor preprocess(options.image_size, normalization, train.images.size(2));
+  const Preprocessor preprocess(options.image_size, normalization, train.side());
   const TrainValSplit split = split_train_val(train.size(), options.val_fraction, options.seed);
   TrainData data;
   data.train_rows = split.train;
   data.val_rows = split.val;
   for (int64_t i = 0; i < test.size(); ++i) data.test_rows.push_back(i);
   data.make_batch = [&](Part part, const std::vector<int64_t>& rows) {
-    const DatasetImages& source_images = part == Part::Test ? test : train;
-    const at::Tensor index = torch::tensor(rows, torch::kInt64);
+    const DatasetImages images = (part == Part::Test ? test : train).rows(rows);
     // Channels-last on a CPU (the model's layout, no copy later); pinned for a GPU.
-    at::Tensor x = preprocess(source_images.images.index_select(0, index), /*channels_last=*/!compute.cuda());
+    at::Tensor x = preprocess(images.images, /*channels_last=*/!compute.cuda());
     if (compute.cuda()) x = x.pin_memory();
-    return Batch{x, source_images.labels.index_select(0, index)};
+    return Batch{x, images.labels};
   };
 
   LoopOptions loop;

@@ -26,6 +26,9 @@ struct FinetuneOptions {
   std::filesystem::path data;                                // its folder ("": data/<its folder name>)
   std::string labels;                                        // CIFAR-100: fine (default) or coarse
   std::string transform;                                     // image folder: resize256-crop224 (default) or resize
+  bool skip_bad = false;                                     // image folder: leave out images that cannot be decoded
+  double test_fraction = -1;                                 // image folder of one tree: its test share (-1: 0.2)
+  std::filesystem::path image_store;                         // image folder: decoded store ("": "<out>/images.h5")
   std::string backbone = "alexnet";                          // a registered backbone (models/backbone.h)
   std::string weights;                                       // file or random:SEED ("": data/<its torchvision file>)
   std::filesystem::path out;                                 // run folder

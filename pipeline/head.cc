@@ -188,6 +188,10 @@ HeadSummary run_head(const HeadOptions& given) {
   const Compute compute = resolve_compute({"cpu", options.precision, options.threads});
   const auto read_start = std::chrono::steady_clock::now();
   FeatureReader cache(options.features);
+  if (cache.dtype() == FeatureDtype::UInt8) {
+    fail("{} is an image store (decoded images), not a feature cache: pass the cache transfer-extract wrote",
+         options.features.string());
+  }
   const Backbone& spec = backbone_of(cache);
   if (!options.backbone.empty() && options.backbone != spec.name()) {
     usage_fail("--backbone {}: feature cache {} holds {} features", options.backbone, options.features.string(),

@@ -42,18 +42,30 @@ inline CLI::Option* add_dataset_flag(CLI::App& app, std::string& dataset) {
 }
 
 // --data, --dataset and --labels: which dataset, where, and (CIFAR-100) which labels.
-inline void add_data_flags(CLI::App& app, std::filesystem::path& data, std::string& dataset, std::string& labels,
-                           std::string& transform) {
-  app.add_option("--data", data,
+// The data flags of the stages that read records (transfer-extract, transfer-finetune):
+// Options has data, dataset, labels, transform, skip_bad, test_fraction, image_store.
+template <typename Options>
+void add_data_flags(CLI::App& app, Options& o) {
+  app.add_option("--data", o.data,
                  "the dataset's folder, or a folder holding it (default: data, i.e. data/cifar-10-batches-bin or "
                  "data/cifar-100-binary)");
-  add_dataset_flag(app, dataset)->capture_default_str();
-  app.add_option("--labels", labels, "CIFAR-100's labels: fine (100 classes, default) or coarse (20)")
+  add_dataset_flag(app, o.dataset)->capture_default_str();
+  app.add_option("--labels", o.labels, "CIFAR-100's labels: fine (100 classes, default) or coarse (20)")
       ->check(CLI::IsMember({"fine", "coarse"}));
-  app.add_option("--transform", transform,
+  app.add_option("--transform", o.transform,
                  "image folders: resize256-crop224 (torchvision's Resize(256) + CenterCrop(224), the default) or "
                  "resize (square images of one size, resized to --image-size as CIFAR is)")
       ->check(CLI::IsMember({"resize256-crop224", "resize"}));
+  app.add_flag("--skip-bad", o.skip_bad,
+               "image folders: leave out images that cannot be decoded (counted in the summary and provenance) "
+               "instead of stopping at the first");
+  app.add_option("--test-fraction", o.test_fraction,
+                 "image folders of one tree PATH/<class>/...: the share of each class held out as the test set "
+                 "(default 0.2, seeded)")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--image-store", o.image_store,
+                 "image folders: the HDF5 file the decoded images are kept in, reused by later runs (default: beside "
+                 "--out)");
 }
 
 // The flags every model-running stage shares, with the same meaning everywhere.

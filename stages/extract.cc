@@ -7,7 +7,7 @@
 int main(int argc, char** argv) {
   pipeline::ExtractOptions options;
   CLI::App app{"Run a frozen backbone once over a dataset (CIFAR-10, CIFAR-100) and cache the chosen layers in HDF5", "transfer-extract"};
-  stages::add_data_flags(app, options.data, options.dataset, options.labels, options.transform);
+  stages::add_data_flags(app, options);
   stages::add_backbone_flag(app, options.backbone, "the network (alexnet, resnet18, resnet50, vgg16)")
       ->capture_default_str();
   app.add_option("--weights", options.weights, "weights file, a folder holding the backbone's torchvision file, or random:SEED (default: data/<its file>)");

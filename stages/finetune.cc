@@ -7,7 +7,7 @@
 int main(int argc, char** argv) {
   pipeline::FinetuneOptions options;
   CLI::App app{"Fine-tune all of a backbone with a new last layer for the dataset's classes (approach 2)", "transfer-finetune"};
-  stages::add_data_flags(app, options.data, options.dataset, options.labels, options.transform);
+  stages::add_data_flags(app, options);
   stages::add_backbone_flag(app, options.backbone, "the network (alexnet, resnet18, resnet50, vgg16)")
       ->capture_default_str();
   app.add_option("--weights", options.weights, "weights file, a folder holding the backbone's torchvision file, or random:SEED (default: data/<its file>)");

@@ -8,12 +8,17 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 
 #include "pipeline/datasets/dataset.h"
 #include "pipeline/digest.h"
 #include "pipeline/error.h"
 #include "pipeline/extract.h"
+#include "pipeline/head.h"
+#include "pipeline/image_store.h"
+#include "pipeline/records.h"
 #include "pipeline/features.h"
 #include "pipeline/image_decode.h"
 #include "pipeline/synth.h"
@@ -166,6 +171,9 @@ TEST(ImageFolder, CifarRecordsAsPngGiveTheSameCacheRowsBitForBit) {
   binary.image_size = 64;
   binary.out = dir / "binary.h5";
   binary.compute.device = "cpu";
+  // One image per forward pass: the folder lists records class by class, and a BLAS may
+  // round a row differently by its place in a batch (seen with OpenBLAS on AVX2).
+  binary.batch_size = 1;
   pipeline::ExtractOptions folder = binary;
   folder.dataset = "folder:" + (dir / "png").string();
   folder.transform = "resize";
@@ -188,4 +196,112 @@ TEST(ImageFolder, CifarRecordsAsPngGiveTheSameCacheRowsBitForBit) {
   EXPECT_EQ(b.provenance()["settings"]["dataset"]["transform"], "resize");
   // The default transform (Resize(256) + CenterCrop(224)) makes other rows.
   EXPECT_EQ(pipeline::open_dataset({folder.dataset, "", "", ""})->load(pipeline::Split::Test, 1).images.size(2), 224);
+}
+
+TEST(ImageFolder, OneTreeIsSplitByASeededFractionOfEachClass) {
+  // ROOT/<class>/... without train/ and test/: each class split, round(0.2 n) to test.
+  TempDir dir;
+  pipeline::dataset_kind("folder").write_synthetic(dir / "png", 60, 1, 5);
+  fs::rename(dir / "png" / "train", dir / "one");
+  const std::string name = "folder:" + (dir / "one").string();
+  const auto a = pipeline::open_dataset({name, "", "", ""});
+  const auto b = pipeline::open_dataset({name, "", "", ""});
+  EXPECT_EQ(a->files(), b->files());  // seeded: the same split every time
+  EXPECT_EQ(a->size(pipeline::Split::Train) + a->size(pipeline::Split::Test), 60);
+  const auto test = a->load(pipeline::Split::Test, -1);
+  for (int64_t c = 0; c < a->classes(); ++c) {
+    int64_t in_class = 0;
+    for (const auto& entry : fs::directory_iterator(dir / "one" / a->class_names()[static_cast<size_t>(c)])) {
+      in_class += entry.is_regular_file() ? 1 : 0;
+    }
+    const int64_t held = test.labels.eq(c).sum().item<int64_t>();
+    EXPECT_EQ(held, std::clamp<int64_t>(std::llround(0.2 * static_cast<double>(in_class)), 1, in_class - 1)) << c;
+  }
+  EXPECT_EQ(a->describe()["split"]["kind"], "seeded");
+  EXPECT_EQ(a->describe()["split"]["test_fraction"], 0.2);
+  const auto half = pipeline::open_dataset({name, "", "", "", false, 0.5});
+  EXPECT_GT(half->size(pipeline::Split::Test), a->size(pipeline::Split::Test));
+  EXPECT_THROW(pipeline::open_dataset({name, "", "", "", false, 1.0}), pipeline::UsageError);
+  // A folder with its own test set takes no fraction; CIFAR neither.
+  EXPECT_THROW(pipeline::open_dataset({"folder:" + kTree.string(), "", "", "", false, 0.3}), pipeline::UsageError);
+  EXPECT_THROW(pipeline::open_dataset({"cifar10", dir.path(), "", "", false, 0.3}), pipeline::UsageError);
+  EXPECT_THROW(pipeline::open_dataset({"cifar10", dir.path(), "", "", true}), pipeline::UsageError);
+  // A class of one image cannot be split.
+  fs::create_directories(dir / "one" / "zebra");
+  fs::copy_file(a->files()[0], dir / "one" / "zebra" / "z.png");
+  const std::string message = error_of([&] { pipeline::open_dataset({name, "", "", ""}); });
+  EXPECT_NE(message.find("class 'zebra' has 1 image"), std::string::npos) << message;
+}
+
+TEST(ImageFolder, SkipBadLeavesOutUnreadableImagesAndCountsThem) {
+  TempDir dir;
+  const fs::path tree = copy_tree(dir);
+  const std::string bytes = testutil::read_text(kTree / "train/cat/a_rgb.jpg");
+  testutil::write_bytes(tree / "train/cat/a_rgb.jpg", bytes.substr(0, bytes.size() / 2));
+  pipeline::ExtractOptions options;
+  options.dataset = "folder:" + tree.string();
+  options.weights = "random:0";
+  options.image_size = 64;
+  options.compute.device = "cpu";
+  options.out = dir / "out" / "cache.h5";
+  // Without --skip-bad: an error naming the file, and nothing that looks complete.
+  const std::string message = error_of([&] { pipeline::run_extract(options); });
+  EXPECT_NE(message.find("a_rgb.jpg"), std::string::npos) << message;
+  EXPECT_NE(message.find("--skip-bad"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(options.out));
+  EXPECT_FALSE(fs::exists(dir / "out" / "cache.images.h5"));
+
+  options.skip_bad = true;
+  const pipeline::ExtractSummary summary = pipeline::run_extract(options);
+  EXPECT_EQ(summary.skipped, 1);
+  const auto all = pipeline::open_dataset({options.dataset, "", "", ""});
+  const pipeline::FeatureReader cache(options.out);
+  EXPECT_EQ(cache.rows("train"), all->size(pipeline::Split::Train) - 1);
+  EXPECT_EQ(cache.rows("test"), all->size(pipeline::Split::Test));
+  EXPECT_EQ(cache.provenance()["skipped_images"], 1);
+  EXPECT_NE(cache.provenance()["skipped"][0].get<std::string>().find("a_rgb.jpg"), std::string::npos);
+  EXPECT_EQ(cache.provenance()["settings"]["dataset"]["skip_bad"], true);
+  // The image store beside the cache holds the decoded images, the left-out one marked.
+  const pipeline::FeatureReader store(dir / "out" / "cache.images.h5");
+  EXPECT_EQ(store.dtype(), pipeline::FeatureDtype::UInt8);
+  EXPECT_EQ(store.rows("train"), all->size(pipeline::Split::Train));
+  EXPECT_EQ(store.labels("train").eq(pipeline::kStoreSkippedLabel).sum().item<int64_t>(), 1);
+  // The inputs are untouched: the truncated file is still there, still truncated.
+  EXPECT_EQ(fs::file_size(tree / "train/cat/a_rgb.jpg"), bytes.size() / 2);
+}
+
+TEST(ImageFolder, TheImageStoreIsReusedAndItsRowsEqualDecoding) {
+  TempDir dir;
+  const fs::path tree = copy_tree(dir);
+  pipeline::ExtractOptions options;
+  options.dataset = "folder:" + tree.string();
+  options.weights = "random:0";
+  options.image_size = 64;
+  options.compute.device = "cpu";
+  options.out = dir / "a.h5";
+  options.image_store = dir / "store.h5";
+  pipeline::run_extract(options);
+  const auto written = fs::last_write_time(dir / "store.h5");
+  options.out = dir / "b.h5";  // another cache of the same images: the store is read, not rebuilt
+  options.image_size = 96;
+  pipeline::run_extract(options);
+  EXPECT_EQ(fs::last_write_time(dir / "store.h5"), written);
+  const auto dataset = pipeline::open_dataset({options.dataset, "", "", ""});
+  const pipeline::DataRecords records = pipeline::open_records(*dataset, {-1, -1, dir / "store.h5", dataset->digest()});
+  const auto test = dataset->load(pipeline::Split::Test, -1);
+  const std::vector<int64_t> backwards = {2, 0, 1};
+  ASSERT_EQ(records.test.size(), 3);
+  const auto rows = records.test.rows(backwards);
+  EXPECT_TRUE(torch::equal(rows.images, test.images.index_select(0, torch::tensor(backwards))));
+  EXPECT_TRUE(torch::equal(rows.labels, test.labels.index_select(0, torch::tensor(backwards))));
+  // The store never goes among the user's images.
+  options.image_store = tree / "store.h5";
+  EXPECT_THROW(pipeline::run_extract(options), pipeline::UsageError);
+  EXPECT_FALSE(fs::exists(tree / "store.h5"));
+  // An image store is not a feature cache.
+  pipeline::HeadOptions head;
+  head.features = dir / "store.h5";
+  head.out = dir / "head";
+  const std::string message = error_of([&] { pipeline::run_head(head); });
+  EXPECT_NE(message.find("image store"), std::string::npos) << message;
 }

@@ -24,7 +24,18 @@ class Cifar10 : public Dataset {
   }
   fs::path folder() const override { return dir_; }
   std::vector<fs::path> files() const override { return cifar_all_files(dir_); }
-  DatasetImages load(Split split, int64_t limit) const override { return load_cifar(dir_, split, limit); }
+  int64_t size(Split split) const override {
+    int64_t records = 0;
+    for (const fs::path& file : cifar_files(dir_, split)) {
+      const std::string problem = cifar_file_problem(file);
+      if (!problem.empty()) fail("CIFAR-10 batch file {} {}; run transfer-fetch", file.string(), problem);
+      records += static_cast<int64_t>(fs::file_size(file)) / kCifarRecordBytes;
+    }
+    return records;
+  }
+  DatasetImages read(Split split, int64_t first, int64_t count) const override {
+    return slice_records(load_cifar(dir_, split, first + count), first);
+  }
   std::string digest() const override { return cifar_digest(dir_); }
 
  private:
@@ -53,10 +64,12 @@ class Cifar10Kind : public DatasetKind {
     }
     return "";
   }
-  std::unique_ptr<Dataset> open(const fs::path& dir, const std::string& labels,
-                                const std::string& transform) const override {
-    check_cifar_transform(transform, "CIFAR-10");
-    if (!labels.empty()) usage_fail("--labels {}: CIFAR-10 has one set of labels (--labels is for cifar100)", labels);
+  std::unique_ptr<Dataset> open(const fs::path& dir, const DatasetOptions& options) const override {
+    check_cifar_transform(options.transform, "CIFAR-10");
+    check_cifar_reading(options, "CIFAR-10");
+    if (!options.labels.empty()) {
+      usage_fail("--labels {}: CIFAR-10 has one set of labels (--labels is for cifar100)", options.labels);
+    }
     return std::make_unique<Cifar10>(dir);
   }
   void write_synthetic(const fs::path& dir, int64_t train, int64_t test, uint64_t seed) const override {

@@ -27,8 +27,16 @@ class Cifar100 : public Dataset {
   std::vector<fs::path> files() const override {
     return {cifar100_file(dir_, Split::Train), cifar100_file(dir_, Split::Test), cifar100_names_file(dir_, labels_)};
   }
-  DatasetImages load(Split split, int64_t limit) const override {
-    return decode_cifar_files({cifar100_file(dir_, split)}, cifar100_format(labels_, split), limit);
+  int64_t size(Split split) const override {
+    const fs::path file = cifar100_file(dir_, split);
+    const CifarFormat format = cifar100_format(labels_, split);
+    const std::string problem = cifar_file_problem(file, format);
+    if (!problem.empty()) fail("CIFAR-100 file {} {}; run transfer-fetch --dataset cifar100", file.string(), problem);
+    return static_cast<int64_t>(fs::file_size(file)) / format.record_bytes();
+  }
+  DatasetImages read(Split split, int64_t first, int64_t count) const override {
+    return slice_records(decode_cifar_files({cifar100_file(dir_, split)}, cifar100_format(labels_, split), first + count),
+                         first);
   }
   std::string digest() const override {
     std::string digests;
@@ -65,10 +73,10 @@ class Cifar100Kind : public DatasetKind {
     return cifar100_problem(dir, shown_as);
   }
   std::vector<std::string> label_choices() const override { return {"fine", "coarse"}; }
-  std::unique_ptr<Dataset> open(const fs::path& dir, const std::string& labels,
-                                const std::string& transform) const override {
-    check_cifar_transform(transform, "CIFAR-100");
-    return std::make_unique<Cifar100>(dir, parse_cifar100_labels(labels.empty() ? "fine" : labels));
+  std::unique_ptr<Dataset> open(const fs::path& dir, const DatasetOptions& options) const override {
+    check_cifar_transform(options.transform, "CIFAR-100");
+    check_cifar_reading(options, "CIFAR-100");
+    return std::make_unique<Cifar100>(dir, parse_cifar100_labels(options.labels.empty() ? "fine" : options.labels));
   }
   void write_synthetic(const fs::path& dir, int64_t train, int64_t test, uint64_t seed) const override {
     write_synthetic_cifar100({dir, train, test, seed});

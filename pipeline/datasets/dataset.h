@@ -50,13 +50,28 @@ class Dataset {
   virtual std::filesystem::path folder() const = 0;
   // Every file the records are read from (a stage's --out may not be one of them).
   virtual std::vector<std::filesystem::path> files() const = 0;
-  // A split's first `limit` records (limit < 0: all), in source order. Throws
-  // pipeline::Error naming the file (and record) for missing or damaged data.
-  virtual DatasetImages load(Split split, int64_t limit) const = 0;
+  // The records of a split.
+  virtual int64_t size(Split split) const = 0;
+  // Records [first, first + count) of a split (clipped to its size), in source order.
+  // Throws pipeline::Error naming the file (and record) for missing or damaged data,
+  // except that a dataset opened with skip_bad (image folders) gives a record it cannot
+  // decode label -1 and zero pixels and names it in `skipped`.
+  virtual DatasetImages read(Split split, int64_t first, int64_t count) const = 0;
+  // A split's first `limit` records (limit < 0: all) that were not skipped.
+  DatasetImages load(Split split, int64_t limit) const;
+  // True when records are decoded from compressed image files (an image folder): slow
+  // to read and large decoded, so the stages keep them in an image store
+  // (pipeline/image_store.h) instead of decoding a split into memory.
+  virtual bool decodes_files() const { return false; }
   // SHA-256 identifying the data read (the split files' digests, in order).
   virtual std::string digest() const = 0;
 
-  // {"name", "labels" (when there is a choice), "title", "classes", "class_names", "transform"}.
+  // How the records were split and read, where the dataset has a choice (image folders:
+  // {"split": "folders"} or {"split": "seeded", "test_fraction", "seed"}, "skip_bad");
+  // part of describe().
+  virtual nlohmann::json reading() const { return nlohmann::json::object(); }
+  // {"name", "labels" (when there is a choice), "title", "classes", "class_names",
+  // "transform"} and reading()'s keys.
   nlohmann::json describe() const;
 };
 
@@ -67,6 +82,8 @@ struct DatasetArchive {
   std::map<std::string, uint64_t> entries;  // files of its top folder -> most bytes each (only these unpack)
   std::map<std::string, std::string> md5s;  // published MD5s of unpacked files (checked for the official archive)
 };
+
+struct DatasetOptions;
 
 class DatasetKind {
  public:
@@ -82,11 +99,10 @@ class DatasetKind {
   virtual std::string folder_problem(const std::filesystem::path& dir, const std::string& shown_as) const = 0;
   // The label choices ({} when there is none; the first is the default).
   virtual std::vector<std::string> label_choices() const { return {}; }
-  // Opens the data in `dir`. `labels` and `transform` "" mean the defaults. Throws
-  // pipeline::UsageError for labels or a transform the dataset does not have,
-  // pipeline::Error for unreadable metadata.
-  virtual std::unique_ptr<Dataset> open(const std::filesystem::path& dir, const std::string& labels,
-                                        const std::string& transform) const = 0;
+  // Opens the data in `dir` with options' labels, transform, skip_bad and test_fraction
+  // ("" and -1 mean the defaults). Throws pipeline::UsageError for an option the dataset
+  // does not have, pipeline::Error for unreadable metadata.
+  virtual std::unique_ptr<Dataset> open(const std::filesystem::path& dir, const DatasetOptions& options) const = 0;
   // Writes learnable synthetic data in this layout into `dir` (transfer-synth).
   virtual void write_synthetic(const std::filesystem::path& dir, int64_t train, int64_t test, uint64_t seed) const = 0;
 };
@@ -101,7 +117,15 @@ struct DatasetOptions {
   std::filesystem::path data;    // its folder, or a root holding <its folder name>/ ("": "data")
   std::string labels;            // --labels ("" = the dataset's default)
   std::string transform;         // --transform ("" = the dataset's default)
+  bool skip_bad = false;         // --skip-bad: image folders leave out images they cannot decode
+  double test_fraction = -1;     // --test-fraction: an image folder of one tree (-1: 0.2)
 };
+
+// records from row `first` on (CIFAR kinds read a split's first N and keep the last ones).
+DatasetImages slice_records(const DatasetImages& records, int64_t first);
+
+// CIFAR kinds: refuse --skip-bad and --test-fraction (UsageError naming them).
+void check_cifar_reading(const DatasetOptions& options, const std::string& title);
 
 // For the CIFAR kinds: "" or "resize"; else pipeline::UsageError naming --transform.
 void check_cifar_transform(const std::string& transform, const std::string& title);

@@ -1,21 +1,23 @@
 // A folder of the user's own images as a dataset ("folder:PATH"), with torchvision
-// ImageFolder's conventions: PATH/train/<class>/... and PATH/test/<class>/..., classes
-// sorted by name, files found recursively (sorted as ImageFolder walks them), and only
+// ImageFolder's conventions: PATH/train/<class>/... and PATH/test/<class>/... (or one
+// tree PATH/<class>/..., each class split into train and test by a seeded draw of
+// --test-fraction, 0.2 by default, recorded in the description), classes sorted by
+// name, files found recursively (sorted as ImageFolder walks them), and only
 // ImageFolder's extensions (.jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp, any case;
 // others are ignored, as there). JPEG and PNG are decoded (pipeline/image_decode.h);
 // an image of another of those types is an error naming it. By default each image goes
 // through torchvision's standard evaluation transform, Resize(256) then CenterCrop(224)
 // (pipeline/preprocess.h), so records are [3,224,224]; with --transform resize the
 // images are kept as they are (all square, of one size) and preprocessing does
-// Resize((S,S)) as for CIFAR. Decoding runs TBB-parallel.
+// Resize((S,S)) as for CIFAR. Decoding runs TBB-parallel. With --skip-bad an image that
+// cannot be decoded is left out (label -1, named in `skipped`) instead of an error.
 
 #include <tbb/parallel_for.h>
 #include <torch/types.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cctype>
-#include <mutex>
+#include <cmath>
 #include <set>
 
 #include "pipeline/datasets/dataset.h"
@@ -25,6 +27,7 @@
 #include "pipeline/image_decode.h"
 #include "pipeline/synth.h"
 #include "pipeline/preprocess.h"
+#include "pipeline/random.h"
 
 namespace fs = std::filesystem;
 
@@ -33,6 +36,8 @@ namespace {
 
 constexpr int64_t kResizeShorter = 256, kCrop = 224;
 constexpr const char* kCropTransform = "resize256-crop224";
+constexpr double kDefaultTestFraction = 0.2;
+constexpr uint64_t kSplitSeed = 0;
 constexpr const char* kExtensions[] = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"};
 
 bool is_image_name(const fs::path& file) {
@@ -100,15 +105,57 @@ std::vector<std::string> class_folders(const fs::path& dir) {
   return classes;
 }
 
+// Splits each class's samples into train and test by a seeded draw: round(fraction *
+// n) of a class's n images (at least one, never all) go to test; each split keeps the
+// walk's order.
+void split_by_fraction(const fs::path& root, const std::vector<std::string>& classes, const std::vector<Sample>& all,
+                       double fraction, uint64_t seed, std::vector<Sample>& train, std::vector<Sample>& test) {
+  std::vector<std::vector<size_t>> by_class(classes.size());
+  for (size_t i = 0; i < all.size(); ++i) by_class[static_cast<size_t>(all[i].label)].push_back(i);
+  std::vector<bool> to_test(all.size(), false);
+  for (size_t c = 0; c < classes.size(); ++c) {
+    std::vector<size_t> members = by_class[c];
+    if (members.size() < 2) {
+      fail("image folder {}: class '{}' has {} image; a class needs at least 2 to be split into train and test "
+           "(or use {}/train/<class>/ and {}/test/<class>/)",
+           root.string(), classes[c], members.size(), root.string(), root.string());
+    }
+    const auto n = static_cast<int64_t>(members.size());
+    const int64_t k = std::clamp<int64_t>(std::llround(fraction * static_cast<double>(n)), 1, n - 1);
+    SplitMix64 rng(seed ^ (0x9E3779B97F4A7C15ull * (c + 1)));
+    seeded_shuffle(members, rng);
+    for (int64_t i = 0; i < k; ++i) to_test[members[static_cast<size_t>(i)]] = true;
+  }
+  for (size_t i = 0; i < all.size(); ++i) (to_test[i] ? test : train).push_back(all[i]);
+}
+
 class ImageFolder : public Dataset {
  public:
-  ImageFolder(fs::path root, std::string transform) : root_(std::move(root)), transform_(std::move(transform)) {
-    for (const char* split : {"train", "test"}) {
-      std::error_code ec;
-      if (!fs::is_directory(root_ / split, ec)) {
-        fail("image folder {} has no {}/ folder: the layout is {}/train/<class>/... and {}/test/<class>/...",
-             root_.string(), split, root_.string(), root_.string());
+  ImageFolder(fs::path root, std::string transform, bool skip_bad, double test_fraction)
+      : root_(std::move(root)), transform_(std::move(transform)), skip_bad_(skip_bad) {
+    std::error_code ec;
+    if (!fs::is_directory(root_, ec)) fail("image folder: {} is not a folder", root_.string());
+    const bool has_train = fs::is_directory(root_ / "train", ec), has_test = fs::is_directory(root_ / "test", ec);
+    if (has_train != has_test) {
+      fail("image folder {} has a {}/ folder but no {}/ folder: the layout is {}/train/<class>/... and "
+           "{}/test/<class>/..., or one tree {}/<class>/... split by --test-fraction",
+           root_.string(), has_train ? "train" : "test", has_train ? "test" : "train", root_.string(), root_.string(),
+           root_.string());
+    }
+    if (!has_train) {
+      // One tree, ROOT/<class>/...: split into train and test by a seeded fraction.
+      test_fraction_ = test_fraction == -1 ? kDefaultTestFraction : test_fraction;
+      if (!(test_fraction_ > 0 && test_fraction_ < 1)) {
+        usage_fail("--test-fraction must be in (0, 1), got {}", test_fraction_);
       }
+      classes_ = class_folders(root_);
+      check_class_count();
+      split_by_fraction(root_, classes_, scan_split(root_, classes_), test_fraction_, kSplitSeed, train_, test_);
+      return;
+    }
+    if (test_fraction != -1) {
+      usage_fail("--test-fraction {}: image folder {} has its own train/ and test/ folders", test_fraction,
+                 root_.string());
     }
     classes_ = class_folders(root_ / "train");
     const std::vector<std::string> test_classes = class_folders(root_ / "test");
@@ -125,7 +172,7 @@ class ImageFolder : public Dataset {
         }
       }
     }
-    if (classes_.size() > 255) fail("image folder {} has {} classes; at most 255 are supported", root_.string(), classes_.size());
+    check_class_count();
     train_ = scan_split(root_ / "train", classes_);
     test_ = scan_split(root_ / "test", classes_);
   }
@@ -142,50 +189,53 @@ class ImageFolder : public Dataset {
     }
     return out;
   }
+  const std::vector<Sample>& samples(Split split) const { return split == Split::Train ? train_ : test_; }
 
-  DatasetImages load(Split split, int64_t limit) const override {
-    const std::vector<Sample>& samples = split == Split::Train ? train_ : test_;
-    const int64_t n = limit < 0 ? static_cast<int64_t>(samples.size()) : std::min<int64_t>(limit, samples.size());
+  int64_t size(Split split) const override { return static_cast<int64_t>(samples(split).size()); }
+  bool decodes_files() const override { return true; }
+  nlohmann::json reading() const override {
+    nlohmann::json j = {{"skip_bad", skip_bad_}};
+    if (test_fraction_ > 0) {
+      j["split"] = {{"kind", "seeded"}, {"test_fraction", test_fraction_}, {"seed", kSplitSeed}};
+    } else {
+      j["split"] = {{"kind", "folders"}};
+    }
+    return j;
+  }
+
+  DatasetImages read(Split split, int64_t first, int64_t count) const override {
+    const std::vector<Sample>& all = samples(split);
+    const int64_t total = static_cast<int64_t>(all.size());
+    first = std::clamp<int64_t>(first, 0, total);
+    const int64_t n = std::clamp<int64_t>(count, 0, total - first);
     const bool crop = transform_ == kCropTransform;
-    // Without the crop every image keeps its size, which the first one sets.
+    // Without the crop every image keeps its size, which the split's first image sets.
     int64_t side = kCrop;
-    if (!crop && n > 0) side = square_side(samples[0].file);
-    DatasetImages out{torch::empty({n, 3, side, side}, torch::kUInt8), torch::empty({n}, torch::kInt64)};
+    if (!crop && total > 0) side = square_side(all[0].file);
+    DatasetImages out{torch::zeros({n, 3, side, side}, torch::kUInt8), torch::empty({n}, torch::kInt64)};
     uint8_t* images = out.images.data_ptr<uint8_t>();
     int64_t* labels = out.labels.data_ptr<int64_t>();
     const int64_t image_bytes = 3 * side * side;
-    std::mutex first_error_lock;
-    std::string first_error;
-    size_t first_index = SIZE_MAX;
+    std::vector<std::string> errors(static_cast<size_t>(n));
     tbb::parallel_for(int64_t{0}, n, [&](int64_t i) {
-      const fs::path& file = samples[static_cast<size_t>(i)].file;
+      const Sample& sample = all[static_cast<size_t>(first + i)];
+      labels[i] = sample.label;
       try {
-        const RgbImage image = decode_image(file);
-        uint8_t* dst = images + i * image_bytes;
-        if (crop) {
-          const at::Tensor c = resize_and_center_crop(image.pixels.data(), image.width, image.height, kResizeShorter, kCrop);
-          std::copy(c.data_ptr<uint8_t>(), c.data_ptr<uint8_t>() + c.numel(), dst);
-        } else {
-          if (image.width != side || image.height != side) {
-            fail("image {} is {}x{}, but --transform resize needs every image {}x{} (as the first, {}); use the "
-                 "default transform (Resize(256) + CenterCrop(224)) for images of several sizes",
-                 file.string(), image.width, image.height, side, side, samples[0].file.string());
-          }
-          for (int64_t p = 0; p < side * side; ++p) {  // HWC -> CHW
-            for (int64_t c = 0; c < 3; ++c) dst[c * side * side + p] = image.pixels[static_cast<size_t>(p * 3 + c)];
-          }
-        }
-        labels[i] = samples[static_cast<size_t>(i)].label;
+        decode_into(sample.file, crop, side, all[0].file, images + i * image_bytes);
       } catch (const Error& e) {
-        // The first failing file in order is reported, whichever thread met it first.
-        const std::lock_guard<std::mutex> hold(first_error_lock);
-        if (static_cast<size_t>(i) < first_index) {
-          first_index = static_cast<size_t>(i);
-          first_error = e.what();
-        }
+        errors[static_cast<size_t>(i)] = e.what();
       }
     });
-    if (!first_error.empty()) fail("{} (image folder {})", first_error, root_.string());
+    for (int64_t i = 0; i < n; ++i) {
+      const std::string& error = errors[static_cast<size_t>(i)];
+      if (error.empty()) continue;
+      // Without --skip-bad the first failing file in order is the error.
+      if (!skip_bad_) {
+        fail("{} (image folder {}; --skip-bad leaves out images that cannot be read)", error, root_.string());
+      }
+      labels[i] = -1;
+      out.skipped.push_back(error);
+    }
     return out;
   }
 
@@ -200,6 +250,29 @@ class ImageFolder : public Dataset {
   }
 
  private:
+  void check_class_count() const {
+    if (classes_.size() > 254) fail("image folder {} has {} classes; at most 254 are supported", root_.string(), classes_.size());
+  }
+
+  // Decodes one image into dst ([3, side, side] uint8): Resize(256) + CenterCrop(224),
+  // or (--transform resize) as it is, which must be side x side like `first`.
+  static void decode_into(const fs::path& file, bool crop, int64_t side, const fs::path& first, uint8_t* dst) {
+    const RgbImage image = decode_image(file);
+    if (crop) {
+      const at::Tensor c = resize_and_center_crop(image.pixels.data(), image.width, image.height, kResizeShorter, kCrop);
+      std::copy(c.data_ptr<uint8_t>(), c.data_ptr<uint8_t>() + c.numel(), dst);
+      return;
+    }
+    if (image.width != side || image.height != side) {
+      fail("image {} is {}x{}, but --transform resize needs every image {}x{} (as the first, {}); use the "
+           "default transform (Resize(256) + CenterCrop(224)) for images of several sizes",
+           file.string(), image.width, image.height, side, side, first.string());
+    }
+    for (int64_t p = 0; p < side * side; ++p) {  // HWC -> CHW
+      for (int64_t c = 0; c < 3; ++c) dst[c * side * side + p] = image.pixels[static_cast<size_t>(p * 3 + c)];
+    }
+  }
+
   static int64_t square_side(const fs::path& file) {
     const RgbImage first = decode_image(file);
     if (first.width != first.height) {
@@ -211,6 +284,8 @@ class ImageFolder : public Dataset {
 
   fs::path root_;
   std::string transform_;
+  bool skip_bad_ = false;
+  double test_fraction_ = 0;  // > 0: one tree split by it (kSplitSeed)
   std::vector<std::string> classes_;
   std::vector<Sample> train_, test_;
 };
@@ -222,13 +297,14 @@ class FolderKind : public DatasetKind {
   std::string folder_name() const override { return ""; }
   std::optional<DatasetArchive> archive() const override { return std::nullopt; }  // yours: nothing to fetch
   std::string folder_problem(const fs::path&, const std::string&) const override { return ""; }
-  std::unique_ptr<Dataset> open(const fs::path& dir, const std::string& labels,
-                                const std::string& transform) const override {
-    if (!labels.empty()) usage_fail("--labels {}: an image folder's labels are its class folders", labels);
+  std::unique_ptr<Dataset> open(const fs::path& dir, const DatasetOptions& options) const override {
+    if (!options.labels.empty()) usage_fail("--labels {}: an image folder's labels are its class folders", options.labels);
+    const std::string& transform = options.transform;
     if (!transform.empty() && transform != kCropTransform && transform != "resize") {
       usage_fail("unknown --transform '{}': use {} (the default) or resize", transform, kCropTransform);
     }
-    return std::make_unique<ImageFolder>(dir, transform.empty() ? kCropTransform : transform);
+    return std::make_unique<ImageFolder>(dir, transform.empty() ? kCropTransform : transform, options.skip_bad,
+                                         options.test_fraction);
   }
   // Synthetic CIFAR-10 images (synth.h) as 32x32 PNGs: DIR/train/<class>/NNNNN.png
   // and DIR/test/<class>/NNNNN.png, NNNNN the record's index in its split.
@@ -240,7 +316,7 @@ class FolderKind : public DatasetKind {
           // The records are made inside the folder being built, and removed from it.
           const fs::path records = temporary / ".records";
           write_synthetic_cifar({records, train, test, seed});
-          const auto cifar = dataset_kind("cifar10").open(records, "", "");
+          const auto cifar = dataset_kind("cifar10").open(records, DatasetOptions{});
           const std::vector<std::string> names = cifar->class_names();
           for (Split split : {Split::Train, Split::Test}) {
             const DatasetImages data = cifar->load(split, -1);

@@ -1,3 +1,4 @@
+#include <ATen/ATen.h>
 #include <fmt/ranges.h>
 
 #include <algorithm>
@@ -40,19 +41,26 @@ void check_cifar_transform(const std::string& transform, const std::string& titl
   }
 }
 
+void check_cifar_reading(const DatasetOptions& options, const std::string& title) {
+  if (options.skip_bad) usage_fail("--skip-bad is for image folders: {} records are not decoded one by one", title);
+  if (options.test_fraction != -1) {
+    usage_fail("--test-fraction is for image folders of one tree: {} has its own test set", title);
+  }
+}
+
 std::unique_ptr<Dataset> open_dataset(const DatasetOptions& options) {
   // "folder:PATH": the user's image folder at PATH.
   if (options.name.rfind("folder:", 0) == 0) {
     const std::string path = options.name.substr(7);
     if (path.empty()) usage_fail("--dataset folder:PATH needs the folder's path, e.g. folder:photos");
-    return dataset_kind("folder").open(path, options.labels, options.transform);
+    return dataset_kind("folder").open(path, options);
   }
   const DatasetKind& kind = dataset_kind(options.name);
   std::filesystem::path dir = options.data.empty() ? std::filesystem::path("data") : options.data;
   // A data root (what transfer-fetch --out was) holding the dataset's folder means that folder.
   std::error_code ec;
   if (std::filesystem::is_directory(dir / kind.folder_name(), ec)) dir /= kind.folder_name();
-  return kind.open(dir, options.labels, options.transform);
+  return kind.open(dir, options);
 }
 
 nlohmann::json recorded_dataset(const nlohmann::json& value, const std::string& where) {
@@ -75,7 +83,23 @@ nlohmann::json Dataset::describe() const {
   nlohmann::json j = {{"name", name()},       {"title", title()},         {"classes", classes()},
                       {"class_names", class_names()}, {"transform", transform()}};
   if (!labels().empty()) j["labels"] = labels();
+  j.update(reading());
   return j;
+}
+
+DatasetImages slice_records(const DatasetImages& records, int64_t first) {
+  if (first == 0) return records;
+  const int64_t n = records.size();
+  const int64_t from = std::min(first, n);
+  return DatasetImages{records.images.slice(0, from, n).contiguous(), records.labels.slice(0, from, n).contiguous()};
+}
+
+DatasetImages Dataset::load(Split split, int64_t limit) const {
+  const int64_t n = size(split);
+  DatasetImages all = read(split, 0, limit < 0 ? n : std::min(limit, n));
+  if (all.skipped.empty()) return all;
+  const at::Tensor kept = all.labels.ge(0).nonzero().squeeze(1);
+  return DatasetImages{all.images.index_select(0, kept), all.labels.index_select(0, kept), all.skipped};
 }
 
 }  // namespace pipeline
