@@ -1,13 +1,14 @@
 #pragma once
 // Approach 1, step 1 (transfer-extract): run a frozen backbone (pipeline/models/) once
-// over every CIFAR-10 image and keep the chosen layers' activations in the HDF5 feature cache
+// over every image of a dataset (datasets/dataset.h) and keep the chosen layers' activations in the HDF5 feature cache
 // (pipeline/features.h), so that heads can then be trained on them in seconds.
 //
 // Eval mode, no autograd, CUDA when present. On a CPU the model runs in channels-last
 // memory format (oneDNN otherwise reorders weights and activations on every call) with
 // preprocessing between forward calls (a producer thread beside LibTorch's would take
 // cores the model needs); on a GPU the next batch is preprocessed into pinned memory
-// while the GPU works on this one.
+// while the GPU works on this one. An image folder is read from its image store
+// (image_store.h), decoded once.
 
 #include <cstdint>
 #include <filesystem>

@@ -1,6 +1,6 @@
 #pragma once
-// Approach 2 (transfer-finetune): a backbone (pipeline/models/) with a new 10-class last
-// layer, every layer trained end to end with Adam on preprocessed CIFAR-10 batches,
+// Approach 2 (transfer-finetune): a backbone (pipeline/models/) with a new last layer of
+// the dataset's classes, every layer trained end to end with Adam on preprocessed batches,
 // through the shared training loop (pipeline/train.h). Batch norm trains as under
 // torchvision's .train() (batch statistics, running statistics updated); its buffers
 // are in the checkpoint and the best weights, so a resumed run equals an uninterrupted one.
@@ -10,7 +10,9 @@
 // the run is unfinished, checkpoint/ (after every epoch: model, optimizer, RNG, best
 // weights, records) with checkpoint-config.json, from which --resume continues an
 // interrupted run of the same settings (a checkpoint of other settings is discarded);
-// on a CPU the resumed run's final metrics equal an uninterrupted run's.
+// on a CPU the resumed run's final metrics equal an uninterrupted run's. An image
+// folder's decoded images are in images.h5 (image_store.h; or --image-store), kept and
+// reused by later runs on the same images.
 
 #include <cstdint>
 #include <filesystem>

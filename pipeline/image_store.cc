@@ -24,8 +24,7 @@ FeatureReader open_image_store(const Dataset& dataset, const ImageStoreOptions& 
   const int64_t rows[2] = {
       options.limit_train < 0 ? dataset.size(Split::Train) : std::min(options.limit_train, dataset.size(Split::Train)),
       options.limit_test < 0 ? dataset.size(Split::Test) : std::min(options.limit_test, dataset.size(Split::Test))};
-  // Every record has the side of the split's first (the transform fixes it).
-  const int64_t side = rows[0] > 0 ? dataset.read(Split::Train, 0, 1).images.size(2) : 0;
+  const int64_t side = dataset.image_side();
   const json settings = {{"kind", "image-store"},
                          {"dataset", dataset.describe()},
                          {"dataset_sha256", options.dataset_sha256},

@@ -28,11 +28,8 @@ SplitRecords::SplitRecords(std::shared_ptr<const FeatureReader> store, const std
     }
   }
   labels_ = at::tensor(kept, at::kLong);
-  const int64_t width = store_->width(kPixelsTap);
-  int64_t side = 0;
-  while ((side + 1) * (side + 1) * 3 <= width) ++side;
-  if (3 * side * side != width) fail("image store {}: rows of {} bytes are no [3,S,S] images", store_->path().string(), width);
-  side_ = side;
+  // The settings were checked equal to what open_image_store asked for, "side" included.
+  side_ = store_->provenance().at("settings").at("side").get<int64_t>();
 }
 
 DatasetImages SplitRecords::rows(const std::vector<int64_t>& rows) const {
@@ -89,7 +86,12 @@ fs::path image_store_path(const Dataset& dataset, const fs::path& given, const f
   refused.push_back(dataset.folder());  // the user's images stay untouched: nothing is written among them
   refuse_output_over_inputs(store, refused, "--image-store");
   refuse_output_over_inputs(store.string() + ".partial", refused, "--image-store");
-  if (store == out) usage_fail("--image-store {} is --out itself", store.string());
+  // Not one of the stage's own outputs: --out, its partial file, or (in a run folder)
+  // any file but images.h5.
+  const bool clashes = out_is_folder ? (store != default_image_store(out, true) &&
+                                        store.lexically_relative(out).string().rfind("..", 0) != 0)
+                                     : (store == out || store.string() == out.string() + ".partial");
+  if (clashes) usage_fail("--image-store {} is one of the files --out {} is made of", store.string(), out.string());
   prepare_output_file(store, "--image-store");
   return store;
 }

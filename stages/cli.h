@@ -68,6 +68,11 @@ void add_data_flags(CLI::App& app, Options& o) {
                  "--out)");
 }
 
+// ", N unreadable images left out (--skip-bad)" for a summary line; "" for none.
+inline std::string skipped_note(int64_t skipped) {
+  return skipped > 0 ? fmt::format(", {} unreadable image{} left out (--skip-bad)", skipped, skipped == 1 ? "" : "s") : "";
+}
+
 // The flags every model-running stage shares, with the same meaning everywhere.
 inline void add_compute_flags(CLI::App& app, pipeline::ComputeOptions& compute) {
   app.add_option("--device", compute.device, "auto (CUDA when present), cpu or cuda")

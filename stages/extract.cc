@@ -39,8 +39,9 @@ int main(int argc, char** argv) {
     } else if (s.up_to_date) {
       fmt::print("{}: up to date ({:.1f} MiB)\n", options.out.string(), s.file_bytes / 1048576.0);
     } else {
-      fmt::print("{}: {} images in {:.1f} s ({:.1f} images/s) on {}{}, {:.1f} MiB\n", options.out.string(), s.images,
-                 s.seconds, s.images_per_second, s.device, s.resumed ? ", resumed" : "", s.file_bytes / 1048576.0);
+      fmt::print("{}: {} images in {:.1f} s ({:.1f} images/s) on {}{}, {:.1f} MiB{}\n", options.out.string(), s.images,
+                 s.seconds, s.images_per_second, s.device, s.resumed ? ", resumed" : "", s.file_bytes / 1048576.0,
+                 stages::skipped_note(s.skipped));
     }
     return 0;
   });

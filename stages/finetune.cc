@@ -39,9 +39,10 @@ int main(int argc, char** argv) {
       fmt::print("{}: stopped early; rerun with --resume to continue\n", options.out.string());
       return 0;
     }
-    fmt::print("{}: {}fine-tuned, test accuracy {:.2f}% (loss {:.4f}), best epoch {}, {:.1f} s training, {:.1f} images/s\n",
+    fmt::print("{}: {}fine-tuned, test accuracy {:.2f}% (loss {:.4f}), best epoch {}, {:.1f} s training, {:.1f} images/s{}\n",
                options.out.string(), s.up_to_date ? "up to date; " : "", 100 * s.metrics.test_acc,
-               s.metrics.test_loss, s.metrics.best_epoch, s.metrics.train_seconds, s.metrics.images_per_second);
+               s.metrics.test_loss, s.metrics.best_epoch, s.metrics.train_seconds, s.metrics.images_per_second,
+               stages::skipped_note(s.metrics.config.value("skipped_images", int64_t{0})));
     return 0;
   });
 }

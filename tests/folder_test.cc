@@ -297,6 +297,9 @@ TEST(ImageFolder, TheImageStoreIsReusedAndItsRowsEqualDecoding) {
   // The store never goes among the user's images.
   options.image_store = tree / "store.h5";
   EXPECT_THROW(pipeline::run_extract(options), pipeline::UsageError);
+  // Nor over the cache's own partial file.
+  options.image_store = options.out.string() + ".partial";
+  EXPECT_THROW(pipeline::run_extract(options), pipeline::UsageError);
   EXPECT_FALSE(fs::exists(tree / "store.h5"));
   // An image store is not a feature cache.
   pipeline::HeadOptions head;

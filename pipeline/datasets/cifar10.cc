@@ -36,6 +36,7 @@ class Cifar10 : public Dataset {
   DatasetImages read(Split split, int64_t first, int64_t count) const override {
     return slice_records(load_cifar(dir_, split, first + count), first);
   }
+  int64_t image_side() const override { return kCifarSide; }
   std::string digest() const override { return cifar_digest(dir_); }
 
  private:

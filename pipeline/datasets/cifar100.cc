@@ -38,6 +38,7 @@ class Cifar100 : public Dataset {
     return slice_records(decode_cifar_files({cifar100_file(dir_, split)}, cifar100_format(labels_, split), first + count),
                          first);
   }
+  int64_t image_side() const override { return kCifarSide; }
   std::string digest() const override {
     std::string digests;
     for (Split split : {Split::Train, Split::Test}) {

@@ -63,6 +63,9 @@ class Dataset {
   // to read and large decoded, so the stages keep them in an image store
   // (pipeline/image_store.h) instead of decoding a split into memory.
   virtual bool decodes_files() const { return false; }
+  // Records are [3, image_side(), image_side()] (CIFAR: 32; image folders: 224 after the
+  // crop, else the side every image shares).
+  virtual int64_t image_side() const = 0;
   // SHA-256 identifying the data read (the split files' digests, in order).
   virtual std::string digest() const = 0;
 

@@ -151,6 +151,7 @@ class ImageFolder : public Dataset {
       classes_ = class_folders(root_);
       check_class_count();
       split_by_fraction(root_, classes_, scan_split(root_, classes_), test_fraction_, kSplitSeed, train_, test_);
+      set_side();
       return;
     }
     if (test_fraction != -1) {
@@ -175,6 +176,7 @@ class ImageFolder : public Dataset {
     check_class_count();
     train_ = scan_split(root_ / "train", classes_);
     test_ = scan_split(root_ / "test", classes_);
+    set_side();
   }
 
   std::string name() const override { return "folder:" + root_.string(); }
@@ -193,6 +195,7 @@ class ImageFolder : public Dataset {
 
   int64_t size(Split split) const override { return static_cast<int64_t>(samples(split).size()); }
   bool decodes_files() const override { return true; }
+  int64_t image_side() const override { return side_; }
   nlohmann::json reading() const override {
     nlohmann::json j = {{"skip_bad", skip_bad_}};
     if (test_fraction_ > 0) {
@@ -209,9 +212,7 @@ class ImageFolder : public Dataset {
     first = std::clamp<int64_t>(first, 0, total);
     const int64_t n = std::clamp<int64_t>(count, 0, total - first);
     const bool crop = transform_ == kCropTransform;
-    // Without the crop every image keeps its size, which the split's first image sets.
-    int64_t side = kCrop;
-    if (!crop && total > 0) side = square_side(all[0].file);
+    const int64_t side = side_;
     DatasetImages out{torch::zeros({n, 3, side, side}, torch::kUInt8), torch::empty({n}, torch::kInt64)};
     uint8_t* images = out.images.data_ptr<uint8_t>();
     int64_t* labels = out.labels.data_ptr<int64_t>();
@@ -221,7 +222,7 @@ class ImageFolder : public Dataset {
       const Sample& sample = all[static_cast<size_t>(first + i)];
       labels[i] = sample.label;
       try {
-        decode_into(sample.file, crop, side, all[0].file, images + i * image_bytes);
+        decode_into(sample.file, crop, side, train_[0].file, images + i * image_bytes);
       } catch (const Error& e) {
         errors[static_cast<size_t>(i)] = e.what();
       }
@@ -273,6 +274,10 @@ class ImageFolder : public Dataset {
     }
   }
 
+  // Without the crop every image keeps its size, which the first training image sets
+  // for both splits (decoded once, here).
+  void set_side() { side_ = transform_ == kCropTransform ? kCrop : square_side(train_[0].file); }
+
   static int64_t square_side(const fs::path& file) {
     const RgbImage first = decode_image(file);
     if (first.width != first.height) {
@@ -286,6 +291,7 @@ class ImageFolder : public Dataset {
   std::string transform_;
   bool skip_bad_ = false;
   double test_fraction_ = 0;  // > 0: one tree split by it (kSplitSeed)
+  int64_t side_ = kCrop;
   std::vector<std::string> classes_;
   std::vector<Sample> train_, test_;
 };
