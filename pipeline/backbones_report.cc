@@ -22,41 +22,52 @@ namespace {
 
 constexpr const char* kPlot = "accuracy_vs_cost.svg";
 
-// The settings that must agree for a fair ranking: the data and how the heads trained.
-const char* const kCacheSettings[] = {"dataset", "dataset_sha256", "image_size", "normalization", "limit_train", "limit_test",
-                                      "pretrained", "precision", "dtype"};
-const char* const kHeadSettings[] = {"epochs", "lr", "weight_decay", "batch_size", "val_fraction", "seed",
-                                     "sweep_lr", "sweep_wd", "sweep_seeds", "head"};
+// The settings that must agree for a fair ranking: the data, the extraction and how
+// the heads trained. A sweep's grid stands for its lr and weight decay (the chosen
+// head's differ by design).
+struct Setting {
+  const char* name;
+  json (*of)(const RunSettings&);
+};
+const Setting kSettings[] = {
+    {"dataset", [](const RunSettings& s) { return s.dataset; }},
+    {"dataset_sha256", [](const RunSettings& s) { return json(s.dataset_sha256); }},
+    {"image_size", [](const RunSettings& s) { return json(s.image_size); }},
+    {"normalization", [](const RunSettings& s) { return json(s.normalization); }},
+    {"limit_train", [](const RunSettings& s) { return json(s.limit_train); }},
+    {"limit_test", [](const RunSettings& s) { return json(s.limit_test); }},
+    {"pretrained", [](const RunSettings& s) { return json(s.pretrained); }},
+    {"extraction precision", [](const RunSettings& s) { return json(s.extract_precision); }},
+    {"feature dtype", [](const RunSettings& s) { return json(s.feature_dtype); }},
+    {"epochs", [](const RunSettings& s) { return json(s.epochs); }},
+    {"lr", [](const RunSettings& s) { return s.sweep_lr.empty() ? json(s.lr) : json(s.sweep_lr); }},
+    {"weight_decay", [](const RunSettings& s) { return s.sweep_wd.empty() ? json(s.weight_decay) : json(s.sweep_wd); }},
+    {"batch_size", [](const RunSettings& s) { return json(s.batch_size); }},
+    {"val_fraction", [](const RunSettings& s) { return json(s.val_fraction); }},
+    {"seed", [](const RunSettings& s) { return json(s.seed); }},
+    {"sweep_seeds", [](const RunSettings& s) { return json(s.sweep_seeds); }},
+    {"head", [](const RunSettings& s) { return json(s.head); }},
+    {"head precision", [](const RunSettings& s) { return json(s.precision); }},
+};
 
-json setting(const json& config, const char* key, bool cache) {
-  const json& where = cache ? config.value("cache_settings", json::object()) : config;
-  return where.is_object() && where.contains(key) ? where[key] : json(nullptr);
-}
-
-BackboneRow read_row(const fs::path& run, json& config, std::vector<std::string>& notes) {
+BackboneRow read_row(const fs::path& run, RunSettings& settings, std::vector<std::string>& notes) {
   const RunMetrics m = read_metrics(run);
   if (m.approach == "fine-tune") {
     usage_fail("--backbones takes transfer-head runs; {} is a fine-tuning run", run.string());
   }
-  config = m.config;
+  settings = m.settings;
   BackboneRow row;
   row.run = run;
-  const std::string where = "the config of " + run.string();
-  row.backbone = recorded_backbone(config.contains("backbone") ? config["backbone"] : setting(config, "backbone", true),
-                                   where).name();
+  row.backbone = recorded_backbone(json(settings.backbone), (run / "metrics.json").string()).name();
   row.title = backbone(row.backbone).title();
-  row.tap = config.value("tap", "");
+  row.tap = settings.tap;
   row.test_acc = m.test_acc;
   for (const auto& r : m.confusion)
     for (int64_t count : r) row.test_rows += count;
   if (row.test_rows > 0) row.test_se = std::sqrt(row.test_acc * (1 - row.test_acc) / static_cast<double>(row.test_rows));
   row.head_seconds = m.train_seconds;
-  if (fs::exists(run / "sweep.csv")) {  // one line per head after the header
-    const std::string csv = read_file(run / "sweep.csv");
-    row.heads = std::max<int64_t>(1, static_cast<int64_t>(std::count(csv.begin(), csv.end(), '\n')) - 1);
-  }
-  const json features = config.value("features", json(""));
-  row.cache = features.is_string() ? fs::path(features.get<std::string>()) : fs::path();
+  row.heads = settings.heads;
+  row.cache = settings.features;
   try {
     const FeatureReader cache(row.cache);
     row.width = cache.width(row.tap);
@@ -86,23 +97,21 @@ std::string value_text(const json& v) {
 }
 
 // One note per setting that differs between the runs.
-void compare_settings(const std::vector<BackboneRow>& rows, const std::vector<json>& configs,
+void compare_settings(const std::vector<BackboneRow>& rows, const std::vector<RunSettings>& settings,
                       std::vector<std::string>& notes) {
-  const auto check = [&](const char* key, bool cache) {
-    const json first = setting(configs[0], key, cache);
-    for (size_t i = 1; i < configs.size(); ++i) {
-      const json other = setting(configs[i], key, cache);
+  for (const Setting& setting : kSettings) {
+    const json first = setting.of(settings[0]);
+    for (size_t i = 1; i < settings.size(); ++i) {
+      const json other = setting.of(settings[i]);
       if (other != first) {
         notes.push_back(fmt::format("The runs differ in {}: {} for {} ({}), {} for {} ({}); the ranking compares "
                                     "unlike runs.",
-                                    key, value_text(first), rows[0].title, rows[0].run.string(), value_text(other),
-                                    rows[i].title, rows[i].run.string()));
-        return;
+                                    setting.name, value_text(first), rows[0].title, rows[0].run.string(),
+                                    value_text(other), rows[i].title, rows[i].run.string()));
+        break;
       }
     }
-  };
-  for (const char* key : kCacheSettings) check(key, true);
-  for (const char* key : kHeadSettings) check(key, false);
+  }
 }
 
 std::string csv_number(double v, const char* format = "{:.6g}") {
@@ -187,17 +196,13 @@ BackbonesReport write_backbones_report(const BackbonesReportOptions& options) {
   const fs::path out = output_path(options.out, "--out");
   refuse_output_over_inputs(out, options.heads, "--out");
   BackbonesReport report;
-  std::vector<json> configs;
+  std::vector<RunSettings> settings;
   for (const fs::path& run : options.heads) {
-    json config;
-    report.rows.push_back(read_row(run, config, report.notes));
-    configs.push_back(config);
+    settings.emplace_back();
+    report.rows.push_back(read_row(run, settings.back(), report.notes));
   }
-  compare_settings(report.rows, configs, report.notes);
-  const json first_dataset = setting(configs[0], "dataset", true);
-  report.data_title = first_dataset.is_object() && first_dataset.value("title", json()).is_string()
-                          ? first_dataset["title"].get<std::string>()
-                          : "CIFAR-10";
+  compare_settings(report.rows, settings, report.notes);
+  report.data_title = settings[0].dataset["title"].get<std::string>();  // checked_dataset_description fills it
   for (const BackboneRow& row : report.rows) {
     if (!std::isfinite(row.test_se)) {
       report.notes.push_back(fmt::format("{}: its run has no confusion matrix, so its standard error is unknown.",

@@ -280,6 +280,26 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
 
   RunMetrics& metrics = summary.metrics;
   metrics.approach = "fine-tune";
+  RunSettings& settings = metrics.settings;
+  settings.backbone = spec.name();
+  settings.dataset = dataset->describe();
+  settings.dataset_sha256 = dataset_sha256;
+  settings.image_size = options.image_size;
+  settings.pretrained = weights.pretrained;
+  settings.normalization = normalization.name;
+  settings.limit_train = options.limit_train;
+  settings.limit_test = options.limit_test;
+  settings.train_rows = train.size();
+  settings.test_rows = test.size();
+  settings.skipped_images = records.skipped_count;
+  settings.epochs = options.epochs;
+  settings.batch_size = options.batch_size;
+  settings.seed = options.seed;
+  settings.lr = options.lr;
+  settings.weight_decay = 0;  // Adam without weight decay, as the study
+  settings.val_fraction = options.val_fraction;
+  settings.precision = to_string(compute.precision);
+  settings.test_every_epoch = options.test_every_epoch;
   metrics.config = config;
   metrics.config["split"] = split_fingerprint(split);
   metrics.epochs = result.members[0].epochs;

@@ -18,6 +18,7 @@
 #include "pipeline/features.h"
 #include "pipeline/files.h"
 #include "pipeline/random.h"
+#include "pipeline/sweep_csv.h"
 #include "pipeline/torch_files.h"
 
 namespace fs = std::filesystem;
@@ -156,6 +157,56 @@ std::string pretrained_classifier_file(const FeatureReader& cache, std::string& 
   return file;
 }
 
+// What the run records for the reports (run_settings.h): the options, the chosen head
+// and the cache's own settings. A key an older cache lacks is left unrecorded (its
+// default); one of the wrong type is an error naming the cache.
+RunSettings probe_run_settings(const HeadOptions& o, const FeatureReader& cache, const HeadSetting& chosen,
+                               int64_t heads) {
+  const json settings = cache_settings(cache);
+  const std::string where = "feature cache " + cache.path().string();
+  const auto text = [&](const json& object, const char* key) {
+    const json value = object.value(key, json(""));
+    if (!value.is_string()) fail("{}: \"{}\" is not a string", where, key);
+    return value.get<std::string>();
+  };
+  const auto count = [&](const json& object, const char* key, int64_t absent) {
+    return object.contains(key) ? integer_at(object, key, where, "provenance", -1, int64_t{1} << 40) : absent;
+  };
+  RunSettings s;
+  s.backbone = backbone_of(cache).name();
+  s.dataset = dataset_of(cache);
+  s.dataset_sha256 = text(settings, "dataset_sha256");
+  s.image_size = count(settings, "image_size", 0);
+  const json pretrained = settings.value("pretrained", json(false));
+  if (!pretrained.is_boolean()) fail("{}: \"pretrained\" is not true or false", where);
+  s.pretrained = pretrained.get<bool>();
+  s.normalization = text(settings, "normalization");
+  s.limit_train = count(settings, "limit_train", -1);
+  s.limit_test = count(settings, "limit_test", -1);
+  s.train_rows = cache.rows("train");
+  s.test_rows = cache.rows("test");
+  s.skipped_images = std::max<int64_t>(0, count(cache.provenance(), "skipped_images", 0));
+  s.epochs = o.epochs;
+  s.batch_size = o.batch_size;
+  s.seed = o.seed;
+  s.lr = chosen.lr;
+  s.weight_decay = chosen.weight_decay;
+  s.val_fraction = o.val_fraction;
+  s.precision = o.precision;
+  s.test_every_epoch = o.test_every_epoch;
+  s.head = o.head;
+  s.tap = o.tap;
+  s.features = fs::absolute(o.features).lexically_normal().string();
+  s.extract_precision = text(settings, "precision");
+  s.feature_dtype = text(settings, "dtype");
+  s.sweep_lr = o.sweep_lr;
+  s.sweep_wd = o.sweep_wd;
+  s.sweep_seeds = o.sweep_seeds;
+  s.heads = heads;
+  s.cache_settings = settings;
+  return s;
+}
+
 void save_head(const fs::path& file, const at::Tensor& weight, const at::Tensor& bias) {
   torch::serialize::OutputArchive archive;
   archive.write("weight", weight);
@@ -163,17 +214,26 @@ void save_head(const fs::path& file, const at::Tensor& weight, const at::Tensor&
   save_torch_archive(archive, file);
 }
 
-std::string sweep_csv(const std::vector<HeadSetting>& grid, const std::vector<MemberResult>& members,
-                      const std::vector<size_t>& ranking) {
-  std::string csv = std::string(kSweepCsvHeader) + "\n";
+// The sweep's leaderboard (sweep_csv.h), best first.
+std::vector<SweepRow> sweep_rows(const std::vector<HeadSetting>& grid, const std::vector<MemberResult>& members,
+                                 const std::vector<size_t>& ranking) {
+  std::vector<SweepRow> rows;
   for (size_t r = 0; r < ranking.size(); ++r) {
     const size_t m = ranking[r];
     const EpochRecord& best = members[m].epochs[members[m].best_epoch - 1];
-    csv += fmt::format("{},{},{},{},{},{:.6f},{:.6f},{:.6f},{:.6f}\n", r + 1, grid[m].lr, grid[m].weight_decay,
-                       grid[m].init_seed, members[m].best_epoch, best.val_acc, best.val_loss, members[m].test_acc,
-                       members[m].test_loss);
+    SweepRow row;
+    row.rank = static_cast<int64_t>(r + 1);
+    row.lr = grid[m].lr;
+    row.weight_decay = grid[m].weight_decay;
+    row.init_seed = grid[m].init_seed;
+    row.best_epoch = members[m].best_epoch;
+    row.best_val_acc = best.val_acc;
+    row.best_val_loss = best.val_loss;
+    row.test_acc = members[m].test_acc;
+    row.test_loss = members[m].test_loss;
+    rows.push_back(row);
   }
-  return csv;
+  return rows;
 }
 
 }  // namespace
@@ -291,6 +351,7 @@ HeadSummary run_head(const HeadOptions& given) {
 
   RunMetrics metrics;
   metrics.approach = linear ? "linear-probe" : "classifier-head";
+  metrics.settings = probe_run_settings(options, cache, grid[best], static_cast<int64_t>(grid.size()));
   metrics.config = run_config;
   metrics.config["best_setting"] = {{"lr", grid[best].lr}, {"weight_decay", grid[best].weight_decay},
                                     {"init_seed", grid[best].init_seed}};
@@ -313,7 +374,7 @@ HeadSummary run_head(const HeadOptions& given) {
     classifier->save((options.out / "head.pt").string());
   }
   if (grid.size() > 1) {
-    write_file_atomic(options.out / "sweep.csv", sweep_csv(grid, result.members, ranking));
+    write_file_atomic(options.out / "sweep.csv", sweep_csv_text(sweep_rows(grid, result.members, ranking)));
   } else {
     fs::remove(options.out / "sweep.csv", ignored);
   }

@@ -83,7 +83,7 @@ EpochRecord epoch_from_json(const json& e, const std::string& source, const std:
 json to_json(const RunMetrics& m) {
   json epochs = json::array();
   for (const EpochRecord& e : m.epochs) epochs.push_back(to_json(e));
-  return {{"approach", m.approach}, {"config", m.config}, {"epochs", epochs}, {"best_epoch", m.best_epoch},
+  return {{"approach", m.approach}, {"settings", to_json(m.settings)}, {"config", m.config}, {"epochs", epochs}, {"best_epoch", m.best_epoch},
           {"test_loss", m.test_loss}, {"test_acc", m.test_acc}, {"train_seconds", m.train_seconds},
           {"images_per_second", m.images_per_second}, {"device", m.device}, {"confusion", m.confusion}};
 }
@@ -102,6 +102,10 @@ RunMetrics metrics_fields(const json& j, const std::string& source) {
   RunMetrics m;
   if (!j.contains("approach") || !j["approach"].is_string()) fail("{}: missing \"approach\"", source);
   m.approach = j["approach"];
+  if (!j.contains("settings")) {
+    fail("{}: no \"settings\" (written by an older transfer-head or transfer-finetune); rerun that stage", source);
+  }
+  m.settings = run_settings_from_json(j["settings"], source);
   m.config = j.value("config", json::object());
   if (!j.contains("epochs") || !j["epochs"].is_array() || j["epochs"].empty()) {
     fail("{}: \"epochs\" must be a non-empty list", source);

@@ -1,8 +1,10 @@
 #pragma once
 // What a training run produced, as data (DESIGN.md "metrics.json"):
-//   metrics.json  approach, config (every resolved setting), epochs, best_epoch,
-//                 test_loss, test_acc (of the best-validation weights), train_seconds,
-//                 images_per_second, device, confusion (10x10 on test, rows = true class)
+//   metrics.json  approach, settings (run_settings.h: what a reader of results needs,
+//                 one type), config (every resolved option, as the stage's config.json),
+//                 epochs, best_epoch, test_loss, test_acc (of the best-validation
+//                 weights), train_seconds, images_per_second, device, confusion
+//                 (classes x classes on test, rows = true class)
 //   history.csv   epoch,train_loss,train_acc,val_loss,val_acc,seconds,test_loss,test_acc
 // Accuracies are fractions in [0,1]; losses are mean cross-entropy (nats); seconds are
 // wall-clock. test_* per epoch are NaN (empty in the CSV) unless scored every epoch.
@@ -14,6 +16,8 @@
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#include "pipeline/run_settings.h"
 
 namespace pipeline {
 
@@ -27,14 +31,15 @@ struct EpochRecord {
 
 struct RunMetrics {
   std::string approach;  // "linear-probe" | "fine-tune" | "classifier-head"
-  nlohmann::json config = nlohmann::json::object();
+  RunSettings settings;   // what the reports read
+  nlohmann::json config = nlohmann::json::object();  // the stage's own record; reports never read it
   std::vector<EpochRecord> epochs;
   int64_t best_epoch = 0;  // 1-based epoch whose validation accuracy was best
   double test_loss = 0, test_acc = 0;
   double train_seconds = 0;      // all epochs, training and validation
   double images_per_second = 0;  // training images per second of training
   std::string device;
-  std::vector<std::vector<int64_t>> confusion;  // [10][10]
+  std::vector<std::vector<int64_t>> confusion;  // [classes][classes]
 };
 
 // The most epochs a run file may name (a bound for validation, far above any real run).
@@ -56,10 +61,6 @@ nlohmann::json number_or_null(double value);
 // A number for a CSV cell (6 significant digits); NaN or infinity become an empty cell.
 std::string csv_number(double value);
 
-// The first line of sweep.csv (transfer-head writes it, transfer-compare reads it).
-inline constexpr char kSweepCsvHeader[] =
-    "rank,lr,weight_decay,init_seed,best_epoch,best_val_acc,best_val_loss,test_acc,test_loss";
-
 // One epoch as JSON (NaN, e.g. an unscored test, becomes null) and back; the reader
 // throws pipeline::Error naming `source` and `where` for a missing or non-number field.
 nlohmann::json to_json(const EpochRecord& record);
@@ -67,7 +68,9 @@ EpochRecord epoch_from_json(const nlohmann::json& json, const std::string& sourc
 
 nlohmann::json to_json(const RunMetrics& metrics);
 // Validates every field (types, integer ranges, best_epoch among the epochs, a square
-// confusion matrix of counts); throws pipeline::Error naming `source` and the field.
+// confusion matrix of counts, the settings; a file without settings predates them and
+// is refused, so a stage's up-to-date check retrains); throws pipeline::Error naming
+// `source` and the field.
 RunMetrics metrics_from_json(const nlohmann::json& json, const std::string& source);
 
 std::string history_csv(const std::vector<EpochRecord>& epochs);

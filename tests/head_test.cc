@@ -8,6 +8,7 @@
 #include "pipeline/error.h"
 #include "pipeline/features.h"
 #include "pipeline/files.h"
+#include "pipeline/sweep_csv.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -147,6 +148,21 @@ TEST(Head, SweepWritesALeaderboardAndItsBestEqualsALoneRun) {
   EXPECT_EQ(sweep.heads, 8);
   const std::string csv = pipeline::read_file(dir / "run" / "sweep.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 9);
+  // Read back through the one sweep.csv module: ranked, best first, and the best is
+  // the head the run's settings name.
+  const std::vector<pipeline::SweepRow> rows = pipeline::read_sweep(dir / "run" / "sweep.csv");
+  ASSERT_EQ(rows.size(), 8u);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i].rank, static_cast<int64_t>(i + 1));
+    if (i > 0) {
+      EXPECT_LE(rows[i].best_val_acc, rows[i - 1].best_val_acc);
+    }
+  }
+  EXPECT_EQ(rows[0].lr, sweep.best.settings.lr);
+  EXPECT_EQ(rows[0].weight_decay, sweep.best.settings.weight_decay);
+  EXPECT_NEAR(rows[0].test_acc, sweep.best.test_acc, 1e-6);
+  EXPECT_EQ(sweep.best.settings.heads, 8);
+  EXPECT_EQ(sweep.best.settings.sweep_lr, options.sweep_lr);
 
   const json& best = sweep.best.config["best_setting"];
   auto lone = options_for(dir, cache);

@@ -808,7 +808,7 @@ std::vector<Case> all_cases() {
        }),
        kCompare, one, {"metrics.json"}, kNoReport});
   add({"compare_image_size_1e300", with_runs([](Ctx& ctx) {
-         edit_json(ctx.in / "finetune" / "metrics.json", [](json& j) { j["config"]["image_size"] = 1e300; });
+         edit_json(ctx.in / "finetune" / "metrics.json", [](json& j) { j["settings"]["image_size"] = 1e300; });
          edit_json(ctx.in / "finetune" / "config.json", [](json& j) { j["image_size"] = 1e300; });
        }),
        kCompare, one, {"metrics.json|config.json"}, kNoReport});

@@ -8,11 +8,13 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <string>
 
 #include "pipeline/error.h"
 #include "pipeline/features.h"
 #include "pipeline/files.h"
+#include "pipeline/datasets/dataset.h"
 #include "pipeline/metrics.h"
 #include "test_util.h"
 
@@ -58,32 +60,42 @@ RunMetrics fake_run(const std::string& approach, double test_acc, double seconds
   return m;
 }
 
-// A transfer-head run folder: 64 px, 1,000 training images, random weights, bf16 cache;
-// `config_patch` (a JSON merge patch) changes its config.
+// The settings both fake runs share: CIFAR-10, a 1,000/100 subset at 64 px, 3 epochs.
+pipeline::RunSettings common_settings() {
+  pipeline::RunSettings s;
+  s.backbone = "alexnet";
+  s.dataset = pipeline::unrecorded_dataset();  // CIFAR-10's description
+  s.dataset_sha256 = "00";
+  s.image_size = 64;
+  s.limit_train = 1000;
+  s.limit_test = 100;
+  s.train_rows = 1000;
+  s.test_rows = 100;
+  s.epochs = 3;
+  s.batch_size = 128;
+  s.lr = 1e-3;
+  s.val_fraction = 0.2;
+  return s;
+}
+
+// A transfer-head run folder: random weights, a bf16 extraction into a float32 cache;
+// `patch` changes its settings.
 fs::path write_probe(const fs::path& dir, double test_acc = 0.7, double seconds_per_epoch = 0.5,
-                     const json& config_patch = json::object()) {
+                     const std::function<void(pipeline::RunSettings&)>& patch = {}) {
   RunMetrics m = fake_run("linear-probe", test_acc, seconds_per_epoch, 3);
   m.device = "cpu (2 threads)";
-  m.config = {{"stage", "transfer-head"},
-              {"features", (dir / "no-such-cache.h5").string()},
-              {"cache_settings",
-               {{"image_size", 64},
-                {"pretrained", false},
-                {"limit_train", 1000},
-                {"limit_test", 100},
-                {"precision", "bf16"},
-                {"normalization", "imagenet"},
-                {"dtype", "float32"}}},
-              {"tap", "fc7"},
-              {"epochs", 3},
-              {"lr", 1e-3},
-              {"weight_decay", 0.0},
-              {"batch_size", 128},
-              {"val_fraction", 0.2},
-              {"test_every_epoch", false},
-              {"train_rows", 1000},
-              {"test_rows", 100}};
-  m.config.merge_patch(config_patch);
+  pipeline::RunSettings& s = m.settings = common_settings();
+  s.pretrained = false;
+  s.normalization = "imagenet";
+  s.precision = "fp32";
+  s.head = "linear";
+  s.tap = "fc7";
+  s.features = (dir / "no-such-cache.h5").string();
+  s.extract_precision = "bf16";
+  s.feature_dtype = "float32";
+  s.cache_settings = {{"image_size", 64}, {"precision", "bf16"}, {"dtype", "float32"}};
+  if (patch) patch(s);
+  m.config = {{"stage", "transfer-head"}};
   pipeline::write_metrics(dir, m);
   pipeline::write_file_atomic(dir / "config.json", m.config.dump(2));
   return dir;
@@ -93,20 +105,11 @@ fs::path write_probe(const fs::path& dir, double test_acc = 0.7, double seconds_
 fs::path write_finetune(const fs::path& dir, double test_acc = 0.8, double seconds_per_epoch = 40) {
   RunMetrics m = fake_run("fine-tune", test_acc, seconds_per_epoch, 3);
   m.device = "cpu (2 threads), fp32";
-  m.config = {{"stage", "transfer-finetune"},
-              {"pretrained", true},
-              {"epochs", 3},
-              {"lr", 1e-3},
-              {"batch_size", 128},
-              {"image_size", 64},
-              {"normalization", "half"},
-              {"val_fraction", 0.2},
-              {"precision", "fp32"},
-              {"limit_train", 1000},
-              {"limit_test", 100},
-              {"train_rows", 1000},
-              {"test_rows", 100},
-              {"test_every_epoch", false}};
+  pipeline::RunSettings& s = m.settings = common_settings();
+  s.pretrained = true;
+  s.normalization = "half";
+  s.precision = "fp32";
+  m.config = {{"stage", "transfer-finetune"}};
   pipeline::write_metrics(dir, m);
   pipeline::write_file_atomic(dir / "config.json", m.config.dump(2));
   return dir;
@@ -174,7 +177,10 @@ TEST(ReportTest, TableHoldsBothApproachesAndTheStudy) {
 TEST(ReportTest, NamesAHeadTrainedWithBf16ProductsOnAFloat32Cache) {
   TempDir tmp;
   ReportOptions options = options_in(tmp);
-  write_probe(options.head, 0.7, 0.5, {{"cache_settings", {{"precision", "fp32"}}}, {"precision", "bf16"}});
+  write_probe(options.head, 0.7, 0.5, [](pipeline::RunSettings& s) {
+    s.extract_precision = "fp32";
+    s.precision = "bf16";
+  });
   const std::string md = testutil::read_text(pipeline::write_report(options).markdown);
   EXPECT_TRUE(contains(md, "Precision: fp32 features with bf16 head products for the linear probe")) << md;
 }
@@ -294,6 +300,39 @@ TEST(ReportTest, MalformedMetricsIsAnErrorNamingTheFile) {
   EXPECT_THROW(pipeline::write_report(o), pipeline::Error);
 }
 
+TEST(ReportTest, RunSettingsAreOneSchemaAndABadOneIsAnErrorNamingTheField) {
+  TempDir tmp;
+  ReportOptions o = options_in(tmp);
+  // What the stage wrote is what the reader returns, field for field.
+  const RunMetrics head = pipeline::read_metrics(o.head);
+  EXPECT_EQ(pipeline::to_json(head.settings), pipeline::to_json(pipeline::run_settings_from_json(
+                                                  pipeline::to_json(head.settings), "x")));
+  EXPECT_EQ(head.settings.tap, "fc7");
+  EXPECT_EQ(head.settings.extract_precision, "bf16");
+  // A renamed, missing or mistyped setting is an error naming the file and the field,
+  // never a quietly degraded report.
+  const fs::path file = o.head / "metrics.json";
+  const json good = json::parse(testutil::read_text(file));
+  const std::pair<const char*, json> bad[] = {
+      {"image_size", "64"}, {"epochs", 1e300}, {"pretrained", 1}, {"lr", nullptr}, {"dataset", {{"name", "x"}}}};
+  for (const auto& [key, value] : bad) {
+    json j = good;
+    j["settings"][key] = value;
+    pipeline::write_file_atomic(file, j.dump());
+    const std::string message = testutil::error_of([&] { pipeline::write_report(o); });
+    EXPECT_TRUE(contains(message, file.string())) << key << ": " << message;
+    EXPECT_TRUE(contains(message, key)) << key << ": " << message;
+  }
+  json j = good;
+  j["settings"].erase("tap");
+  pipeline::write_file_atomic(file, j.dump());
+  EXPECT_TRUE(contains(testutil::error_of([&] { pipeline::write_report(o); }), "settings.tap is missing"));
+  j.erase("settings");  // a run from before the schema: rerun its stage
+  pipeline::write_file_atomic(file, j.dump());
+  EXPECT_TRUE(contains(testutil::error_of([&] { pipeline::write_report(o); }), "rerun"));
+  EXPECT_FALSE(fs::exists(o.out / "report.md"));
+}
+
 TEST(ReportTest, SwappedFoldersAreAUsageError) {
   TempDir tmp;
   ReportOptions o = options_in(tmp);
@@ -349,9 +388,9 @@ TEST(ReportTest, ExtractionCostComesFromTheCacheProvenance) {
   TempDir tmp;
   ReportOptions o = options_in(tmp);
   o.extract_seconds = std::numeric_limits<double>::quiet_NaN();
-  const json head_config = pipeline::read_metrics(o.head).config;
+  const json cache_settings = pipeline::read_metrics(o.head).settings.cache_settings;
   o.features = tmp / "cache.h5";
-  write_cache(o.features, head_config["cache_settings"], 42.5);
+  write_cache(o.features, cache_settings, 42.5);
   pipeline::ReportResult result = pipeline::write_report(o);
   EXPECT_TRUE(result.conclusion.extract_known);
   EXPECT_DOUBLE_EQ(result.conclusion.probe_seconds, 42.5 + 1.5);
@@ -359,9 +398,9 @@ TEST(ReportTest, ExtractionCostComesFromTheCacheProvenance) {
   EXPECT_TRUE(contains(md, "provenance of " + o.features.string())) << md;
   EXPECT_TRUE(contains(md, "features extracted on cuda:0")) << md;
 
-  // Without --features: the cache the head's config names, when it is still there.
+  // Without --features: the cache the head's run names, when it is still there.
   o.features.clear();
-  write_cache(o.head / "no-such-cache.h5", head_config["cache_settings"], 7);
+  write_cache(o.head / "no-such-cache.h5", cache_settings, 7);
   EXPECT_DOUBLE_EQ(pipeline::write_report(o).conclusion.probe_seconds, 7 + 1.5);
   // ... and an honest "unknown" when it is not.
   fs::remove(o.head / "no-such-cache.h5");
@@ -374,7 +413,7 @@ TEST(ReportTest, ExtractionCostComesFromTheCacheProvenance) {
 
   // A cache without the timing, or no cache at all, is an error naming the file.
   o.features = tmp / "untimed.h5";
-  write_cache(o.features, head_config["cache_settings"], std::numeric_limits<double>::quiet_NaN());
+  write_cache(o.features, cache_settings, std::numeric_limits<double>::quiet_NaN());
   for (const fs::path& file : {o.features, tmp / "missing.h5"}) {
     o.features = file;
     const std::string message = testutil::error_of([&] { pipeline::write_report(o); });

@@ -34,7 +34,34 @@ TEST(Stages, SynthExtractHeadFinetuneCompareEndToEnd) {
                       "/cache.h5 --out " + d + "/compare"),
             0);
   EXPECT_TRUE(fs::exists(dir / "compare" / "report.md"));
-  EXPECT_TRUE(fs::exists(dir / "compare" / "report.json"));
+  // The settings in report.json are those the stages ran with, through the one run
+  // schema (a key renamed by a stage would show here).
+  const nlohmann::json report = nlohmann::json::parse(testutil::read_text(dir / "compare" / "report.json"));
+  const nlohmann::json& probe = report["approaches"]["linear-probe"]["settings"];
+  const nlohmann::json& tune = report["approaches"]["fine-tune"]["settings"];
+  EXPECT_EQ(probe["backbone"], "alexnet");
+  EXPECT_EQ(probe["dataset"]["name"], "cifar10");
+  EXPECT_EQ(probe["image_size"], 64);
+  EXPECT_EQ(probe["pretrained"], false);
+  EXPECT_EQ(probe["normalization"], "imagenet");
+  EXPECT_EQ(probe["train_rows"], 300);
+  EXPECT_EQ(probe["test_rows"], 100);
+  EXPECT_EQ(probe["epochs"], 5);
+  EXPECT_EQ(probe["tap"], "pool5");
+  EXPECT_EQ(probe["head"], "linear");
+  EXPECT_EQ(probe["extract_precision"], "fp32");
+  EXPECT_EQ(probe["feature_dtype"], "float32");
+  EXPECT_EQ(probe["features"], fs::absolute(dir / "cache.h5").lexically_normal().string());
+  EXPECT_EQ(tune["backbone"], "alexnet");
+  EXPECT_EQ(tune["dataset"], probe["dataset"]);
+  EXPECT_EQ(tune["image_size"], 64);
+  EXPECT_EQ(tune["epochs"], 1);
+  EXPECT_EQ(tune["batch_size"], 32);
+  EXPECT_DOUBLE_EQ(tune["lr"].get<double>(), 1e-4);
+  EXPECT_EQ(tune["normalization"], "imagenet");
+  EXPECT_EQ(tune["precision"], "fp32");
+  EXPECT_EQ(tune["train_rows"], 300);
+  EXPECT_EQ(report["inputs"]["extract_seconds_source"], "provenance of " + d + "/cache.h5");
 }
 
 TEST(Stages, BackbonesAreRankedInOneReport) {
