@@ -1,8 +1,8 @@
 // fuzz-parsers: seeded-mutation fuzzing of every reader of untrusted files -- the
 // CIFAR-10 batch decoder, the torch.save reader (zip and legacy formats), the feature-cache reader, the
-// JPEG/PNG decoder and the archive unpacker.
+// JPEG/PNG decoder, the archive unpacker and the run-file reader (metrics.json and its settings).
 //
-//   fuzz-parsers [--iterations N] [--seed S] [--only cifar|torch|cache|image|archive] [--keep DIR]
+//   fuzz-parsers [--iterations N] [--seed S] [--only cifar|torch|cache|image|archive|run] [--keep DIR]
 //                [--verbose 1]   (names each input before parsing it: finds a hang)
 //
 // Each parser starts from valid inputs (made here, or the committed fixtures) and is
@@ -41,6 +41,7 @@
 #include "pipeline/features.h"
 #include "pipeline/image_decode.h"
 #include "pipeline/isolate.h"
+#include "pipeline/metrics.h"
 #include "pipeline/pickle.h"
 #include "pipeline/synth.h"
 
@@ -158,6 +159,31 @@ std::vector<std::string> cache_seeds(const fs::path& dir) {
   return seeds;
 }
 
+// A finished probe run's metrics.json, settings and confusion matrix included.
+std::string run_seed(const fs::path& dir) {
+  pipeline::RunMetrics m;
+  m.approach = "linear-probe";
+  m.settings.backbone = "alexnet";
+  m.settings.dataset = {{"name", "cifar10"}, {"title", "CIFAR-10"}, {"classes", 2}, {"class_names", {"a", "b"}}};
+  m.settings.image_size = 64;
+  m.settings.epochs = 2;
+  m.settings.batch_size = 8;
+  m.settings.lr = 1e-3;
+  m.settings.sweep_lr = {1e-3, 1e-4};
+  m.settings.tap = "fc7";
+  for (int64_t e = 1; e <= 2; ++e) {
+    pipeline::EpochRecord r;
+    r.epoch = e;
+    r.val_acc = 0.5;
+    m.epochs.push_back(r);
+  }
+  m.best_epoch = 2;
+  m.test_acc = 0.75;
+  m.confusion = {{3, 1}, {1, 3}};
+  pipeline::write_metrics(dir, m);
+  return read_bytes(dir / "metrics.json");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -187,6 +213,9 @@ int main(int argc, char** argv) {
   synth.test = 2;
   pipeline::write_synthetic_cifar(synth);
   const fs::path unpack = work / "unpack";
+  const fs::path run = work / "run";
+  fs::create_directories(run);
+  write_bytes(run / "config.json", "{}");
 
   std::vector<Target> targets = {
       {"cifar", {read_bytes(synth.out / "data_batch_1.bin"), read_bytes(synth.out / "test_batch.bin")}, ".bin",
@@ -231,6 +260,12 @@ int main(int argc, char** argv) {
                            {"cifar-10-batches-bin/test_batch.bin", 30730000},
                            {"cifar-10-batches-bin/batches.meta.txt", 1 << 20}};
          pipeline::extract_archive(file, unpack, limits);
+       }},
+      {"run", {run_seed(run)}, ".json",
+       [&](const fs::path& file) {
+         fs::copy_file(file, run / "metrics.json", fs::copy_options::overwrite_existing);
+         const pipeline::RunMetrics m = pipeline::read_metrics(run);
+         (void)pipeline::to_json(m);
        }},
   };
 
