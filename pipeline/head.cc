@@ -246,6 +246,7 @@ HeadSummary run_head(const HeadOptions& given) {
   const FolderLock lock(options.out);  // before any work: writable, and this run's alone
   // Heads train on the CPU; fp16 there is a usage error.
   const Compute compute = resolve_compute({"cpu", options.precision, options.threads});
+  keep_freed_memory();  // every step's batch (2 MB at 128 x 4,096): page faults otherwise (device.h)
   const auto read_start = std::chrono::steady_clock::now();
   FeatureReader cache(options.features);
   if (cache.dtype() == FeatureDtype::UInt8) {

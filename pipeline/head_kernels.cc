@@ -47,7 +47,121 @@ void adam_rows_kernel(int64_t begin, int64_t end, int64_t cols, float* p, const 
   }
 }
 
+constexpr int64_t kLanes = 32;  // independent partial sums per row or output: vectors in flight
+
+// z[r0 + q, j] = bias[j] + sum_i x[r0 + q, i] weight[j, i] for q < R: R rows at once
+// share every load of a weight row (the weights stream from L2, the rows stay in L1).
+template <int R>
+[[gnu::always_inline]] inline void few_linear_block(int64_t r0, int64_t d, int64_t n, const float* x, const float* w, const float* bias,
+                             float* z) {
+  const int64_t body = d - d % kLanes;
+  for (int64_t j = 0; j < n; ++j) {
+    const float* wj = w + j * d;
+    float lanes[R][kLanes] = {};
+    for (int64_t i = 0; i < body; i += kLanes) {
+      for (int q = 0; q < R; ++q) {
+        const float* xr = x + (r0 + q) * d + i;
+        for (int64_t l = 0; l < kLanes; ++l) lanes[q][l] += xr[l] * wj[i + l];
+      }
+    }
+    for (int q = 0; q < R; ++q) {
+      const float* xr = x + (r0 + q) * d;
+      float sum = 0;
+      for (int64_t l = 0; l < kLanes; ++l) sum += lanes[q][l];
+      for (int64_t i = body; i < d; ++i) sum += xr[i] * wj[i];
+      z[(r0 + q) * n + j] = sum + bias[j];
+    }
+  }
+}
+
+TRANSFER_CLONES("avx512f", "avx2", "default")
+void few_linear_rows(int64_t begin, int64_t end, int64_t d, int64_t n, const float* x, const float* w,
+                     const float* bias, float* z) {
+  int64_t r = begin;
+  for (; r + 4 <= end; r += 4) few_linear_block<4>(r, d, n, x, w, bias, z);
+  for (; r < end; ++r) few_linear_block<1>(r, d, n, x, w, bias, z);
+}
+
+// grad[j0 + q, c..c+width) = sum_r g[r, j0 + q] x[r, c..c+width) for q < J, the sum over
+// the rows in order: J outputs at once share every load of a row's block.
+template <int J>
+[[gnu::always_inline]] inline void few_weight_grad_block(int64_t j0, int64_t c, int64_t width, int64_t b, int64_t d, int64_t n,
+                                  const float* g, const float* x, float* grad) {
+  float lanes[J][kLanes] = {};
+  if (width == kLanes) {
+    for (int64_t r = 0; r < b; ++r) {
+      const float* xr = x + r * d + c;
+      for (int q = 0; q < J; ++q) {
+        const float gq = g[r * n + j0 + q];
+        for (int64_t l = 0; l < kLanes; ++l) lanes[q][l] += gq * xr[l];
+      }
+    }
+  } else {
+    for (int64_t r = 0; r < b; ++r) {
+      const float* xr = x + r * d + c;
+      for (int q = 0; q < J; ++q) {
+        const float gq = g[r * n + j0 + q];
+        for (int64_t l = 0; l < width; ++l) lanes[q][l] += gq * xr[l];
+      }
+    }
+  }
+  for (int q = 0; q < J; ++q) {
+    float* out = grad + (j0 + q) * d + c;
+    for (int64_t l = 0; l < width; ++l) out[l] = lanes[q][l];
+  }
+}
+
+// The weight gradient for the columns [begin, end) (a multiple of kLanes but the
+// last): a block of kLanes columns of every batch row (16 KB at B = 128) stays in L1.
+TRANSFER_CLONES("avx512f", "avx2", "default")
+void few_weight_grad_columns(int64_t begin, int64_t end, int64_t b, int64_t d, int64_t n, const float* g,
+                             const float* x, float* grad) {
+  for (int64_t c = begin; c < end; c += kLanes) {
+    const int64_t width = std::min(kLanes, end - c);
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) few_weight_grad_block<4>(j, c, width, b, d, n, g, x, grad);
+    for (; j < n; ++j) few_weight_grad_block<1>(j, c, width, b, d, n, g, x, grad);
+  }
+}
+
+void check_few(const at::Tensor& t, const char* what) {
+  if (t.scalar_type() != at::kFloat || !t.is_contiguous()) fail("few-outputs head kernel: {} must be contiguous float32", what);
+}
+
 }  // namespace
+
+at::Tensor few_outputs_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  check_few(x, "x");
+  check_few(weight, "weight");
+  check_few(bias, "bias");
+  const int64_t b = x.size(0), d = x.size(1), n = weight.size(0);
+  at::Tensor z = at::empty({b, n}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  const float* bp = bias.data_ptr<float>();
+  float* zp = z.data_ptr<float>();
+  at::parallel_for(0, b, 8, [&](int64_t begin, int64_t end) {
+    const FlushSubnormals flush;
+    few_linear_rows(begin, end, d, n, xp, wp, bp, zp);
+  });
+  return z;
+}
+
+void few_outputs_weight_grad(at::Tensor& grad, const at::Tensor& g, const at::Tensor& x) {
+  check_few(grad, "grad");
+  check_few(g, "g");
+  check_few(x, "x");
+  const int64_t b = x.size(0), d = x.size(1), n = g.size(1);
+  const float* gp = g.data_ptr<float>();
+  const float* xp = x.data_ptr<float>();
+  float* out = grad.data_ptr<float>();
+  // Over blocks of kLanes columns, so that a thread's range starts on a block.
+  const int64_t blocks = (d + kLanes - 1) / kLanes;
+  at::parallel_for(0, blocks, 4, [&](int64_t begin, int64_t end) {
+    const FlushSubnormals flush;
+    few_weight_grad_columns(begin * kLanes, std::min(d, end * kLanes), b, d, n, gp, xp, out);
+  });
+}
 
 void fused_adam_rows(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v,
                      const at::Tensor& row_lr, const at::Tensor& row_wd, int64_t step) {

@@ -31,4 +31,20 @@ void fused_adam_rows(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, a
 at::Tensor logits_grad(const at::Tensor& logits, const at::Tensor& labels, int64_t c, const at::Tensor& bias_grad,
                        const BatchScores& scores);
 
+// The products of a head with few outputs (N = heads x classes <= kFewOutputs), where
+// BLAS's packing and kernels are built for wide matrices: OpenBLAS spent more time
+// packing and in sgemm on a lone 10-class head than the head's memory traffic needs.
+// Written for the auto-vectorizer with 32 independent lanes per sum and 4 rows or outputs
+// at once (8 AVX-512 or 16 AVX2 vectors in flight), summed in a fixed order: every clone gives the same bits, within
+// float rounding of BLAS (a different summation order).
+inline constexpr int64_t kFewOutputs = 32;
+
+// z = x . weight^T + bias, rows split over at::parallel_for's threads.
+//   x [B, D], weight [N, D], bias [N]: float32 contiguous -> z [B, N] float32
+at::Tensor few_outputs_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+
+// grad = g^T . x (the weight gradient), columns of D split over the threads.
+//   g [B, N], x [B, D]: float32 contiguous; grad [N, D] float32 contiguous, overwritten
+void few_outputs_weight_grad(at::Tensor& grad, const at::Tensor& g, const at::Tensor& x);
+
 }  // namespace pipeline

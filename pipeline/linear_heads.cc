@@ -49,8 +49,13 @@ LinearHeads::LinearHeads(int64_t inputs, int64_t classes, std::vector<HeadSettin
 
 int64_t LinearHeads::members() const { return static_cast<int64_t>(settings_.size()); }
 
+bool LinearHeads::few_outputs() const { return weight_.size(0) <= kFewOutputs; }
+
 at::Tensor LinearHeads::logits(const at::Tensor& inputs) const {
-  if (matmul_ == c10::kFloat) return torch::addmm(bias_, inputs.to(c10::kFloat), weight_.t());
+  if (matmul_ == c10::kFloat) {
+    const at::Tensor x = inputs.to(c10::kFloat).contiguous();
+    return few_outputs() ? few_outputs_linear(x, weight_, bias_) : torch::addmm(bias_, x, weight_.t());
+  }
   // As autocast runs a Linear: every operand rounded to bfloat16, float32 accumulation
   // inside the product (oneDNN), the result rounded to bfloat16. The rounded weights go
   // into buffers made once, not fresh tensors every step.
@@ -69,7 +74,9 @@ BatchScores LinearHeads::train_step(const Batch& batch) {
   const at::Tensor flat = logits_grad(z, batch.labels, classes_, bias_grad_, scores);
   // Into the same buffer every step: a fresh [K*C, D] tensor (5 MB for 32 heads) cost
   // page faults on every step.
-  if (matmul_ == c10::kFloat) {
+  if (matmul_ == c10::kFloat && few_outputs()) {
+    few_outputs_weight_grad(weight_grad_, flat, x.contiguous());
+  } else if (matmul_ == c10::kFloat) {
     at::mm_out(weight_grad_, flat.t(), x);
   } else {
     at::mm_out(weight_grad_low_, flat.to(matmul_).t(), x);

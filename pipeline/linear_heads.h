@@ -40,6 +40,8 @@ class LinearHeads : public Trainable {
 
  private:
   at::Tensor logits(const at::Tensor& inputs) const;  // [B, K*C] float32
+  // K*C <= kFewOutputs: float32 products by head_kernels.h's few-outputs kernels, not BLAS.
+  bool few_outputs() const;
 
   int64_t classes_;
   c10::ScalarType matmul_;

@@ -1,6 +1,8 @@
 #include "pipeline/head.h"
 
 #include <gtest/gtest.h>
+
+#include <tuple>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
@@ -8,6 +10,7 @@
 #include "pipeline/error.h"
 #include "pipeline/features.h"
 #include "pipeline/files.h"
+#include "pipeline/head_kernels.h"
 #include "pipeline/sweep_csv.h"
 #include "test_util.h"
 
@@ -102,6 +105,23 @@ void expect_stack_equals_lone_heads(c10::ScalarType matmul, double rtol, double 
     EXPECT_TRUE(torch::allclose(logits[k], alone[k]->predict(x)[0], rtol, atol)) << "head " << k;
     EXPECT_TRUE(torch::allclose(stacked.weight(k), alone[k]->weight(0), rtol, atol)) << "head " << k;
     EXPECT_TRUE(torch::allclose(stacked.bias(k), alone[k]->bias(0), rtol, atol)) << "head " << k;
+  }
+}
+
+// The few-outputs kernels (head_kernels.h) equal LibTorch's products up to float
+// rounding, for shapes off every block size (rows, outputs and columns), and give the
+// same bits run after run (a fixed summation order).
+TEST(Head, FewOutputsKernelsEqualLibTorchProducts) {
+  torch::manual_seed(11);
+  for (const auto& [b, n, d] : {std::tuple<int64_t, int64_t, int64_t>{128, 10, 4096}, {7, 3, 45}, {5, 32, 97}, {1, 1, 1}}) {
+    const at::Tensor x = torch::randn({b, d}).relu(), w = torch::randn({n, d}), bias = torch::randn({n});
+    const at::Tensor g = torch::randn({b, n});
+    const at::Tensor z = pipeline::few_outputs_linear(x, w, bias);
+    EXPECT_TRUE(torch::allclose(z, torch::addmm(bias, x, w.t()), 1e-5, 1e-4)) << b << "x" << n << "x" << d;
+    EXPECT_TRUE(torch::equal(z, pipeline::few_outputs_linear(x, w, bias)));
+    at::Tensor grad = torch::full({n, d}, 7.0f);  // overwritten, not added to
+    pipeline::few_outputs_weight_grad(grad, g, x);
+    EXPECT_TRUE(torch::allclose(grad, torch::mm(g.t(), x), 1e-5, 1e-4)) << b << "x" << n << "x" << d;
   }
 }
 
