@@ -312,10 +312,15 @@ HeadSummary run_head(const HeadOptions& given) {
   data.val_rows = split.val;
   data.test_rows.resize(static_cast<size_t>(test_x.size(0)));
   for (int64_t i = 0; i < test_x.size(0); ++i) data.test_rows[i] = i;
+  bool in_place = false;  // training batches read in place by the heads, not gathered (set below)
   data.make_batch = [&](Part part, const std::vector<int64_t>& rows) {
     const at::Tensor index = torch::tensor(rows, torch::kInt64);
     const bool test = part == Part::Test;
-    return Batch{(test ? test_x : train_x).index_select(0, index), (test ? test_y : train_y).index_select(0, index)};
+    const at::Tensor& x = test ? test_x : train_x;
+    const at::Tensor labels = (test ? test_y : train_y).index_select(0, index);
+    // A step of a lone head is memory-bound: gathering its 128 rows (2 MB) cost ~20 %.
+    if (in_place && part == Part::Train) return Batch{at::Tensor(), labels, x, index};
+    return Batch{x.index_select(0, index), labels};
   };
 
   const std::vector<HeadSetting> grid = head_grid(options);
@@ -328,6 +333,7 @@ HeadSummary run_head(const HeadOptions& given) {
                                                   pretrained.get(), compute);
   } else {
     linear = std::make_unique<LinearHeads>(train_x.size(1), classes, grid, compute.dtype());
+    in_place = linear->reads_rows_in_place() && train_x.is_contiguous();
   }
   Trainable& heads = linear ? static_cast<Trainable&>(*linear) : *classifier;
   LoopOptions loop;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "pipeline/error.h"
 #include "pipeline/simd.h"
@@ -52,20 +53,20 @@ constexpr int64_t kLanes = 32;  // independent partial sums per row or output: v
 // z[r0 + q, j] = bias[j] + sum_i x[r0 + q, i] weight[j, i] for q < R: R rows at once
 // share every load of a weight row (the weights stream from L2, the rows stay in L1).
 template <int R>
-[[gnu::always_inline]] inline void few_linear_block(int64_t r0, int64_t d, int64_t n, const float* x, const float* w, const float* bias,
-                             float* z) {
+[[gnu::always_inline]] inline void few_linear_block(int64_t r0, int64_t d, int64_t n, const float* const* x,
+                                                   const float* w, const float* bias, float* z) {
   const int64_t body = d - d % kLanes;
   for (int64_t j = 0; j < n; ++j) {
     const float* wj = w + j * d;
     float lanes[R][kLanes] = {};
     for (int64_t i = 0; i < body; i += kLanes) {
       for (int q = 0; q < R; ++q) {
-        const float* xr = x + (r0 + q) * d + i;
+        const float* xr = x[r0 + q] + i;
         for (int64_t l = 0; l < kLanes; ++l) lanes[q][l] += xr[l] * wj[i + l];
       }
     }
     for (int q = 0; q < R; ++q) {
-      const float* xr = x + (r0 + q) * d;
+      const float* xr = x[r0 + q];
       float sum = 0;
       for (int64_t l = 0; l < kLanes; ++l) sum += lanes[q][l];
       for (int64_t i = body; i < d; ++i) sum += xr[i] * wj[i];
@@ -75,7 +76,7 @@ template <int R>
 }
 
 TRANSFER_CLONES("avx512f", "avx2", "default")
-void few_linear_rows(int64_t begin, int64_t end, int64_t d, int64_t n, const float* x, const float* w,
+void few_linear_rows(int64_t begin, int64_t end, int64_t d, int64_t n, const float* const* x, const float* w,
                      const float* bias, float* z) {
   int64_t r = begin;
   for (; r + 4 <= end; r += 4) few_linear_block<4>(r, d, n, x, w, bias, z);
@@ -85,12 +86,12 @@ void few_linear_rows(int64_t begin, int64_t end, int64_t d, int64_t n, const flo
 // grad[j0 + q, c..c+width) = sum_r g[r, j0 + q] x[r, c..c+width) for q < J, the sum over
 // the rows in order: J outputs at once share every load of a row's block.
 template <int J>
-[[gnu::always_inline]] inline void few_weight_grad_block(int64_t j0, int64_t c, int64_t width, int64_t b, int64_t d, int64_t n,
-                                  const float* g, const float* x, float* grad) {
+[[gnu::always_inline]] inline void few_weight_grad_block(int64_t j0, int64_t c, int64_t width, int64_t b, int64_t d,
+                                                        int64_t n, const float* g, const float* const* x, float* grad) {
   float lanes[J][kLanes] = {};
   if (width == kLanes) {
     for (int64_t r = 0; r < b; ++r) {
-      const float* xr = x + r * d + c;
+      const float* xr = x[r] + c;
       for (int q = 0; q < J; ++q) {
         const float gq = g[r * n + j0 + q];
         for (int64_t l = 0; l < kLanes; ++l) lanes[q][l] += gq * xr[l];
@@ -98,7 +99,7 @@ template <int J>
     }
   } else {
     for (int64_t r = 0; r < b; ++r) {
-      const float* xr = x + r * d + c;
+      const float* xr = x[r] + c;
       for (int q = 0; q < J; ++q) {
         const float gq = g[r * n + j0 + q];
         for (int64_t l = 0; l < width; ++l) lanes[q][l] += gq * xr[l];
@@ -115,9 +116,18 @@ template <int J>
 // last): a block of kLanes columns of every batch row (16 KB at B = 128) stays in L1.
 TRANSFER_CLONES("avx512f", "avx2", "default")
 void few_weight_grad_columns(int64_t begin, int64_t end, int64_t b, int64_t d, int64_t n, const float* g,
-                             const float* x, float* grad) {
+                             const float* const* x, float* grad) {
+  constexpr int64_t kPrefetch = 256;  // columns: each row's next 1 KB, in whole cache lines
   for (int64_t c = begin; c < end; c += kLanes) {
     const int64_t width = std::min(kLanes, end - c);
+    if ((c - begin) % kPrefetch == 0) {
+      // The batch's rows lie anywhere in the split (read in place): ask for each row's
+      // next stretch at once instead of two lines per row at a time.
+      const int64_t stop = std::min(end, c + kPrefetch);
+      for (int64_t r = 0; r < b; ++r) {
+        for (int64_t i = c; i < stop; i += 16) __builtin_prefetch(x[r] + i);
+      }
+    }
     int64_t j = 0;
     for (; j + 4 <= n; j += 4) few_weight_grad_block<4>(j, c, width, b, d, n, g, x, grad);
     for (; j < n; ++j) few_weight_grad_block<1>(j, c, width, b, d, n, g, x, grad);
@@ -128,38 +138,56 @@ void check_few(const at::Tensor& t, const char* what) {
   if (t.scalar_type() != at::kFloat || !t.is_contiguous()) fail("few-outputs head kernel: {} must be contiguous float32", what);
 }
 
+// The batch's row pointers: x's rows in order, or the chosen rows of x.
+std::vector<const float*> row_pointers(const at::Tensor& x, const at::Tensor& rows) {
+  check_few(x, "x");
+  const int64_t d = x.size(1);
+  const float* base = x.data_ptr<float>();
+  std::vector<const float*> out;
+  if (!rows.defined()) {
+    for (int64_t r = 0; r < x.size(0); ++r) out.push_back(base + r * d);
+    return out;
+  }
+  const at::Tensor index = rows.to(at::kLong).contiguous();
+  const int64_t* i = index.data_ptr<int64_t>();
+  for (int64_t r = 0; r < index.numel(); ++r) {
+    if (i[r] < 0 || i[r] >= x.size(0)) fail("batch row {} is outside the {} rows of its split", i[r], x.size(0));
+    out.push_back(base + i[r] * d);
+  }
+  return out;
+}
+
 }  // namespace
 
-at::Tensor few_outputs_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  check_few(x, "x");
+at::Tensor few_outputs_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                              const at::Tensor& rows) {
   check_few(weight, "weight");
   check_few(bias, "bias");
-  const int64_t b = x.size(0), d = x.size(1), n = weight.size(0);
+  const std::vector<const float*> xs = row_pointers(x, rows);
+  const int64_t b = static_cast<int64_t>(xs.size()), d = x.size(1), n = weight.size(0);
   at::Tensor z = at::empty({b, n}, x.options());
-  const float* xp = x.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
   const float* bp = bias.data_ptr<float>();
   float* zp = z.data_ptr<float>();
   at::parallel_for(0, b, 8, [&](int64_t begin, int64_t end) {
     const FlushSubnormals flush;
-    few_linear_rows(begin, end, d, n, xp, wp, bp, zp);
+    few_linear_rows(begin, end, d, n, xs.data(), wp, bp, zp);
   });
   return z;
 }
 
-void few_outputs_weight_grad(at::Tensor& grad, const at::Tensor& g, const at::Tensor& x) {
+void few_outputs_weight_grad(at::Tensor& grad, const at::Tensor& g, const at::Tensor& x, const at::Tensor& rows) {
   check_few(grad, "grad");
   check_few(g, "g");
-  check_few(x, "x");
-  const int64_t b = x.size(0), d = x.size(1), n = g.size(1);
+  const std::vector<const float*> xs = row_pointers(x, rows);
+  const int64_t b = static_cast<int64_t>(xs.size()), d = x.size(1), n = g.size(1);
   const float* gp = g.data_ptr<float>();
-  const float* xp = x.data_ptr<float>();
   float* out = grad.data_ptr<float>();
   // Over blocks of kLanes columns, so that a thread's range starts on a block.
   const int64_t blocks = (d + kLanes - 1) / kLanes;
   at::parallel_for(0, blocks, 4, [&](int64_t begin, int64_t end) {
     const FlushSubnormals flush;
-    few_weight_grad_columns(begin * kLanes, std::min(d, end * kLanes), b, d, n, gp, xp, out);
+    few_weight_grad_columns(begin * kLanes, std::min(d, end * kLanes), b, d, n, gp, xs.data(), out);
   });
 }
 

@@ -39,12 +39,17 @@ at::Tensor logits_grad(const at::Tensor& logits, const at::Tensor& labels, int64
 // float rounding of BLAS (a different summation order).
 inline constexpr int64_t kFewOutputs = 32;
 
+// Each takes its B input rows either as x [B, D] or, with `rows` defined, as the rows
+// [B] int64 of x [N, D] read in place (no gathered copy of the batch; an index outside
+// 0..N-1 is a pipeline::Error). The same rows give the same bits either way.
+
 // z = x . weight^T + bias, rows split over at::parallel_for's threads.
-//   x [B, D], weight [N, D], bias [N]: float32 contiguous -> z [B, N] float32
-at::Tensor few_outputs_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+//   x float32 contiguous, weight [N_out, D], bias [N_out] float32 -> z [B, N_out] float32
+at::Tensor few_outputs_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                              const at::Tensor& rows = {});
 
 // grad = g^T . x (the weight gradient), columns of D split over the threads.
-//   g [B, N], x [B, D]: float32 contiguous; grad [N, D] float32 contiguous, overwritten
-void few_outputs_weight_grad(at::Tensor& grad, const at::Tensor& g, const at::Tensor& x);
+//   g [B, N_out] float32 contiguous; grad [N_out, D] float32 contiguous, overwritten
+void few_outputs_weight_grad(at::Tensor& grad, const at::Tensor& g, const at::Tensor& x, const at::Tensor& rows = {});
 
 }  // namespace pipeline

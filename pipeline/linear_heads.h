@@ -31,10 +31,14 @@ class LinearHeads : public Trainable {
               c10::ScalarType matmul = c10::kFloat);
   int64_t members() const override;
   void set_training(bool) override {}
-  BatchScores train_step(const Batch& batch) override;  // inputs [B,D] CPU, float32 or the matmul dtype
+  // inputs [B,D] CPU, float32 or the matmul dtype; or rows in place (reads_rows_in_place)
+  BatchScores train_step(const Batch& batch) override;
   at::Tensor predict(const at::Tensor& inputs) override;
   void keep_best(int64_t member) override;
   void use_best() override;
+  // True when train_step takes a Batch of rows in place (train.h Batch::source/rows,
+  // inputs undefined): float32 products of few outputs, which read rows where they are.
+  bool reads_rows_in_place() const;
   at::Tensor weight(int64_t member) const;  // [C, D]
   at::Tensor bias(int64_t member) const;    // [C]
 
@@ -42,6 +46,8 @@ class LinearHeads : public Trainable {
   at::Tensor logits(const at::Tensor& inputs) const;  // [B, K*C] float32
   // K*C <= kFewOutputs: float32 products by head_kernels.h's few-outputs kernels, not BLAS.
   bool few_outputs() const;
+  BatchScores step_on_rows(const Batch& batch);      // train_step on Batch::source/rows
+  BatchScores update(const BatchScores& scores);     // the Adam step on the gradients, then scores
 
   int64_t classes_;
   c10::ScalarType matmul_;

@@ -24,6 +24,9 @@ namespace pipeline {
 struct Batch {
   at::Tensor inputs;  // on the model's device, whatever the model takes
   at::Tensor labels;  // [B] int64, CPU
+  // For a model that reads its rows in place (LinearHeads::reads_rows_in_place): inputs
+  // left undefined, the batch is these rows [B] int64 of source [N, D], never copied.
+  at::Tensor source{}, rows{};
 };
 
 // A batch's summed cross-entropy and number of right answers, per member.

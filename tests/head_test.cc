@@ -125,6 +125,29 @@ TEST(Head, FewOutputsKernelsEqualLibTorchProducts) {
   }
 }
 
+// A lone head reads its training rows in place (no gathered copy): the same steps,
+// bit for bit, as on the gathered batch; a row outside the split is an error.
+TEST(Head, RowsReadInPlaceTrainExactlyAsAGatheredBatch) {
+  torch::manual_seed(12);
+  const at::Tensor x = torch::randn({300, 70}).relu(), y = torch::randint(0, 10, {300}, torch::kLong);
+  pipeline::LinearHeads gathered(70, 10, {{1e-2, 1e-4, 3}}), in_place(70, 10, {{1e-2, 1e-4, 3}});
+  ASSERT_TRUE(in_place.reads_rows_in_place());
+  for (int step = 0; step < 15; ++step) {
+    const at::Tensor rows = torch::randint(0, 300, {33}, torch::kLong);
+    const auto a = gathered.train_step({x.index_select(0, rows), y.index_select(0, rows)});
+    const auto b = in_place.train_step({at::Tensor(), y.index_select(0, rows), x, rows});
+    EXPECT_TRUE(torch::equal(a.loss_sum, b.loss_sum)) << "step " << step;
+    EXPECT_TRUE(torch::equal(a.correct, b.correct)) << "step " << step;
+  }
+  EXPECT_TRUE(torch::equal(gathered.weight(0), in_place.weight(0)));
+  EXPECT_TRUE(torch::equal(gathered.bias(0), in_place.bias(0)));
+  EXPECT_THROW(in_place.train_step({at::Tensor(), y.slice(0, 0, 1), x, torch::tensor({300}, torch::kLong)}),
+               pipeline::Error);
+  pipeline::LinearHeads wide(70, 10, std::vector<pipeline::HeadSetting>(4, {1e-2, 0.0, 1}));  // 40 outputs: BLAS
+  EXPECT_FALSE(wide.reads_rows_in_place());
+  EXPECT_THROW(wide.train_step({at::Tensor(), y.slice(0, 0, 2), x, torch::arange(2)}), pipeline::Error);
+}
+
 TEST(Head, SweepHeadsEqualHeadsTrainedAlone) { expect_stack_equals_lone_heads(c10::kFloat, 1e-4, 1e-5); }
 
 TEST(Head, Bf16SweepHeadsEqualHeadsTrainedAlone) { expect_stack_equals_lone_heads(c10::kBFloat16, 1e-2, 1e-3); }
