@@ -3,10 +3,11 @@
 // full fine-tuning run (transfer-finetune) and beside the study they reproduce.
 //
 // Reads   <head>/metrics.json (approach "linear-probe"), optionally <head>/sweep.csv,
-//         <finetune>/metrics.json (approach "fine-tune"), and the one-time extraction
-//         cost of the probe: --extract-seconds, or the "extract_seconds" key of a feature
-//         cache's provenance (--features, else the cache named in the head's config when
-//         it is still readable; otherwise the cost is reported as unknown).
+//         <finetune>/metrics.json (approach "fine-tune"), each run's settings through the
+//         one run schema (run_settings.h), and the one-time extraction cost of the probe:
+//         --extract-seconds, or the "extract_seconds" key of a feature cache's provenance
+//         (--features, else the cache the head's settings name when it is still
+//         readable; otherwise the cost is reported as unknown).
 // Writes  into options.out, each file through a temporary name and a rename:
 //   report.md      for people: conclusion, the results table beside the study's numbers,
 //                  every difference from the study, per-class accuracy, the sweep's
