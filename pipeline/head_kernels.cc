@@ -50,37 +50,50 @@ void adam_rows_kernel(int64_t begin, int64_t end, int64_t cols, float* p, const 
 
 constexpr int64_t kLanes = 32;  // independent partial sums per row or output: vectors in flight
 
-// z[r0 + q, j] = bias[j] + sum_i x[r0 + q, i] weight[j, i] for q < R: R rows at once
-// share every load of a weight row (the weights stream from L2, the rows stay in L1).
-template <int R>
-[[gnu::always_inline]] inline void few_linear_block(int64_t r0, int64_t d, int64_t n, const float* const* x,
-                                                   const float* w, const float* bias, float* z) {
+// z[r0 + q, j0 + p] = bias[j0 + p] + sum_i x[r0 + q, i] weight[j0 + p, i] for q < R,
+// p < J: R rows and J outputs at once share their loads (the weights stream from L2, the
+// rows from wherever they are). Each sum runs in the same order whatever R and J.
+template <int R, int J>
+[[gnu::always_inline]] inline void few_linear_block(int64_t r0, int64_t j0, int64_t d, int64_t n,
+                                                   const float* const* x, const float* w, const float* bias,
+                                                   float* z) {
   const int64_t body = d - d % kLanes;
-  for (int64_t j = 0; j < n; ++j) {
-    const float* wj = w + j * d;
-    float lanes[R][kLanes] = {};
-    for (int64_t i = 0; i < body; i += kLanes) {
-      for (int q = 0; q < R; ++q) {
-        const float* xr = x[r0 + q] + i;
-        for (int64_t l = 0; l < kLanes; ++l) lanes[q][l] += xr[l] * wj[i + l];
+  float lanes[R][J][kLanes] = {};
+  for (int64_t i = 0; i < body; i += kLanes) {
+    for (int q = 0; q < R; ++q) {
+      const float* xr = x[r0 + q] + i;
+      for (int p = 0; p < J; ++p) {
+        const float* wj = w + (j0 + p) * d + i;
+        for (int64_t l = 0; l < kLanes; ++l) lanes[q][p][l] += xr[l] * wj[l];
       }
     }
-    for (int q = 0; q < R; ++q) {
-      const float* xr = x[r0 + q];
+  }
+  for (int q = 0; q < R; ++q) {
+    const float* xr = x[r0 + q];
+    for (int p = 0; p < J; ++p) {
+      const float* wj = w + (j0 + p) * d;
       float sum = 0;
-      for (int64_t l = 0; l < kLanes; ++l) sum += lanes[q][l];
+      for (int64_t l = 0; l < kLanes; ++l) sum += lanes[q][p][l];
       for (int64_t i = body; i < d; ++i) sum += xr[i] * wj[i];
-      z[(r0 + q) * n + j] = sum + bias[j];
+      z[(r0 + q) * n + j0 + p] = sum + bias[j0 + p];
     }
   }
+}
+
+template <int R>
+[[gnu::always_inline]] inline void few_linear_outputs(int64_t r0, int64_t d, int64_t n, const float* const* x,
+                                                     const float* w, const float* bias, float* z) {
+  int64_t j = 0;
+  for (; j + 2 <= n; j += 2) few_linear_block<R, 2>(r0, j, d, n, x, w, bias, z);
+  for (; j < n; ++j) few_linear_block<R, 1>(r0, j, d, n, x, w, bias, z);
 }
 
 TRANSFER_CLONES("avx512f", "avx2", "default")
 void few_linear_rows(int64_t begin, int64_t end, int64_t d, int64_t n, const float* const* x, const float* w,
                      const float* bias, float* z) {
   int64_t r = begin;
-  for (; r + 4 <= end; r += 4) few_linear_block<4>(r, d, n, x, w, bias, z);
-  for (; r < end; ++r) few_linear_block<1>(r, d, n, x, w, bias, z);
+  for (; r + 4 <= end; r += 4) few_linear_outputs<4>(r, d, n, x, w, bias, z);
+  for (; r < end; ++r) few_linear_outputs<1>(r, d, n, x, w, bias, z);
 }
 
 // grad[j0 + q, c..c+width) = sum_r g[r, j0 + q] x[r, c..c+width) for q < J, the sum over
