@@ -22,33 +22,22 @@ namespace {
 
 constexpr const char* kPlot = "accuracy_vs_cost.svg";
 
-// The settings that must agree for a fair ranking: the data, the extraction and how
-// the heads trained. A sweep's grid stands for its lr and weight decay (the chosen
-// head's differ by design).
-struct Setting {
-  const char* name;
-  json (*of)(const RunSettings&);
-};
-const Setting kSettings[] = {
-    {"dataset", [](const RunSettings& s) { return s.dataset; }},
-    {"dataset_sha256", [](const RunSettings& s) { return json(s.dataset_sha256); }},
-    {"image_size", [](const RunSettings& s) { return json(s.image_size); }},
-    {"normalization", [](const RunSettings& s) { return json(s.normalization); }},
-    {"limit_train", [](const RunSettings& s) { return json(s.limit_train); }},
-    {"limit_test", [](const RunSettings& s) { return json(s.limit_test); }},
-    {"pretrained", [](const RunSettings& s) { return json(s.pretrained); }},
-    {"extraction precision", [](const RunSettings& s) { return json(s.extract_precision); }},
-    {"feature dtype", [](const RunSettings& s) { return json(s.feature_dtype); }},
-    {"epochs", [](const RunSettings& s) { return json(s.epochs); }},
-    {"lr", [](const RunSettings& s) { return s.sweep_lr.empty() ? json(s.lr) : json(s.sweep_lr); }},
-    {"weight_decay", [](const RunSettings& s) { return s.sweep_wd.empty() ? json(s.weight_decay) : json(s.sweep_wd); }},
-    {"batch_size", [](const RunSettings& s) { return json(s.batch_size); }},
-    {"val_fraction", [](const RunSettings& s) { return json(s.val_fraction); }},
-    {"seed", [](const RunSettings& s) { return json(s.seed); }},
-    {"sweep_seeds", [](const RunSettings& s) { return json(s.sweep_seeds); }},
-    {"head", [](const RunSettings& s) { return json(s.head); }},
-    {"head precision", [](const RunSettings& s) { return json(s.precision); }},
-};
+// The settings (run_settings.h's keys) that must agree for a fair ranking: the data,
+// the extraction and how the heads trained.
+const char* const kMustAgree[] = {"dataset",     "dataset_sha256", "image_size",        "normalization",
+                                  "limit_train", "limit_test",     "pretrained",        "extract_precision",
+                                  "feature_dtype", "epochs",       "lr",                "weight_decay",
+                                  "batch_size",  "val_fraction",   "seed",              "sweep_seeds",
+                                  "head",        "precision"};
+
+// The run's settings as compared: a sweep's grid stands for its lr and weight decay
+// (its chosen head's differ by design).
+json compared(const RunSettings& s) {
+  json j = to_json(s);
+  if (!s.sweep_lr.empty()) j["lr"] = s.sweep_lr;
+  if (!s.sweep_wd.empty()) j["weight_decay"] = s.sweep_wd;
+  return j;
+}
 
 BackboneRow read_row(const fs::path& run, RunSettings& settings, std::vector<std::string>& notes) {
   const RunMetrics m = read_metrics(run);
@@ -99,15 +88,15 @@ std::string value_text(const json& v) {
 // One note per setting that differs between the runs.
 void compare_settings(const std::vector<BackboneRow>& rows, const std::vector<RunSettings>& settings,
                       std::vector<std::string>& notes) {
-  for (const Setting& setting : kSettings) {
-    const json first = setting.of(settings[0]);
-    for (size_t i = 1; i < settings.size(); ++i) {
-      const json other = setting.of(settings[i]);
-      if (other != first) {
+  std::vector<json> runs;
+  for (const RunSettings& s : settings) runs.push_back(compared(s));
+  for (const char* key : kMustAgree) {
+    for (size_t i = 1; i < runs.size(); ++i) {
+      if (runs[i][key] != runs[0][key]) {
         notes.push_back(fmt::format("The runs differ in {}: {} for {} ({}), {} for {} ({}); the ranking compares "
                                     "unlike runs.",
-                                    setting.name, value_text(first), rows[0].title, rows[0].run.string(),
-                                    value_text(other), rows[i].title, rows[i].run.string()));
+                                    key, value_text(runs[0][key]), rows[0].title, rows[0].run.string(),
+                                    value_text(runs[i][key]), rows[i].title, rows[i].run.string()));
         break;
       }
     }

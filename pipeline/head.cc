@@ -169,23 +169,24 @@ RunSettings probe_run_settings(const HeadOptions& o, const FeatureReader& cache,
     if (!value.is_string()) fail("{}: \"{}\" is not a string", where, key);
     return value.get<std::string>();
   };
-  const auto count = [&](const json& object, const char* key, int64_t absent) {
-    return object.contains(key) ? integer_at(object, key, where, "provenance", -1, int64_t{1} << 40) : absent;
+  // In the ranges run_settings_from_json accepts, so that the run reads back.
+  const auto count = [&](const json& object, const char* key, int64_t min, int64_t absent) {
+    return object.contains(key) ? integer_at(object, key, where, "provenance", min, int64_t{1} << 40) : absent;
   };
   RunSettings s;
   s.backbone = backbone_of(cache).name();
   s.dataset = dataset_of(cache);
   s.dataset_sha256 = text(settings, "dataset_sha256");
-  s.image_size = count(settings, "image_size", 0);
+  s.image_size = count(settings, "image_size", 1, 0);
   const json pretrained = settings.value("pretrained", json(false));
   if (!pretrained.is_boolean()) fail("{}: \"pretrained\" is not true or false", where);
   s.pretrained = pretrained.get<bool>();
   s.normalization = text(settings, "normalization");
-  s.limit_train = count(settings, "limit_train", -1);
-  s.limit_test = count(settings, "limit_test", -1);
+  s.limit_train = count(settings, "limit_train", -1, -1);
+  s.limit_test = count(settings, "limit_test", -1, -1);
   s.train_rows = cache.rows("train");
   s.test_rows = cache.rows("test");
-  s.skipped_images = std::max<int64_t>(0, count(cache.provenance(), "skipped_images", 0));
+  s.skipped_images = count(cache.provenance(), "skipped_images", 0, 0);
   s.epochs = o.epochs;
   s.batch_size = o.batch_size;
   s.seed = o.seed;
@@ -246,7 +247,7 @@ HeadSummary run_head(const HeadOptions& given) {
   const FolderLock lock(options.out);  // before any work: writable, and this run's alone
   // Heads train on the CPU; fp16 there is a usage error.
   const Compute compute = resolve_compute({"cpu", options.precision, options.threads});
-  keep_freed_memory();  // every step's batch (2 MB at 128 x 4,096): page faults otherwise (device.h)
+  keep_freed_memory();  // batch after batch (16 MB per scoring batch): page faults otherwise (device.h)
   const auto read_start = std::chrono::steady_clock::now();
   FeatureReader cache(options.features);
   if (cache.dtype() == FeatureDtype::UInt8) {
@@ -312,17 +313,6 @@ HeadSummary run_head(const HeadOptions& given) {
   data.val_rows = split.val;
   data.test_rows.resize(static_cast<size_t>(test_x.size(0)));
   for (int64_t i = 0; i < test_x.size(0); ++i) data.test_rows[i] = i;
-  bool in_place = false;  // training batches read in place by the heads, not gathered (set below)
-  data.make_batch = [&](Part part, const std::vector<int64_t>& rows) {
-    const at::Tensor index = torch::tensor(rows, torch::kInt64);
-    const bool test = part == Part::Test;
-    const at::Tensor& x = test ? test_x : train_x;
-    const at::Tensor labels = (test ? test_y : train_y).index_select(0, index);
-    // A step of a lone head is memory-bound: gathering its 128 rows (2 MB) cost ~20 %.
-    if (in_place && part == Part::Train) return Batch{at::Tensor(), labels, x, index};
-    return Batch{x.index_select(0, index), labels};
-  };
-
   const std::vector<HeadSetting> grid = head_grid(options);
   std::unique_ptr<LinearHeads> linear;
   std::unique_ptr<ClassifierHead> classifier;
@@ -333,8 +323,17 @@ HeadSummary run_head(const HeadOptions& given) {
                                                   pretrained.get(), compute);
   } else {
     linear = std::make_unique<LinearHeads>(train_x.size(1), classes, grid, compute.dtype());
-    in_place = linear->reads_rows_in_place() && train_x.is_contiguous();
   }
+  data.make_batch = [&](Part part, const std::vector<int64_t>& rows) {
+    const at::Tensor index = torch::tensor(rows, torch::kInt64);
+    const bool test = part == Part::Test;
+    const at::Tensor& x = test ? test_x : train_x;
+    const at::Tensor labels = (test ? test_y : train_y).index_select(0, index);
+    // A step of a lone head is memory-bound: gathering its 128 rows (2 MB) cost ~20 %.
+    if (linear && linear->reads_rows_in_place() && part == Part::Train) return Batch{at::Tensor(), labels, x, index};
+    return Batch{x.index_select(0, index), labels};
+  };
+
   Trainable& heads = linear ? static_cast<Trainable&>(*linear) : *classifier;
   LoopOptions loop;
   loop.epochs = options.epochs;

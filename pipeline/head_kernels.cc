@@ -102,7 +102,7 @@ template <int J>
 [[gnu::always_inline]] inline void few_weight_grad_block(int64_t j0, int64_t c, int64_t width, int64_t b, int64_t d,
                                                         int64_t n, const float* g, const float* const* x, float* grad) {
   float lanes[J][kLanes] = {};
-  if (width == kLanes) {
+  if (width == kLanes) {  // a full block: a constant trip count, which vectorizes; the last block may be short
     for (int64_t r = 0; r < b; ++r) {
       const float* xr = x[r] + c;
       for (int q = 0; q < J; ++q) {

@@ -49,15 +49,13 @@ LinearHeads::LinearHeads(int64_t inputs, int64_t classes, std::vector<HeadSettin
 
 int64_t LinearHeads::members() const { return static_cast<int64_t>(settings_.size()); }
 
-bool LinearHeads::few_outputs() const { return weight_.size(0) <= kFewOutputs; }
+bool LinearHeads::own_kernels() const { return matmul_ == c10::kFloat && weight_.size(0) <= kFewOutputs; }
 
-bool LinearHeads::reads_rows_in_place() const { return few_outputs() && matmul_ == c10::kFloat; }
+bool LinearHeads::reads_rows_in_place() const { return own_kernels(); }
 
 at::Tensor LinearHeads::logits(const at::Tensor& inputs) const {
-  if (matmul_ == c10::kFloat) {
-    const at::Tensor x = inputs.to(c10::kFloat).contiguous();
-    return few_outputs() ? few_outputs_linear(x, weight_, bias_) : torch::addmm(bias_, x, weight_.t());
-  }
+  if (own_kernels()) return few_outputs_linear(inputs.to(c10::kFloat).contiguous(), weight_, bias_);
+  if (matmul_ == c10::kFloat) return torch::addmm(bias_, inputs.to(c10::kFloat), weight_.t());
   // As autocast runs a Linear: every operand rounded to bfloat16, float32 accumulation
   // inside the product (oneDNN), the result rounded to bfloat16. The rounded weights go
   // into buffers made once, not fresh tensors every step.
@@ -68,44 +66,26 @@ at::Tensor LinearHeads::logits(const at::Tensor& inputs) const {
 
 BatchScores LinearHeads::train_step(const Batch& batch) {
   torch::NoGradGuard no_grad;
-  if (!batch.inputs.defined()) {
-    if (!reads_rows_in_place()) fail("linear heads: a batch of rows in place needs float32 products of few outputs");
-    return step_on_rows(batch);
-  }
-  const at::Tensor x = batch.inputs.to(matmul_);
+  const bool in_place = !batch.inputs.defined();
+  if (in_place && !own_kernels()) fail("linear heads: a batch of rows in place needs float32 products of few outputs");
   const int64_t k = members();
-  const at::Tensor z = logits(x);  // [B, K*C]
+  // The rows the products read: the batch's inputs, or its rows of `source` where they are.
+  const at::Tensor x = in_place ? batch.source : batch.inputs.to(matmul_);
+  const at::Tensor rows = in_place ? batch.rows : at::Tensor();
+  const at::Tensor z = own_kernels() ? few_outputs_linear(x.contiguous(), weight_, bias_, rows) : logits(x);  // [B, K*C]
   bias_grad_.zero_();
   const BatchScores scores{torch::zeros({k}, torch::kFloat64), torch::zeros({k}, torch::kInt64)};
   const at::Tensor flat = logits_grad(z, batch.labels, classes_, bias_grad_, scores);
   // Into the same buffer every step: a fresh [K*C, D] tensor (5 MB for 32 heads) cost
   // page faults on every step.
-  if (matmul_ == c10::kFloat && few_outputs()) {
-    few_outputs_weight_grad(weight_grad_, flat, x.contiguous());
-    return update(scores);
-  }
-  if (matmul_ == c10::kFloat) {
+  if (own_kernels()) {
+    few_outputs_weight_grad(weight_grad_, flat, x.contiguous(), rows);
+  } else if (matmul_ == c10::kFloat) {
     at::mm_out(weight_grad_, flat.t(), x);
   } else {
     at::mm_out(weight_grad_low_, flat.to(matmul_).t(), x);
     weight_grad_.copy_(weight_grad_low_);
   }
-  return update(scores);
-}
-
-BatchScores LinearHeads::step_on_rows(const Batch& batch) {
-  // As train_step's float32 few-outputs path, the rows read where they are.
-  const at::Tensor& source = batch.source;
-  const at::Tensor z = few_outputs_linear(source, weight_, bias_, batch.rows);
-  bias_grad_.zero_();
-  const BatchScores scores{torch::zeros({members()}, torch::kFloat64), torch::zeros({members()}, torch::kInt64)};
-  const at::Tensor flat = logits_grad(z, batch.labels, classes_, bias_grad_, scores);
-  few_outputs_weight_grad(weight_grad_, flat, source, batch.rows);
-  return update(scores);
-}
-
-BatchScores LinearHeads::update(const BatchScores& scores) {
-  const int64_t k = members();
   ++step_;
   fused_adam_rows(weight_, weight_grad_, weight_m_, weight_v_, row_lr_, row_wd_, step_);
   at::Tensor bias_2d = bias_.view({k * classes_, 1}), bias_m = bias_m_.view({k * classes_, 1}),

@@ -44,10 +44,8 @@ class LinearHeads : public Trainable {
 
  private:
   at::Tensor logits(const at::Tensor& inputs) const;  // [B, K*C] float32
-  // K*C <= kFewOutputs: float32 products by head_kernels.h's few-outputs kernels, not BLAS.
-  bool few_outputs() const;
-  BatchScores step_on_rows(const Batch& batch);      // train_step on Batch::source/rows
-  BatchScores update(const BatchScores& scores);     // the Adam step on the gradients, then scores
+  // Float32 products of K*C <= kFewOutputs: head_kernels.h's few-outputs kernels, not BLAS.
+  bool own_kernels() const;
 
   int64_t classes_;
   c10::ScalarType matmul_;

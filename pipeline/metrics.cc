@@ -83,8 +83,8 @@ EpochRecord epoch_from_json(const json& e, const std::string& source, const std:
 json to_json(const RunMetrics& m) {
   json epochs = json::array();
   for (const EpochRecord& e : m.epochs) epochs.push_back(to_json(e));
-  return {{"approach", m.approach}, {"settings", to_json(m.settings)}, {"config", m.config}, {"epochs", epochs}, {"best_epoch", m.best_epoch},
-          {"test_loss", m.test_loss}, {"test_acc", m.test_acc}, {"train_seconds", m.train_seconds},
+  return {{"approach", m.approach}, {"settings", to_json(m.settings)}, {"config", m.config},
+          {"epochs", epochs}, {"best_epoch", m.best_epoch}, {"test_loss", m.test_loss}, {"test_acc", m.test_acc}, {"train_seconds", m.train_seconds},
           {"images_per_second", m.images_per_second}, {"device", m.device}, {"confusion", m.confusion}};
 }
 

@@ -46,13 +46,14 @@ ReportResult write_report(const ReportOptions& options) {
                     plot_csv(in.head.epochs, std::isfinite(in.probe.extract_seconds) ? in.probe.extract_seconds : 0));
   write_file_atomic(options.out / "fine-tune-history.csv", plot_csv(in.tune.epochs, 0));
   std::error_code ignored;
+  const std::vector<std::string> class_names = in.class_names();
   if (in.per_class()) {
-    write_file_atomic(options.out / "per-class.csv", per_class_csv(in.class_names(), in.probe_classes, in.tune_classes));
+    write_file_atomic(options.out / "per-class.csv", per_class_csv(class_names, in.probe_classes, in.tune_classes));
   } else {
     fs::remove(options.out / "per-class.csv", ignored);
   }
-  const size_t classes = in.class_names().size();
-  write_file_atomic(options.out / "plots.gp", gnuplot_script(in.probe.extract_seconds, in.per_class(), classes));
+  write_file_atomic(options.out / "plots.gp",
+                    gnuplot_script(in.probe.extract_seconds, in.per_class(), class_names.size()));
   std::vector<std::string> wanted;
   for (const char* name : kPlotNames) {
     if (in.per_class() || std::string(name) != "per_class.svg") wanted.push_back(name);

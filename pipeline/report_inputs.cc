@@ -153,7 +153,10 @@ ReportInputs read_inputs(const ReportOptions& options) {
   const int64_t classes = p.dataset["classes"].get<int64_t>();
   in.probe_classes = per_class_accuracy(in.head, classes);
   in.tune_classes = per_class_accuracy(in.tune, classes);
-  if (in.probe_classes.empty() || in.tune_classes.empty()) in.probe_classes.clear(), in.tune_classes.clear();
+  if (in.probe_classes.empty() || in.tune_classes.empty()) {  // both or neither
+    in.probe_classes.clear();
+    in.tune_classes.clear();
+  }
   return in;
 }
 
