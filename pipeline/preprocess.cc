@@ -28,29 +28,6 @@ void check_images(const at::Tensor& images, int64_t side) {
   }
 }
 
-// The row kernels, compiled for AVX2 as well as the baseline (simd.h): the baseline
-// x86-64 (SSE2) has neither a 32-bit integer multiply-low nor 256-bit vectors, which
-// these loops are made of. Built without FMA contraction (CMakeLists.txt), every clone
-// gives the same bits.
-#define TRANSFER_ROW_KERNEL TRANSFER_CLONES("avx2", "default")
-
-TRANSFER_ROW_KERNEL void accumulate_row(int32_t* acc, const uint8_t* src, int32_t weight, int64_t n) {
-  for (int64_t x = 0; x < n; ++x) acc[x] += src[x] * weight;
-}
-
-TRANSFER_ROW_KERNEL void normalize_row(float* dst, const int32_t* sums, float a, float b, int64_t n) {
-  for (int64_t x = 0; x < n; ++x) dst[x] = static_cast<float>(rounded(sums[x])) * a + b;
-}
-
-TRANSFER_ROW_KERNEL void normalize_row_interleaved(float* dst, const int32_t* const* sums, const float* a,
-                                                   const float* b, int64_t n) {
-  for (int64_t x = 0; x < n; ++x) {
-    dst[3 * x + 0] = static_cast<float>(rounded(sums[0][x])) * a[0] + b[0];
-    dst[3 * x + 1] = static_cast<float>(rounded(sums[1][x])) * a[1] + b[1];
-    dst[3 * x + 2] = static_cast<float>(rounded(sums[2][x])) * a[2] + b[2];
-  }
-}
-
 // float -> bfloat16 bits rounded to nearest, ties to even: c10::BFloat16's rounding
 // without its NaN branch (these values are always finite), so that a row vectorizes.
 inline uint16_t bf16_bits(float value) {
@@ -59,19 +36,106 @@ inline uint16_t bf16_bits(float value) {
   return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
 }
 
-// The same values rounded to bfloat16 as torch's .to(kBFloat16) rounds them, straight
-// into the model's input: a bf16 model then needs no float batch and no conversion pass.
-TRANSFER_ROW_KERNEL void normalize_row(uint16_t* dst, const int32_t* sums, float a, float b, int64_t n) {
-  for (int64_t x = 0; x < n; ++x) dst[x] = bf16_bits(static_cast<float>(rounded(sums[x])) * a + b);
+// What one output value becomes, from PIL's fixed-point sum: the 8-bit pixel PIL's
+// resize returns (uint8_t), ToTensor + Normalize as one multiply-add v*a + b (float), or
+// that rounded as torch's .to(kBFloat16) rounds it (uint16_t: bfloat16 bits, straight
+// into a bf16 model's input: no float batch, no conversion pass).
+inline void store(uint8_t& dst, int32_t sum, float, float) { dst = static_cast<uint8_t>(rounded(sum)); }
+inline void store(float& dst, int32_t sum, float a, float b) { dst = static_cast<float>(rounded(sum)) * a + b; }
+inline void store(uint16_t& dst, int32_t sum, float a, float b) {
+  dst = bf16_bits(static_cast<float>(rounded(sum)) * a + b);
 }
 
-TRANSFER_ROW_KERNEL void normalize_row_interleaved(uint16_t* dst, const int32_t* const* sums, const float* a,
-                                                   const float* b, int64_t n) {
-  for (int64_t x = 0; x < n; ++x) {
-    dst[3 * x + 0] = bf16_bits(static_cast<float>(rounded(sums[0][x])) * a[0] + b[0]);
-    dst[3 * x + 1] = bf16_bits(static_cast<float>(rounded(sums[1][x])) * a[1] + b[1]);
-    dst[3 * x + 2] = bf16_bits(static_cast<float>(rounded(sums[2][x])) * a[2] + b[2]);
+// The row kernels, compiled for AVX-512 and AVX2 as well as the baseline (simd.h): the
+// baseline x86-64 (SSE2) has neither a 32-bit integer multiply-low nor wide vectors,
+// which these loops are made of. Built without FMA contraction (CMakeLists.txt), every
+// clone gives the same bits.
+#define TRANSFER_ROW_KERNEL TRANSFER_CLONES("avx512f", "avx2", "default")
+
+TRANSFER_ROW_KERNEL void accumulate_row(int32_t* acc, const uint8_t* src, int32_t weight, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) acc[x] += src[x] * weight;
+}
+
+// 32 (or, at a column's end, m < 32) pixels of one output column: taps t0..t1 of whole
+// input columns `side` bytes apart from src. With a fixed count the sums stay in
+// registers.
+template <bool kFull>
+TRANSFER_INLINE void column_chunk(uint8_t* out, const uint8_t* src, int64_t side, const int32_t* k, int32_t t0,
+                                  int32_t t1, int64_t m) {
+  constexpr int64_t kChunk = 32;
+  const int64_t count = kFull ? kChunk : m;
+  int32_t acc[kChunk];
+  for (int64_t y = 0; y < count; ++y) acc[y] = kHalf;
+  for (int32_t t = t0; t < t1; ++t) {
+    for (int64_t y = 0; y < count; ++y) acc[y] += src[t * side + y] * k[t];
   }
+  for (int64_t y = 0; y < count; ++y) out[y] = static_cast<uint8_t>(rounded(acc[y]));
+}
+
+// PIL's horizontal pass by output column: out[x][y] (s x side) from the input transposed,
+// in[column][y] (side x side); output column x sums count[x] whole input columns from
+// first[x] with weight[x * taps ..].
+TRANSFER_ROW_KERNEL void horizontal_columns(uint8_t* out, const uint8_t* in, const int32_t* first, const int32_t* count,
+                                            const int32_t* weight, int64_t taps, int64_t s, int64_t side) {
+  for (int64_t x = 0; x < s; ++x) {
+    const uint8_t* src = in + first[x] * side;
+    const int32_t* k = weight + x * taps;
+    int32_t t0 = 0, t1 = count[x];  // taps of weight 0 (PIL keeps some at the ends) add nothing
+    while (t0 < t1 && k[t0] == 0) ++t0;
+    while (t1 > t0 && k[t1 - 1] == 0) --t1;
+    int64_t y = 0;
+    for (; y + 32 <= side; y += 32) column_chunk<true>(out + x * side + y, src + y, side, k, t0, t1, 32);
+    if (y < side) column_chunk<false>(out + x * side + y, src + y, side, k, t0, t1, side - y);
+  }
+}
+
+template <typename T>
+TRANSFER_INLINE void finish_row_loop(T* dst, const int32_t* base, const uint8_t* r0, const uint8_t* r1,
+                                     int32_t k0, int32_t k1, const float* a, const float* b, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) store(dst[x], base[x] + r0[x] * k0 + r1[x] * k1, a[x], b[x]);
+}
+template <typename T>
+TRANSFER_ROW_KERNEL void finish_row_any(T* dst, const int32_t* base, const uint8_t* r0, const uint8_t* r1,
+                                        int32_t k0, int32_t k1, const float* a, const float* b, int64_t n) {
+  finish_row_loop(dst, base, r0, r1, k0, k1, a, b, n);
+}
+// The same loop in 512-bit vectors, which need AVX-512BW for its byte and word steps
+// (target_clones cannot name it).
+template <typename T>
+TRANSFER_AVX512BW void finish_row_avx512(T* dst, const int32_t* base, const uint8_t* r0, const uint8_t* r1,
+                                         int32_t k0, int32_t k1, const float* a, const float* b, int64_t n) {
+  finish_row_loop(dst, base, r0, r1, k0, k1, a, b, n);
+}
+template <typename T>
+void finish_row(T* dst, const int32_t* base, const uint8_t* r0, const uint8_t* r1, int32_t k0, int32_t k1,
+                const float* a, const float* b, int64_t n) {
+  static const bool avx512 = has_avx512bw();
+  (avx512 ? finish_row_avx512<T> : finish_row_any<T>)(dst, base, r0, r1, k0, k1, a, b, n);
+}
+
+// The vertical pass for one output row: `taps` rows of the horizontal pass, `stride`
+// bytes apart from `src`, weighted by k[0..taps). Taps of weight 0 (PIL keeps some at the
+// ends) add nothing and are skipped; upscaling (CIFAR's 32 px to the model's size) then
+// has two, one fused pass; more taps are summed into `scratch` first.
+template <typename T>
+void vertical_row(T* dst, const uint8_t* src, int64_t stride, const int32_t* k, int32_t taps, const int32_t* halves,
+                  const float* a, const float* b, int64_t n, std::vector<int32_t>& scratch) {
+  while (taps > 0 && k[0] == 0) {
+    ++k;
+    src += stride;
+    --taps;
+  }
+  while (taps > 0 && k[taps - 1] == 0) --taps;
+  const int32_t* base = halves;
+  int32_t t = 0;
+  if (taps > 2) {
+    scratch.assign(halves, halves + n);
+    for (; t < taps - 2; ++t) accumulate_row(scratch.data(), src + t * stride, k[t], n);
+    base = scratch.data();
+  }
+  const auto row = [&](int32_t i) { return t + i < taps ? src + (t + i) * stride : src; };
+  const auto weight = [&](int32_t i) { return t + i < taps ? k[t + i] : 0; };
+  finish_row(dst, base, row(0), row(1), weight(0), weight(1), a, b, n);
 }
 
 }  // namespace
@@ -132,11 +196,13 @@ Preprocessor::Preprocessor(int64_t size, Normalization normalization, int64_t in
       horizontal_(bilinear_taps(input_side_, size_)),
       vertical_(bilinear_taps(input_side_, size_)) {}
 
-// Runs both passes for every image of the batch and hands each output row's
-// fixed-point sums (PIL's accumulators before rounding; one S-long array per channel)
-// to sink(image, row, sums[3]); the sink rounds them with `rounded`.
-template <typename Sink>
-void Preprocessor::run(const at::Tensor& images, Sink sink) const {
+// PIL's two passes for every image of the batch, written straight into `dst` as T
+// (store() above): the horizontal pass into 8-bit rows, laid out as the output is (one
+// row per channel for NCHW, the channels interleaved for channels-last), so that the
+// vertical pass, the rounding, the normalization and the store are one contiguous pass
+// over each output row.
+template <typename T>
+void Preprocessor::write(const at::Tensor& images, T* dst, bool nchw) const {
   check_images(images, input_side_);
   const at::Tensor source = images.contiguous();
   const uint8_t* pixels = source.data_ptr<uint8_t>();
@@ -144,45 +210,62 @@ void Preprocessor::run(const at::Tensor& images, Sink sink) const {
   const ResampleTaps& h = horizontal_;
   const ResampleTaps& v = vertical_;
   const int64_t h_taps = h.taps_per_output;
+  // ToTensor + Normalize as one multiply-add, (v/255 - mean)/std = v*a + b, given per
+  // position of an output row: channel c's row at c*s (NCHW), or one row of s pixels'
+  // three channels (channels-last).
+  const int64_t width = nchw ? s : 3 * s;  // values in one output row
+  std::vector<float> a(3 * s), b(3 * s);
+  for (int64_t x = 0; x < s; ++x) {
+    for (int64_t c = 0; c < 3; ++c) {
+      const int64_t at = nchw ? c * s + x : 3 * x + c;
+      a[at] = 1.0f / (255.0f * normalization_.stddev[c]);
+      b[at] = -normalization_.mean[c] / normalization_.stddev[c];
+    }
+  }
+  const std::vector<int32_t> halves(width, kHalf);
 
   auto one_image = [&](int64_t i) {
-    // Per-thread scratch, reused across images: horizontal pass output [3][32][S], the
-    // vertical accumulators [3][S], and one input row padded so that every output can
-    // read a fixed number of taps (the padding taps have weight 0).
-    thread_local std::vector<uint8_t> rows;
-    thread_local std::vector<int32_t> sums;
-    thread_local std::vector<uint8_t> padded;
+    // Per-thread scratch, reused across images: one channel transposed (side x side),
+    // its horizontal pass by output column (s x side), the same as rows in the output's
+    // layout (3 x side rows of s pixels), and the vertical sums when an output row has
+    // more than three taps.
+    thread_local std::vector<uint8_t> transposed, columns, rows;
+    thread_local std::vector<int32_t> scratch;
+    transposed.resize(side * side);
+    columns.resize(s * side);
     rows.resize(3 * side * s);
-    sums.resize(3 * s);
-    padded.assign(side + h_taps, 0);
+    // Raw pointers: byte stores may alias anything, so the vectors' own pointers (and
+    // thread-locals) would be reloaded on every iteration of the loops below.
+    uint8_t* const flipped = transposed.data();
+    uint8_t* const by_column = columns.data();
+    uint8_t* const by_row = rows.data();
     const uint8_t* image = pixels + i * 3 * side * side;
+    const int64_t step = nchw ? 1 : 3;
     for (int64_t c = 0; c < 3; ++c) {
+      // The horizontal pass runs on the channel transposed, so that an output column's
+      // taps are whole input columns and its sums vectorize over the column's pixels
+      // (a scalar loop of taps per output pixel was the larger half of the work).
+      const uint8_t* plane = image + c * side * side;
       for (int64_t y = 0; y < side; ++y) {
-        std::copy(image + (c * side + y) * side, image + (c * side + y + 1) * side, padded.begin());
-        uint8_t* out = rows.data() + (c * side + y) * s;
-        for (int64_t x = 0; x < s; ++x) {
-          const int32_t* k = &h.weight[x * h_taps];
-          const uint8_t* src = padded.data() + h.first[x];
-          int32_t sum = kHalf;
-          for (int64_t t = 0; t < h_taps; ++t) sum += src[t] * k[t];
-          out[x] = static_cast<uint8_t>(rounded(sum));
-        }
+        for (int64_t x = 0; x < side; ++x) flipped[x * side + y] = plane[y * side + x];
+      }
+      horizontal_columns(by_column, flipped, h.first.data(), h.count.data(), h.weight.data(), h_taps, s, side);
+      for (int64_t y = 0; y < side; ++y) {
+        uint8_t* out = nchw ? by_row + (c * side + y) * s : by_row + y * 3 * s + c;
+        for (int64_t x = 0; x < s; ++x) out[x * step] = by_column[x * side + y];
       }
     }
-    const int32_t* channel_sums[3] = {sums.data(), sums.data() + s, sums.data() + 2 * s};
     for (int64_t y = 0; y < s; ++y) {
       const int32_t* k = &v.weight[y * v.taps_per_output];
-      for (int64_t c = 0; c < 3; ++c) {
-        // Vertical taps: whole rows at a time, so the inner loops run over contiguous
-        // pixels and vectorize.
-        int32_t* acc = sums.data() + c * s;
-        std::fill(acc, acc + s, kHalf);
-        for (int32_t t = 0; t < v.count[y]; ++t) {
-          const uint8_t* src = rows.data() + (c * side + v.first[y] + t) * s;
-          accumulate_row(acc, src, k[t], s);
+      if (nchw) {
+        for (int64_t c = 0; c < 3; ++c) {
+          vertical_row(dst + ((i * 3 + c) * s + y) * s, by_row + (c * side + v.first[y]) * s, s, k, v.count[y],
+                       halves.data(), a.data() + c * s, b.data() + c * s, s, scratch);
         }
+      } else {
+        vertical_row(dst + (i * s + y) * 3 * s, by_row + v.first[y] * 3 * s, 3 * s, k, v.count[y], halves.data(),
+                     a.data(), b.data(), 3 * s, scratch);
       }
-      sink(i, y, channel_sums);
     }
   };
   if (parallel_) {
@@ -218,37 +301,9 @@ void Preprocessor::into(const at::Tensor& images, at::Tensor& out) const {
   }
 }
 
-template <typename T>
-void Preprocessor::write(const at::Tensor& images, T* dst, bool nchw) const {
-  const int64_t s = size_;
-  // ToTensor + Normalize as one multiply-add: (v/255 - mean)/std = v*a + b.
-  std::array<float, 3> a{}, b{};
-  for (int c = 0; c < 3; ++c) {
-    a[c] = 1.0f / (255.0f * normalization_.stddev[c]);
-    b[c] = -normalization_.mean[c] / normalization_.stddev[c];
-  }
-  if (nchw) {
-    run(images, [&](int64_t i, int64_t y, const int32_t* const* sums) {
-      for (int64_t c = 0; c < 3; ++c) normalize_row(dst + ((i * 3 + c) * s + y) * s, sums[c], a[c], b[c], s);
-    });
-  } else {
-    // Channels-last, what the CPU model takes: writing it here saves a full copy.
-    run(images, [&](int64_t i, int64_t y, const int32_t* const* sums) {
-      normalize_row_interleaved(dst + (i * s + y) * s * 3, sums, a.data(), b.data(), s);
-    });
-  }
-}
-
 at::Tensor Preprocessor::resize(const at::Tensor& images) const {
   at::Tensor out = torch::empty({images.size(0), 3, size_, size_}, torch::kUInt8);
-  uint8_t* dst = out.data_ptr<uint8_t>();
-  const int64_t s = size_;
-  run(images, [&](int64_t i, int64_t y, const int32_t* const* sums) {
-    for (int64_t c = 0; c < 3; ++c) {
-      uint8_t* row = dst + ((i * 3 + c) * s + y) * s;
-      for (int64_t x = 0; x < s; ++x) row[x] = static_cast<uint8_t>(rounded(sums[c][x]));
-    }
-  });
+  write(images, out.data_ptr<uint8_t>(), /*nchw=*/true);
   return out;
 }
 

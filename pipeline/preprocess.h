@@ -73,8 +73,6 @@ class Preprocessor {
   void set_parallel(bool parallel) { parallel_ = parallel; }
 
  private:
-  template <typename Sink>
-  void run(const at::Tensor& images, Sink sink) const;
   template <typename T>
   void write(const at::Tensor& images, T* dst, bool nchw) const;
 

@@ -11,6 +11,24 @@
 #define TRANSFER_CLONES(...)
 #endif
 
+// A loop for the auto-vectorizer inlined into each of the functions below, which set
+// its instruction set.
+#define TRANSFER_INLINE inline __attribute__((always_inline))
+
+// AVX-512 with byte and word instructions (BW, VL, DQ), for a function called only when
+// has_avx512bw(): GCC's target_clones cannot name these, and without them its AVX-512
+// clones fall back to 256-bit vectors for any loop that widens bytes.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TRANSFER_AVX512BW __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+inline bool has_avx512bw() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+#else
+#define TRANSFER_AVX512BW
+inline bool has_avx512bw() { return false; }
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #endif
