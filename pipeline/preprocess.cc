@@ -56,17 +56,17 @@ TRANSFER_ROW_KERNEL void accumulate_row(int32_t* acc, const uint8_t* src, int32_
   for (int64_t x = 0; x < n; ++x) acc[x] += src[x] * weight;
 }
 
-// 32 (or, at a column's end, m < 32) pixels of one output column: taps t0..t1 of whole
-// input columns `side` bytes apart from src. With a fixed count the sums stay in
-// registers.
+// 32 (or, at a column's end, m < 32) pixels of one output column: `taps` whole input
+// columns `side` bytes apart from src, weighted by k[0..taps). With a fixed count the
+// sums stay in registers.
 template <bool kFull>
-TRANSFER_INLINE void column_chunk(uint8_t* out, const uint8_t* src, int64_t side, const int32_t* k, int32_t t0,
-                                  int32_t t1, int64_t m) {
+TRANSFER_INLINE void column_chunk(uint8_t* out, const uint8_t* src, int64_t side, const int32_t* k, int32_t taps,
+                                  int64_t m) {
   constexpr int64_t kChunk = 32;
   const int64_t count = kFull ? kChunk : m;
   int32_t acc[kChunk];
   for (int64_t y = 0; y < count; ++y) acc[y] = kHalf;
-  for (int32_t t = t0; t < t1; ++t) {
+  for (int32_t t = 0; t < taps; ++t) {
     for (int64_t y = 0; y < count; ++y) acc[y] += src[t * side + y] * k[t];
   }
   for (int64_t y = 0; y < count; ++y) out[y] = static_cast<uint8_t>(rounded(acc[y]));
@@ -80,15 +80,16 @@ TRANSFER_ROW_KERNEL void horizontal_columns(uint8_t* out, const uint8_t* in, con
   for (int64_t x = 0; x < s; ++x) {
     const uint8_t* src = in + first[x] * side;
     const int32_t* k = weight + x * taps;
-    int32_t t0 = 0, t1 = count[x];  // taps of weight 0 (PIL keeps some at the ends) add nothing
-    while (t0 < t1 && k[t0] == 0) ++t0;
-    while (t1 > t0 && k[t1 - 1] == 0) --t1;
     int64_t y = 0;
-    for (; y + 32 <= side; y += 32) column_chunk<true>(out + x * side + y, src + y, side, k, t0, t1, 32);
-    if (y < side) column_chunk<false>(out + x * side + y, src + y, side, k, t0, t1, side - y);
+    for (; y + 32 <= side; y += 32) column_chunk<true>(out + x * side + y, src + y, side, k, count[x], 32);
+    if (y < side) column_chunk<false>(out + x * side + y, src + y, side, k, count[x], side - y);
   }
 }
 
+// One output row of n contiguous values: the last two vertical taps (rows r0, r1 of the
+// horizontal pass, weights k0, k1; a missing tap has weight 0) added to `base` (PIL's
+// rounding half, plus any earlier taps), rounded as PIL rounds, normalized with the
+// per-position a[x], b[x] and stored: one pass over the row, every step vectorized.
 template <typename T>
 TRANSFER_INLINE void finish_row_loop(T* dst, const int32_t* base, const uint8_t* r0, const uint8_t* r1,
                                      int32_t k0, int32_t k1, const float* a, const float* b, int64_t n) {
@@ -100,7 +101,7 @@ TRANSFER_ROW_KERNEL void finish_row_any(T* dst, const int32_t* base, const uint8
   finish_row_loop(dst, base, r0, r1, k0, k1, a, b, n);
 }
 // The same loop in 512-bit vectors, which need AVX-512BW for its byte and word steps
-// (target_clones cannot name it).
+// (target_clones cannot name it), chosen once per process.
 template <typename T>
 TRANSFER_AVX512BW void finish_row_avx512(T* dst, const int32_t* base, const uint8_t* r0, const uint8_t* r1,
                                          int32_t k0, int32_t k1, const float* a, const float* b, int64_t n) {
@@ -114,18 +115,11 @@ void finish_row(T* dst, const int32_t* base, const uint8_t* r0, const uint8_t* r
 }
 
 // The vertical pass for one output row: `taps` rows of the horizontal pass, `stride`
-// bytes apart from `src`, weighted by k[0..taps). Taps of weight 0 (PIL keeps some at the
-// ends) add nothing and are skipped; upscaling (CIFAR's 32 px to the model's size) then
-// has two, one fused pass; more taps are summed into `scratch` first.
+// bytes apart from `src`, weighted by k[0..taps). Upscaling (CIFAR's 32 px to the model's
+// size) has at most two, one fused pass; more taps are summed into `scratch` first.
 template <typename T>
 void vertical_row(T* dst, const uint8_t* src, int64_t stride, const int32_t* k, int32_t taps, const int32_t* halves,
                   const float* a, const float* b, int64_t n, std::vector<int32_t>& scratch) {
-  while (taps > 0 && k[0] == 0) {
-    ++k;
-    src += stride;
-    --taps;
-  }
-  while (taps > 0 && k[taps - 1] == 0) --taps;
   const int32_t* base = halves;
   int32_t t = 0;
   if (taps > 2) {
@@ -176,8 +170,16 @@ ResampleTaps bilinear_taps(int64_t in_size, int64_t out_size) {
       const double scaled = k * (1 << kPrecisionBits);
       taps.weight[out * taps.taps_per_output + x] = static_cast<int32_t>(k < 0 ? scaled - 0.5 : scaled + 0.5);
     }
-    taps.first[out] = xmin;
-    taps.count[out] = xmax;
+    // PIL keeps taps of weight 0 at the ends; they add nothing to a sum, so they are
+    // dropped here once instead of being skipped in every pass.
+    int32_t* k = &taps.weight[out * taps.taps_per_output];
+    int lead = 0, count = xmax;
+    while (lead < count && k[lead] == 0) ++lead;
+    while (count > lead && k[count - 1] == 0) --count;
+    std::copy(k + lead, k + count, k);
+    std::fill(k + (count - lead), k + taps.taps_per_output, 0);
+    taps.first[out] = xmin + lead;
+    taps.count[out] = count - lead;
   }
   return taps;
 }
@@ -228,7 +230,7 @@ void Preprocessor::write(const at::Tensor& images, T* dst, bool nchw) const {
     // Per-thread scratch, reused across images: one channel transposed (side x side),
     // its horizontal pass by output column (s x side), the same as rows in the output's
     // layout (3 x side rows of s pixels), and the vertical sums when an output row has
-    // more than three taps.
+    // more than two taps.
     thread_local std::vector<uint8_t> transposed, columns, rows;
     thread_local std::vector<int32_t> scratch;
     transposed.resize(side * side);

@@ -28,7 +28,9 @@ struct Normalization {
 // Throws pipeline::UsageError for another name.
 Normalization normalization_by_name(const std::string& name);
 
-// PIL's bilinear resample of one axis, as fixed-point taps (22 fractional bits).
+// PIL's bilinear resample of one axis, as fixed-point taps (22 fractional bits). The
+// taps of weight 0 that PIL keeps at either end are dropped (they add nothing), so
+// first/count bound only the taps that weigh.
 struct ResampleTaps {
   int64_t in_size = 0, out_size = 0, taps_per_output = 0;
   std::vector<int32_t> first;   // [out_size] first input index of each output

@@ -11,15 +11,16 @@
 #define TRANSFER_CLONES(...)
 #endif
 
-// A loop for the auto-vectorizer inlined into each of the functions below, which set
-// its instruction set.
+// A loop body for the auto-vectorizer, forced inline into each wrapper that names an
+// instruction set (TRANSFER_CLONES, TRANSFER_AVX512BW), so that it is vectorized for it.
 #define TRANSFER_INLINE inline __attribute__((always_inline))
 
-// AVX-512 with byte and word instructions (BW, VL, DQ), for a function called only when
-// has_avx512bw(): GCC's target_clones cannot name these, and without them its AVX-512
-// clones fall back to 256-bit vectors for any loop that widens bytes.
+// AVX-512 with byte and word instructions (BW, VL, DQ) in 512-bit vectors, for a function
+// called only when has_avx512bw(): GCC's target_clones cannot name these, and without
+// them its AVX-512 clones fall back to 256-bit vectors for any loop that widens bytes.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define TRANSFER_AVX512BW __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+#define TRANSFER_AVX512BW \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")))
 inline bool has_avx512bw() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
