@@ -4,7 +4,8 @@
 // of a 32-head sweep (float32, and with bf16 products), and every epoch's seconds with
 // the slowest against the first; then the sweep against its own matrix products timed
 // alone in the same run (the floor: what is left is Adam, softmax, batching and
-// scoring), and 10 head epochs against ONE forward pass of the backbone over the same
+// scoring), one head against reading its rows once per epoch (its memory floor), and
+// 10 head epochs against ONE forward pass of the backbone over the same
 // 40,000 training images (what the study paid every epoch). Prints the CPU first.
 // Targets (2-core CPU): one head <= 1 s; 32-head sweep <= 12 s; slowest epoch <= 1.3x
 // the first.
@@ -145,6 +146,18 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < probe_evals; ++i) torch::addmm(b, x_eval, w.t());
   }) / (probe_evals * pipeline::kHeadEvalBatchSize);
   const double floor_s = steps * step_s + eval_rows * eval_s;
+
+  // A lone head's floor: its memory traffic, every training and validation row read
+  // once per epoch (a sequential sum over as many float32 rows, LibTorch's threads).
+  const at::Tensor rows_once = torch::rand({train_rows + val_rows, width});
+  rows_once.sum();
+  const double read_s = bench::seconds([&] {
+    for (int64_t e = 0; e < options.epochs; ++e) rows_once.sum();
+  });
+  std::printf("one head's memory floor, %lld epochs of reading its %lld rows once: %.2f s; one head / floor = %.2f on "
+              "generated, %.2f on extracted features\n",
+              static_cast<long long>(options.epochs), static_cast<long long>(train_rows + val_rows), read_s,
+              generated.one_s / read_s, extracted.one_s / read_s);
 
   const pipeline::Compute compute = pipeline::resolve_compute({"cpu", "fp32", 0});
   const double forward_rate = bench::bare_forward_rate(pipeline::backbone("alexnet"), 224, 64, 3, compute);

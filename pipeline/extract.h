@@ -48,6 +48,9 @@ struct ExtractSummary {
   int64_t images = 0;        // images run through the model in this call
   double seconds = 0;        // wall-clock of the extraction (model + preprocessing + writing)
   double images_per_second = 0;
+  // Where `seconds` went: reading and preprocessing the images (on a GPU, waiting for
+  // the next batch), the model (forward pass and outputs to the CPU), the cache writes.
+  double preprocess_seconds = 0, model_seconds = 0, write_seconds = 0;
   int64_t file_bytes = 0;
   std::string device;        // Compute::describe()
   int64_t skipped = 0;       // images left out as unreadable (--skip-bad)

@@ -141,7 +141,12 @@ void few_weight_grad_columns(int64_t begin, int64_t end, int64_t b, int64_t d, i
         for (int64_t i = c; i < stop; i += 16) __builtin_prefetch(x[r] + i);
       }
     }
+    // Five outputs at once: a 10-class head reads each row's block twice instead of
+    // four times (4, 4, 1, 1), and the 10 accumulators fit the AVX-512 registers.
+    // transfer-head, one head on a 50,000 x 4,096 extracted cache: 1.39-1.66 s against
+    // 1.85-2.44 s in the same sitting (a noisy 2-core AMD EPYC Zen 4).
     int64_t j = 0;
+    for (; j + 5 <= n; j += 5) few_weight_grad_block<5>(j, c, width, b, d, n, g, x, grad);
     for (; j + 4 <= n; j += 4) few_weight_grad_block<4>(j, c, width, b, d, n, g, x, grad);
     for (; j < n; ++j) few_weight_grad_block<1>(j, c, width, b, d, n, g, x, grad);
   }

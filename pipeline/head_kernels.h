@@ -35,7 +35,7 @@ at::Tensor logits_grad(const at::Tensor& logits, const at::Tensor& labels, int64
 // BLAS's packing and kernels are built for wide matrices: OpenBLAS spent more time
 // packing and in sgemm on a lone 10-class head than the head's memory traffic needs.
 // Written for the auto-vectorizer with 32 independent lanes per sum, blocked over rows and
-// outputs (forward 4 rows x 2 outputs, weight gradient 4 outputs) so that loads are
+// outputs (forward 4 rows x 2 outputs, weight gradient 5 or 4 outputs) so that loads are
 // shared, each sum in a fixed order: every clone and every blocking gives the same bits,
 // within float rounding of BLAS (a different summation order).
 inline constexpr int64_t kFewOutputs = 32;

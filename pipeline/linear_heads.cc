@@ -99,6 +99,14 @@ at::Tensor LinearHeads::predict(const at::Tensor& inputs) {
   return logits(inputs).view({inputs.size(0), members(), classes_}).permute({1, 0, 2});
 }
 
+at::Tensor LinearHeads::predict_batch(const Batch& batch) {
+  if (batch.inputs.defined()) return predict(batch.inputs);
+  if (!own_kernels()) fail("linear heads: a batch of rows in place needs float32 products of few outputs");
+  torch::NoGradGuard no_grad;
+  const at::Tensor z = few_outputs_linear(batch.source.contiguous(), weight_, bias_, batch.rows);
+  return z.view({z.size(0), members(), classes_}).permute({1, 0, 2});
+}
+
 void LinearHeads::keep_best(int64_t member) {
   const int64_t begin = member * classes_, end = begin + classes_;
   best_weight_.slice(0, begin, end).copy_(weight_.slice(0, begin, end));

@@ -34,10 +34,12 @@ class LinearHeads : public Trainable {
   // inputs [B,D] CPU, float32 or the matmul dtype; or rows in place (reads_rows_in_place)
   BatchScores train_step(const Batch& batch) override;
   at::Tensor predict(const at::Tensor& inputs) override;
+  at::Tensor predict_batch(const Batch& batch) override;  // rows in place too (reads_rows_in_place)
   void keep_best(int64_t member) override;
   void use_best() override;
-  // True when train_step takes a Batch of rows in place (train.h Batch::source/rows,
-  // inputs undefined): float32 products of few outputs, which read rows where they are.
+  // True when train_step and predict_batch take a Batch of rows in place (train.h
+  // Batch::source/rows, inputs undefined): float32 products of few outputs, which read
+  // rows where they are.
   bool reads_rows_in_place() const;
   at::Tensor weight(int64_t member) const;  // [C, D]
   at::Tensor bias(int64_t member) const;    // [C]

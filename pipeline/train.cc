@@ -88,7 +88,7 @@ Scores evaluate(Trainable& model, const TrainData& data, Part part, const std::v
   at::Tensor confusion;
   while (source.has_next()) {
     const Batch batch = source.next();
-    const at::Tensor logits = model.predict(batch.inputs);
+    const at::Tensor logits = model.predict_batch(batch);
     const auto [l, c] = score_logits(logits, batch.labels);
     loss += l;
     correct += c;

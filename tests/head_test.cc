@@ -141,6 +141,13 @@ TEST(Head, RowsReadInPlaceTrainExactlyAsAGatheredBatch) {
   }
   EXPECT_TRUE(torch::equal(gathered.weight(0), in_place.weight(0)));
   EXPECT_TRUE(torch::equal(gathered.bias(0), in_place.bias(0)));
+  // Scoring reads rows in place too, with the same bits as on the gathered rows.
+  const at::Tensor scored = torch::tensor({299, 0, 17, 17, 250, 3, 101}, torch::kLong);
+  const at::Tensor logits = in_place.predict_batch({at::Tensor(), y.index_select(0, scored), x, scored});
+  EXPECT_TRUE(torch::equal(logits, gathered.predict(x.index_select(0, scored))));
+  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{1, 7, 10}));
+  EXPECT_THROW(in_place.predict_batch({at::Tensor(), y.slice(0, 0, 1), x, torch::tensor({-1}, torch::kLong)}),
+               pipeline::Error);
   EXPECT_THROW(in_place.train_step({at::Tensor(), y.slice(0, 0, 1), x, torch::tensor({300}, torch::kLong)}),
                pipeline::Error);
   pipeline::LinearHeads wide(70, 10, std::vector<pipeline::HeadSetting>(4, {1e-2, 0.0, 1}));  // 40 outputs: BLAS
