@@ -104,6 +104,30 @@ TEST(Extract, InterruptedRunResumesToTheSameFeatures) {
   }
 }
 
+// On a CPU a group of batches is preprocessed at once (up to 8): batches of 3 rows make
+// two groups of the 40 training rows, the second one short and ending in a short batch.
+// Each row must still be its own image's features, and the split of the seconds adds up.
+TEST(Extract, RowsAreTheSameWhateverTheBatchesAndTheirGroups) {
+  TempDir dir;
+  auto grouped = small_options(dir);
+  grouped.batch_size = 3;
+  const auto summary = pipeline::run_extract(grouped);
+  EXPECT_EQ(summary.images, 52);
+  EXPECT_GT(summary.model_seconds, 0.0);
+  EXPECT_LE(summary.preprocess_seconds + summary.model_seconds + summary.write_seconds, summary.seconds + 1e-6);
+  auto whole = small_options(dir);
+  whole.batch_size = 64;
+  whole.out = dir / "whole.h5";
+  pipeline::run_extract(whole);
+  pipeline::FeatureReader a(grouped.out), b(whole.out);
+  for (const char* split : {"train", "test"}) {
+    for (const char* tap : {"pool5", "fc7"}) {
+      EXPECT_TRUE(torch::allclose(a.read(split, tap), b.read(split, tap), 1e-4, 1e-5)) << split << " " << tap;
+    }
+    EXPECT_TRUE(torch::equal(a.labels(split), b.labels(split)));
+  }
+}
+
 TEST(Extract, Float16StorageReadsBackAsFloat32) {
   TempDir dir;
   auto options = small_options(dir);
