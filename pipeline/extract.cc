@@ -84,7 +84,8 @@ at::Tensor preprocessed_batch(const Preprocessor& preprocess, const at::Tensor& 
 // once at load), and TBB's workers preprocessing the next batch share the cores with
 // them meanwhile: on 2 cores preprocessing ran ~1.5x slower inside the stage than alone
 // (245 ms against ~135 ms per 1,728 images at 224 px). A group of batches per TBB call
-// pays that once per group. Bounded by bytes (the model's input for a group) and count.
+// pays that once per group. Bounded by the model's input for a group (about 160 MiB, or
+// one batch where a batch is larger) and by count.
 int64_t batches_per_group(int64_t batch_size, int64_t side, const Compute& compute) {
   constexpr int64_t kGroupBytes = int64_t{160} << 20, kMostBatches = 8;
   const int64_t element_bytes = compute.precision == Precision::Bf16 ? 2 : 4;
@@ -226,6 +227,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
         spdlog::info("stopped after {} batches as asked; rerun to resume {}", options.stop_after_batches,
                      writer.partial_path().string());
         summary.stopped = true;
+        summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         return summary;
       }
       // A group's batches are consecutive rows: batch b is rows [offset, offset + count)

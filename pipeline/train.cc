@@ -23,6 +23,11 @@ ParameterSnapshot::ParameterSnapshot(std::vector<at::Tensor> parameters) : live_
   for (const at::Tensor& p : live_) saved_.push_back(p.detach().clone());
 }
 
+at::Tensor Trainable::predict_batch(const Batch& batch) {
+  if (!batch.inputs.defined()) fail("this model takes its batches as inputs, not as rows in place");
+  return predict(batch.inputs);
+}
+
 void ParameterSnapshot::keep() {
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < live_.size(); ++i) saved_[i].copy_(live_[i]);

@@ -49,7 +49,8 @@ class Trainable {
   virtual at::Tensor predict(const at::Tensor& inputs) = 0;
   // The same for a batch as the loop makes it: predict(batch.inputs), or for a model
   // that reads rows in place (Batch::source/rows), those rows where they are.
-  virtual at::Tensor predict_batch(const Batch& batch) { return predict(batch.inputs); }
+  // The default takes batch.inputs; a batch of rows in place is a pipeline::Error.
+  virtual at::Tensor predict_batch(const Batch& batch);
   // Remembers member k's current weights as its best; use_best() loads them back.
   virtual void keep_best(int64_t member) = 0;
   virtual void use_best() = 0;
