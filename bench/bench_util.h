@@ -7,6 +7,7 @@
 
 #include <torch/version.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstdio>
@@ -41,6 +42,13 @@ inline double seconds(const std::function<void()>& f) {
   const auto start = std::chrono::steady_clock::now();
   f();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// A stage's rate against its yardstick timed before and after it (images/s each): the
+// ratio to the yardstick's mean, which the target is about, and to the faster of the two.
+inline void print_ratio(const char* what, double stage, double before, double after) {
+  std::printf("ratio %s: %.3f (target >= 0.95; %.3f against the faster of the two)\n", what,
+              stage / ((before + after) / 2), stage / std::max(before, after));
 }
 
 // The --backbone flag's value of a benchmark's argv (argv[i] == "--backbone"), or

@@ -38,7 +38,6 @@ int main(int argc, char** argv) {
   const double before = bench::bare_forward_rate(backbone, side, options.batch_size, bare_batches, compute);
   const pipeline::ExtractSummary summary = pipeline::run_extract(options);
   const double after = bench::bare_forward_rate(backbone, side, options.batch_size, bare_batches, compute);
-  const double forward = (before + after) / 2;
 
   std::printf("extract stage: %lld images in %.2f s, %.1f images/s on %s (batch %lld)\n",
               static_cast<long long>(summary.images), summary.seconds, summary.images_per_second,
@@ -48,8 +47,7 @@ int main(int argc, char** argv) {
   std::printf("bare %s forward pass (%s, same settings, %lld images): %.1f images/s before the stage, %.1f after\n",
               backbone.title().c_str(), backbone.default_tap().c_str(),
               static_cast<long long>(bare_batches * options.batch_size), before, after);
-  std::printf("ratio extract / bare forward: %.3f (target >= 0.95; %.3f against the faster of the two)\n",
-              summary.images_per_second / forward, summary.images_per_second / std::max(before, after));
+  bench::print_ratio("extract / bare forward", summary.images_per_second, before, after);
   fs::remove_all(dir);
   return 0;
 }

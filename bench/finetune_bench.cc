@@ -72,7 +72,6 @@ int main(int argc, char** argv) {
   const double before = bare_step_rate(backbone, side, batch, steps, compute);
   const pipeline::FinetuneSummary run = pipeline::run_finetune(options);
   const double after = bare_step_rate(backbone, side, batch, steps, compute);
-  const double bare = (before + after) / 2;
 
   std::printf("%s at %lld px, %s, batch %lld\n", backbone.title().c_str(), static_cast<long long>(side),
               precision.c_str(), static_cast<long long>(batch));
@@ -81,8 +80,7 @@ int main(int argc, char** argv) {
   std::printf("bare forward+backward+Adam step on ready tensors (%lld images): %.1f images/s before the stage, %.1f "
               "after\n",
               static_cast<long long>(batch * steps), before, after);
-  std::printf("ratio stage / bare step: %.3f (target >= 0.95; %.3f against the faster of the two)\n",
-              run.metrics.images_per_second / bare, run.metrics.images_per_second / std::max(before, after));
+  bench::print_ratio("stage / bare step", run.metrics.images_per_second, before, after);
   fs::remove_all(dir);
   return 0;
 }

@@ -58,6 +58,11 @@ at::Tensor to_model(const at::Tensor& batch, const Compute& compute) {
   return compute.precision == Precision::Fp32 ? x : x.to(compute.dtype());
 }
 
+// The dtype preprocessing writes the CPU model's input in: the model's own (bf16 or float32).
+c10::ScalarType cpu_input_dtype(const Compute& compute) {
+  return compute.precision == Precision::Bf16 ? torch::kBFloat16 : torch::kFloat;
+}
+
 // The model's input for `pixels`: on a GPU a fresh pinned NCHW batch (the next one is
 // made while the GPU works); on a CPU written channels-last in the model's dtype (bf16
 // included: no float batch, no conversion pass) into `buffer`, reused so that no batch
@@ -71,8 +76,8 @@ at::Tensor preprocessed_batch(const Preprocessor& preprocess, const at::Tensor& 
     return pinned;
   }
   if (!buffer.defined() || buffer.size(0) < n) {
-    const auto dtype = compute.precision == Precision::Bf16 ? torch::kBFloat16 : torch::kFloat;
-    buffer = torch::empty({n, 3, s, s}, torch::TensorOptions(dtype).memory_format(at::MemoryFormat::ChannelsLast));
+    buffer = torch::empty({n, 3, s, s},
+                          torch::TensorOptions(cpu_input_dtype(compute)).memory_format(at::MemoryFormat::ChannelsLast));
   }
   at::Tensor view = buffer.slice(0, 0, n);
   preprocess.into(pixels, view);
@@ -88,7 +93,7 @@ at::Tensor preprocessed_batch(const Preprocessor& preprocess, const at::Tensor& 
 // one batch where a batch is larger) and by count.
 int64_t batches_per_group(int64_t batch_size, int64_t side, const Compute& compute) {
   constexpr int64_t kGroupBytes = int64_t{160} << 20, kMostBatches = 8;
-  const int64_t element_bytes = compute.precision == Precision::Bf16 ? 2 : 4;
+  const int64_t element_bytes = static_cast<int64_t>(c10::elementSize(cpu_input_dtype(compute)));
   const int64_t batch_bytes = std::max<int64_t>(1, batch_size * 3 * side * side * element_bytes);
   return std::clamp<int64_t>(kGroupBytes / batch_bytes, 1, kMostBatches);
 }

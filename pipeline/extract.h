@@ -7,8 +7,8 @@
 // memory format (oneDNN otherwise reorders weights and activations on every call) with
 // preprocessing between forward calls (a producer thread beside LibTorch's would take
 // cores the model needs), a group of batches at a time (about 160 MiB of model input,
-// or one batch where a batch is larger); on a GPU the next batch is preprocessed into pinned memory
-// while the GPU works on this one. An image folder is read from its image store
+// or one batch where a batch is larger); on a GPU the next batch is preprocessed into
+// pinned memory while the GPU works on this one. An image folder is read from its image store
 // (image_store.h), decoded once.
 
 #include <cstdint>

@@ -125,22 +125,18 @@ template <int J>
   }
 }
 
-// How the weight gradient covers n outputs: `fives` blocks of 5, then blocks of 4, then
-// single outputs, in as few passes over each block of rows as those sizes allow. Five
+// How many blocks of 5 the weight gradient takes of n outputs (then blocks of 4, then
+// single outputs), in as few passes over each block of rows as those sizes allow. Five
 // at once: a 10-class head reads each block twice instead of four times (4, 4, 1, 1),
 // and its 10 accumulators fit the AVX-512 registers; 8 or 12 outputs stay 4 + 4 (+ 4).
 // transfer-head, one 10-class head on a 50,000 x 4,096 extracted cache, the best three
 // of five runs in one sitting (a noisy 2-core AMD EPYC Zen 4): 1.39-1.66 s against
 // 1.85-2.44 s with blocks of 4.
-struct GradPasses {
-  int64_t fives = 0;
-};
-GradPasses grad_passes(int64_t n) {
-  GradPasses best;
-  int64_t fewest = n + 1;
+int64_t blocks_of_five(int64_t n) {
+  int64_t best = 0, fewest = n + 1;
   for (int64_t fives = 0; 5 * fives <= n; ++fives) {
     const int64_t rest = n - 5 * fives, passes = fives + rest / 4 + rest % 4;
-    if (passes < fewest) fewest = passes, best.fives = fives;
+    if (passes < fewest) fewest = passes, best = fives;
   }
   return best;
 }
@@ -150,7 +146,7 @@ GradPasses grad_passes(int64_t n) {
 TRANSFER_CLONES("avx512f", "avx2", "default")
 void few_weight_grad_columns(int64_t begin, int64_t end, int64_t b, int64_t d, int64_t n, const float* g,
                              const float* const* x, float* grad) {
-  const GradPasses passes = grad_passes(n);
+  const int64_t fives = blocks_of_five(n);
   constexpr int64_t kPrefetch = 256;  // columns: each row's next 1 KB, in whole cache lines
   for (int64_t c = begin; c < end; c += kLanes) {
     const int64_t width = std::min(kLanes, end - c);
@@ -163,7 +159,7 @@ void few_weight_grad_columns(int64_t begin, int64_t end, int64_t b, int64_t d, i
       }
     }
     int64_t j = 0;
-    for (int64_t k = 0; k < passes.fives; ++k, j += 5) few_weight_grad_block<5>(j, c, width, b, d, n, g, x, grad);
+    for (int64_t k = 0; k < fives; ++k, j += 5) few_weight_grad_block<5>(j, c, width, b, d, n, g, x, grad);
     for (; j + 4 <= n; j += 4) few_weight_grad_block<4>(j, c, width, b, d, n, g, x, grad);
     for (; j < n; ++j) few_weight_grad_block<1>(j, c, width, b, d, n, g, x, grad);
   }

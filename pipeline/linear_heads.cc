@@ -53,26 +53,26 @@ bool LinearHeads::own_kernels() const { return matmul_ == c10::kFloat && weight_
 
 bool LinearHeads::reads_rows_in_place() const { return own_kernels(); }
 
-at::Tensor LinearHeads::logits(const at::Tensor& inputs) const {
-  if (own_kernels()) return few_outputs_linear(inputs.to(c10::kFloat).contiguous(), weight_, bias_);
-  if (matmul_ == c10::kFloat) return torch::addmm(bias_, inputs.to(c10::kFloat), weight_.t());
+at::Tensor LinearHeads::logits(const at::Tensor& x, const at::Tensor& rows) const {
+  if (rows.defined() && !own_kernels()) fail("linear heads: a batch of rows in place needs float32 products of few outputs");
+  if (own_kernels()) return few_outputs_linear(x.to(c10::kFloat).contiguous(), weight_, bias_, rows);
+  if (matmul_ == c10::kFloat) return torch::addmm(bias_, x.to(c10::kFloat), weight_.t());
   // As autocast runs a Linear: every operand rounded to bfloat16, float32 accumulation
   // inside the product (oneDNN), the result rounded to bfloat16. The rounded weights go
   // into buffers made once, not fresh tensors every step.
   weight_low_.copy_(weight_);
   bias_low_.copy_(bias_);
-  return torch::addmm(bias_low_, inputs.to(matmul_), weight_low_.t()).to(c10::kFloat);
+  return torch::addmm(bias_low_, x.to(matmul_), weight_low_.t()).to(c10::kFloat);
 }
 
 BatchScores LinearHeads::train_step(const Batch& batch) {
   torch::NoGradGuard no_grad;
   const bool in_place = !batch.inputs.defined();
-  if (in_place && !own_kernels()) fail("linear heads: a batch of rows in place needs float32 products of few outputs");
   const int64_t k = members();
   // The rows the products read: the batch's inputs, or its rows of `source` where they are.
   const at::Tensor x = in_place ? batch.source : batch.inputs.to(matmul_);
   const at::Tensor rows = in_place ? batch.rows : at::Tensor();
-  const at::Tensor z = own_kernels() ? few_outputs_linear(x.contiguous(), weight_, bias_, rows) : logits(x);  // [B, K*C]
+  const at::Tensor z = logits(x, rows);  // [B, K*C]
   bias_grad_.zero_();
   const BatchScores scores{torch::zeros({k}, torch::kFloat64), torch::zeros({k}, torch::kInt64)};
   const at::Tensor flat = logits_grad(z, batch.labels, classes_, bias_grad_, scores);
@@ -94,16 +94,12 @@ BatchScores LinearHeads::train_step(const Batch& batch) {
   return scores;
 }
 
-at::Tensor LinearHeads::predict(const at::Tensor& inputs) {
-  torch::NoGradGuard no_grad;
-  return logits(inputs).view({inputs.size(0), members(), classes_}).permute({1, 0, 2});
-}
+at::Tensor LinearHeads::predict(const at::Tensor& inputs) { return predict_batch(Batch{inputs, {}}); }
 
 at::Tensor LinearHeads::predict_batch(const Batch& batch) {
-  if (batch.inputs.defined()) return predict(batch.inputs);
-  if (!own_kernels()) fail("linear heads: a batch of rows in place needs float32 products of few outputs");
   torch::NoGradGuard no_grad;
-  const at::Tensor z = few_outputs_linear(batch.source.contiguous(), weight_, bias_, batch.rows);
+  const bool in_place = !batch.inputs.defined();
+  const at::Tensor z = logits(in_place ? batch.source : batch.inputs, in_place ? batch.rows : at::Tensor());
   return z.view({z.size(0), members(), classes_}).permute({1, 0, 2});
 }
 

@@ -45,7 +45,9 @@ class LinearHeads : public Trainable {
   at::Tensor bias(int64_t member) const;    // [C]
 
  private:
-  at::Tensor logits(const at::Tensor& inputs) const;  // [B, K*C] float32
+  // [B, K*C] float32 logits of x's rows: all of them, or with `rows` defined those rows of
+  // x read in place (own kernels only, else pipeline::Error).
+  at::Tensor logits(const at::Tensor& x, const at::Tensor& rows = {}) const;
   // Float32 products of K*C <= kFewOutputs: head_kernels.h's few-outputs kernels, not BLAS.
   bool own_kernels() const;
 
