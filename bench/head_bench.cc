@@ -78,9 +78,10 @@ void print_epochs(const char* what, const nlohmann::json& metrics) {
 }
 
 // Runs transfer-head (built beside this benchmark) on `cache` into `out` in a process of
-// its own, as users run it, and returns its metrics.json. Trained inside this process,
-// after the extraction, one head took up to twice as long as the same run alone: the
-// figure measured where this process's memory came from, not the stage.
+// its own, as users run it, and returns its metrics.json. (Trained inside this process
+// after its extraction, one head on the extracted cache took 2.2-2.7 s against 1.2-1.5 s
+// for the stage alone; the gap still comes back now and then in a process of its own, with
+// every epoch slower alike: the shared VM, not the features.)
 nlohmann::json run_head_stage(const fs::path& cache, const fs::path& out, const std::string& flags) {
   const fs::path stage = fs::read_symlink("/proc/self/exe").parent_path() / "transfer-head";
   fs::create_directories(out.parent_path());
