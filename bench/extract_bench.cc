@@ -9,7 +9,6 @@
 
 #include "bench_util.h"
 #include "pipeline/extract.h"
-#include "pipeline/memory.h"
 #include "pipeline/synth.h"
 
 namespace fs = std::filesystem;

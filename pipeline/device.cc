@@ -1,5 +1,9 @@
 #include "pipeline/device.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -101,5 +105,12 @@ AutocastGuard::~AutocastGuard() {
 }
 
 std::string torch_version() { return "LibTorch " TORCH_VERSION; }
+
+void keep_freed_memory() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_MAX, 0);         // large blocks from the heap, not fresh mappings
+  mallopt(M_TRIM_THRESHOLD, -1);  // never give the heap's top back
+#endif
+}
 
 }  // namespace pipeline

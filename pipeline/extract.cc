@@ -16,7 +16,6 @@
 #include "pipeline/error.h"
 #include "pipeline/features.h"
 #include "pipeline/files.h"
-#include "pipeline/memory.h"
 #include "pipeline/preprocess.h"
 #include "pipeline/progress.h"
 #include "pipeline/records.h"
@@ -135,7 +134,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   const Normalization normalization = normalization_by_name(options.normalize);
   const FeatureDtype dtype = parse_feature_dtype(options.dtype);
   const Compute compute = resolve_compute(options.compute);
-  keep_freed_memory();  // batch after batch of activations: page faults otherwise (memory.h)
+  keep_freed_memory();  // batch after batch of activations: page faults otherwise (device.h)
   ExtractSummary summary;
   summary.device = compute.describe();
 

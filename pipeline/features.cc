@@ -13,7 +13,6 @@
 
 #include "pipeline/error.h"
 #include "pipeline/isolate.h"
-#include "pipeline/memory.h"   // prefer_huge_pages
 #include "pipeline/metrics.h"  // integer_at
 
 namespace fs = std::filesystem;
@@ -834,18 +833,12 @@ at::Tensor FeatureReader::read(const std::string& split, const std::string& tap)
   const int64_t width = r.layout.taps[i].second;
   at::Tensor out = at::empty({rows(split), width}, stored_scalar_type(r.layout.dtype));
   if (out.numel() > 0) {
-    // The heads read its rows at random: in 2 MB pages a lone head's step took 0.27 ms
-    // against 0.31-0.33 in 4 KB pages (50,000 x 4,096 rows, a 2-core AMD EPYC VM).
-    if (r.layout.dtype == FeatureDtype::Float32) prefer_huge_pages(out.data_ptr(), out.nbytes());
     guarded(r.path, "/" + split + "/" + tap, [&] {
       // Memory type = file type: one H5Dread, no HDF5 conversion (torch widens halves).
       r.splits[s].taps[i].read(out.data_ptr(), file_type(r.layout.dtype));
     });
   }
-  if (r.layout.dtype != FeatureDtype::Float16) return out;
-  at::Tensor wide = at::empty(out.sizes(), at::kFloat);
-  prefer_huge_pages(wide.data_ptr(), wide.nbytes());
-  return wide.copy_(out);
+  return r.layout.dtype == FeatureDtype::Float16 ? out.to(at::kFloat) : out;
 }
 
 at::Tensor FeatureReader::read_rows(const std::string& split, const std::string& tap,

@@ -166,9 +166,8 @@ class FeatureReader {
   // Labels of the split: [rows] int64.
   at::Tensor labels(const std::string& split) const;
   // The whole tap of the split: [rows, width] float32 (float16 files are widened), read
-  // with one H5Dread into memory advised to 2 MB pages (memory.h prefer_huge_pages: the
-  // heads read its rows at random). An unknown split or tap throws an Error naming the
-  // file and the taps it has. (uint8 files: [rows, width] uint8.)
+  // with one H5Dread. An unknown split or tap throws an Error naming the file and the
+  // taps it has. (uint8 files: [rows, width] uint8.)
   at::Tensor read(const std::string& split, const std::string& tap) const;
   // The given rows of a tap, in the order given (distinct, each in [0, rows)): [n, width],
   // float32 or (uint8 files) uint8. Consecutive rows are read as one block.

@@ -11,7 +11,6 @@
 #include "pipeline/cifar10.h"
 #include "pipeline/error.h"
 #include "pipeline/files.h"
-#include "pipeline/memory.h"
 #include "pipeline/preprocess.h"
 #include "pipeline/records.h"
 #include "pipeline/torch_files.h"
@@ -183,7 +182,7 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
   const FolderLock lock(options.out);
   const fs::path store = image_store_path(*dataset, options.image_store, options.out, /*out_is_folder=*/true, inputs);
   const Compute compute = resolve_compute(options.compute);
-  keep_freed_memory();  // batch after batch of activations: page faults otherwise (memory.h)
+  keep_freed_memory();  // batch after batch of activations: page faults otherwise (device.h)
   const Normalization normalization = normalization_by_name(options.normalize);
   const WeightsSource source = parse_weights_source(options.weights);
   const std::string dataset_sha256 = dataset->digest();

@@ -17,7 +17,6 @@
 #include "pipeline/error.h"
 #include "pipeline/features.h"
 #include "pipeline/files.h"
-#include "pipeline/memory.h"
 #include "pipeline/random.h"
 #include "pipeline/sweep_csv.h"
 #include "pipeline/torch_files.h"
@@ -248,7 +247,7 @@ HeadSummary run_head(const HeadOptions& given) {
   const FolderLock lock(options.out);  // before any work: writable, and this run's alone
   // Heads train on the CPU; fp16 there is a usage error.
   const Compute compute = resolve_compute({"cpu", options.precision, options.threads});
-  keep_freed_memory();  // batch after batch (16 MB per gathered scoring batch): page faults otherwise (memory.h)
+  keep_freed_memory();  // batch after batch (16 MB per gathered scoring batch): page faults otherwise (device.h)
   const auto read_start = std::chrono::steady_clock::now();
   FeatureReader cache(options.features);
   if (cache.dtype() == FeatureDtype::UInt8) {

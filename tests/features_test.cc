@@ -7,11 +7,9 @@
 
 #include <filesystem>
 #include <fstream>
-#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "pipeline/error.h"
-#include "pipeline/memory.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -189,33 +187,6 @@ TEST_F(FeatureCache, RoundTripFloat16) {
       EXPECT_TRUE(torch::allclose(r.read(split, name), expected, /*rtol=*/1e-3, /*atol=*/1e-4));
     }
   }
-}
-
-// Tables of several 2 MB pages are read into memory advised to huge pages
-// (memory.h): the advice changes nothing that is read, in either stored dtype.
-TEST_F(FeatureCache, RoundTripTablesLargerThanAHugePage) {
-  for (const FeatureDtype dtype : {FeatureDtype::Float32, FeatureDtype::Float16}) {
-    fs::remove_all(dir_);
-    CacheLayout layout;
-    layout.train_rows = 1500;  // 6 MB of float32 at 1,024 wide: whole 2 MB pages inside
-    layout.test_rows = 3;
-    layout.taps = {{"fc7", 1024}};
-    layout.dtype = dtype;
-    const Contents c = write_complete(layout);
-    expect_holds(path_, c);
-  }
-}
-
-// The advice leaves the memory's contents alone, for any range: unaligned, smaller
-// than a huge page, empty.
-TEST(Memory, HugePageAdviceKeepsTheData) {
-  std::vector<float> data(3u << 20);  // 12 MB
-  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<float>(i);
-  pipeline::prefer_huge_pages(data.data() + 1, data.size() * sizeof(float) - 7);
-  pipeline::prefer_huge_pages(data.data() + 3, 100);
-  pipeline::prefer_huge_pages(data.data(), 0);
-  pipeline::prefer_huge_pages(nullptr, 0);
-  for (size_t i = 0; i < data.size(); ++i) ASSERT_EQ(data[i], static_cast<float>(i)) << i;
 }
 
 TEST_F(FeatureCache, AcceptsAnyIntegerLabelDtype) {
