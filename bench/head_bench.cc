@@ -15,6 +15,9 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <string>
+#include <system_error>
+#include <vector>
 
 #include "bench_util.h"
 #include "pipeline/batches.h"
@@ -22,6 +25,7 @@
 #include "pipeline/features.h"
 #include "pipeline/files.h"
 #include "pipeline/head.h"
+#include "pipeline/isolate.h"  // run_program
 #include "pipeline/synth.h"
 
 namespace fs = std::filesystem;
@@ -77,29 +81,41 @@ void print_epochs(const char* what, const nlohmann::json& metrics) {
               slowest / metrics.at("epochs").at(0).at("seconds").get<double>());
 }
 
+// One transfer-head run: its metrics.json, and the seconds of the whole process (start,
+// reading the cache, training, writing). A change that trains faster but reads slower
+// shows in the second: 2 MB pages for the cache did exactly that on these VMs (training
+// 0.1-0.2 s faster, reading 1.5-2.4 s slower).
+struct StageRun {
+  nlohmann::json metrics;
+  double process_seconds = 0;
+  double train_seconds() const { return metrics.at("train_seconds").get<double>(); }
+};
+
 // Runs transfer-head (built beside this benchmark) on `cache` into `out` in a process of
-// its own, as users run it, and returns its metrics.json. (Trained inside this process
+// its own, as users run it; its output goes to `out`.log. (Trained inside this process
 // after its extraction, one head on the extracted cache took 2.2-2.7 s against 1.2-1.5 s
 // for the stage alone; the gap still comes back now and then in a process of its own, with
 // every epoch slower alike: the shared VM, not the features.)
-nlohmann::json run_head_stage(const fs::path& cache, const fs::path& out, const std::string& flags) {
-  const fs::path stage = fs::read_symlink("/proc/self/exe").parent_path() / "transfer-head";
-  fs::create_directories(out.parent_path());
-  const fs::path log = out.string() + ".log";
-  const std::string command = "'" + stage.string() + "' --features '" + cache.string() + "' --out '" + out.string() +
-                              "' " + flags + " > '" + log.string() + "' 2>&1";
-  int status = 0;
-  const double wall = bench::seconds([&] { status = std::system(command.c_str()); });
-  if (status != 0) {
-    std::fprintf(stderr, "bench-head: %s failed; its output is in %s\n", command.c_str(), log.c_str());
+StageRun run_head_stage(const fs::path& cache, const fs::path& out, const std::vector<std::string>& flags) {
+  std::error_code ec;
+  const fs::path stage = fs::read_symlink("/proc/self/exe", ec).parent_path() / "transfer-head";
+  if (ec || !fs::is_regular_file(stage)) {
+    std::fprintf(stderr, "bench-head: no transfer-head beside this benchmark (%s); build both: cmake --build build "
+                 "--target bench-head\n", stage.c_str());
     std::exit(1);
   }
-  nlohmann::json metrics = nlohmann::json::parse(pipeline::read_file(out / "metrics.json", 64u << 20));
-  // The whole process too (start, reading the cache, training, writing): a change that
-  // trains faster but reads slower shows here. 2 MB pages for the cache did exactly that
-  // on these VMs (training 0.1-0.2 s faster, reading 1.5-2.4 s slower).
-  metrics["bench_wall_seconds"] = wall;
-  return metrics;
+  const fs::path log = out.string() + ".log";
+  std::vector<std::string> args{"--features", cache.string(), "--out", out.string()};
+  args.insert(args.end(), flags.begin(), flags.end());
+  int status = 0;
+  StageRun run;
+  run.process_seconds = bench::seconds([&] { status = pipeline::run_program(out.parent_path(), stage, args, log); });
+  if (status != 0) {
+    std::fprintf(stderr, "bench-head: transfer-head exited with %d; its output is in %s\n", status, log.c_str());
+    std::exit(1);
+  }
+  run.metrics = nlohmann::json::parse(pipeline::read_file(out / "metrics.json", 64u << 20));
+  return run;
 }
 
 constexpr int64_t kSweepHeads = 32;  // 4 learning rates x 2 weight decays x 4 seeds
@@ -111,30 +127,30 @@ struct HeadFigures {
 
 // One head, the 32-head sweep and the bf16 sweep on `cache`, with per-epoch times.
 HeadFigures run_heads(const fs::path& cache, const fs::path& dir) {
-  const std::string sweep_flags = "--sweep-lr 1e-4,3e-4,1e-3,3e-3 --sweep-wd 0,1e-4 --sweep-seeds 4";
+  fs::create_directories(dir);
+  const std::vector<std::string> sweep = {"--sweep-lr", "1e-4,3e-4,1e-3,3e-3", "--sweep-wd", "0,1e-4", "--sweep-seeds", "4"};
+  std::vector<std::string> sweep_bf16 = sweep;
+  sweep_bf16.insert(sweep_bf16.end(), {"--precision", "bf16"});
   // The lone head three times, the fastest kept: a 1 s figure swung 1.1-2.6 s between
   // identical runs on a shared 2-core VM (its neighbours, not the code).
-  nlohmann::json one;
+  StageRun one;
   std::printf("  one head, 10 epochs, three runs:");
-  for (int run = 0; run < 3; ++run) {
-    const nlohmann::json metrics = run_head_stage(cache, dir / ("one-" + std::to_string(run)), "");
-    std::printf(" %.2f s (%.1f s all told)", metrics.at("train_seconds").get<double>(),
-                metrics.at("bench_wall_seconds").get<double>());
-    if (run == 0 || metrics.at("train_seconds").get<double>() < one.at("train_seconds").get<double>()) one = metrics;
+  for (int i = 0; i < 3; ++i) {
+    const StageRun run = run_head_stage(cache, dir / ("one-" + std::to_string(i)), {});
+    std::printf(" %.2f s (%.1f s all told)", run.train_seconds(), run.process_seconds);
+    if (i == 0 || run.train_seconds() < one.train_seconds()) one = run;
   }
   std::printf("\n");
-  const nlohmann::json sweep = run_head_stage(cache, dir / "sweep", sweep_flags);
-  const nlohmann::json sweep_bf16 = run_head_stage(cache, dir / "sweep-bf16", sweep_flags + " --precision bf16");
-  HeadFigures f{one.at("train_seconds").get<double>(), sweep.at("train_seconds").get<double>(),
-                sweep_bf16.at("train_seconds").get<double>(), kSweepHeads};
+  const StageRun swept = run_head_stage(cache, dir / "sweep", sweep);
+  const StageRun swept_bf16 = run_head_stage(cache, dir / "sweep-bf16", sweep_bf16);
+  HeadFigures f{one.train_seconds(), swept.train_seconds(), swept_bf16.train_seconds(), kSweepHeads};
   std::printf("  one head, 10 epochs, fastest run: %.2f s (target <= 1 s)\n", f.one_s);
-  print_epochs("one head", one);
+  print_epochs("one head", one.metrics);
   std::printf("  %lld-head sweep, 10 epochs: %.2f s (target <= 12 s; %.1f s all told); per head %.2f of a lone head\n",
-              static_cast<long long>(f.heads), f.sweep_s, sweep.at("bench_wall_seconds").get<double>(),
-              f.sweep_s / f.heads / f.one_s);
-  print_epochs("sweep", sweep);
+              static_cast<long long>(f.heads), f.sweep_s, swept.process_seconds, f.sweep_s / f.heads / f.one_s);
+  print_epochs("sweep", swept.metrics);
   std::printf("  the same sweep with --precision bf16: %.2f s (%.2fx faster)\n", f.sweep_bf16_s, f.sweep_s / f.sweep_bf16_s);
-  print_epochs("bf16 sweep", sweep_bf16);
+  print_epochs("bf16 sweep", swept_bf16.metrics);
   return f;
 }
 

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <vector>
 
 #include "pipeline/error.h"
 
@@ -106,6 +107,35 @@ Isolated run_isolated(const std::function<void()>& work, double seconds) {
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
   if (message.empty()) return {Isolated::Crashed, fmt::format("failed (exit code {})", WEXITSTATUS(status))};
   return {message[0] == 'E' ? Isolated::Threw : Isolated::ThrewOther, message.substr(1)};
+}
+
+int run_program(const std::filesystem::path& dir, const std::string& program, const std::vector<std::string>& args,
+                const std::filesystem::path& log) {
+  std::vector<std::string> words{program};
+  words.insert(words.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& w : words) argv.push_back(w.data());
+  argv.push_back(nullptr);
+  const std::string dir_text = dir.string(), log_text = log.string();
+  const pid_t pid = ::fork();
+  if (pid < 0) return 127;
+  if (pid == 0) {  // only async-signal-safe calls until exec
+    if (::chdir(dir_text.c_str()) != 0) ::_exit(127);
+    const int out = ::open(log_text.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int in = ::open("/dev/null", O_RDONLY);
+    if (out >= 0) {
+      ::dup2(out, 1);
+      ::dup2(out, 2);
+    }
+    if (in >= 0) ::dup2(in, 0);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return 127;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 }  // namespace pipeline

@@ -1,5 +1,6 @@
 #pragma once
-// Running a risky reader in a child process.
+// Child processes: a risky reader run in one (run_isolated), and another program run
+// as one (run_program: gnuplot for the plots, a stage for a benchmark).
 //
 // HDF5 is not hardened against hostile files: a damaged global heap can make it loop
 // forever (seen: H5HG_read under H5Aread on a mutated cache), and damaged metadata can
@@ -8,8 +9,10 @@
 // the child finishes cleanly does the caller repeat it for real. A hang or crash then
 // costs the child, not the user: the caller gets a clear error instead.
 
+#include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace pipeline {
 
@@ -31,5 +34,12 @@ struct Isolated {
 // instead and its exceptions propagate (the fuzzer uses this to put the sanitizers on
 // the reader itself). Thread safety: call from one thread at a time.
 Isolated run_isolated(const std::function<void()>& work, double seconds);
+
+// Runs the program at path `program` (no PATH search) with `args` inside `dir`, stdin
+// from /dev/null and stdout+stderr into `log` (a relative `program` or `log` is taken
+// inside `dir`), and waits for it. No shell: arguments are passed as they are. Returns
+// its exit status: 127 when it could not be started, -1 when a signal ended it.
+int run_program(const std::filesystem::path& dir, const std::string& program, const std::vector<std::string>& args,
+                const std::filesystem::path& log);
 
 }  // namespace pipeline

@@ -1,18 +1,16 @@
 #include "pipeline/plots.h"
 
-#include <fcntl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdlib>
 #include <sstream>
 
 #include "pipeline/error.h"
 #include "pipeline/files.h"
+#include "pipeline/isolate.h"  // run_program
 
 namespace fs = std::filesystem;
 
@@ -32,37 +30,6 @@ std::string find_program(const std::string& program) {
     if (fs::is_regular_file(candidate, error) && ::access(candidate.c_str(), X_OK) == 0) return candidate.string();
   }
   return "";
-}
-
-// Runs `program args...` inside `dir` with stdin from /dev/null and stdout+stderr into
-// `log`; returns the exit status (127 when it could not be started, -1 on a signal).
-int run_in(const fs::path& dir, const std::string& program, const std::vector<std::string>& args,
-           const fs::path& log) {
-  std::vector<std::string> words{program};
-  words.insert(words.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& w : words) argv.push_back(w.data());
-  argv.push_back(nullptr);
-  const std::string dir_text = dir.string(), log_text = log.string();
-  const pid_t pid = ::fork();
-  if (pid < 0) return 127;
-  if (pid == 0) {  // only async-signal-safe calls until exec
-    if (::chdir(dir_text.c_str()) != 0) ::_exit(127);
-    const int out = ::open(log_text.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int in = ::open("/dev/null", O_RDONLY);
-    if (out >= 0) {
-      ::dup2(out, 1);
-      ::dup2(out, 2);
-    }
-    if (in >= 0) ::dup2(in, 0);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return 127;
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 std::string first_lines(const std::string& text, size_t count) {
@@ -102,7 +69,7 @@ std::vector<std::string> draw_plots(const fs::path& out, const std::string& gnup
                 : fmt::format("No plots: `{}` was not found on PATH.", gnuplot);
   } else {
     const fs::path log = out / ".gnuplot.log";
-    const int status = run_in(out, program, {"-e", "suffix='.tmp'", script}, log);
+    const int status = run_program(out, program, {"-e", "suffix='.tmp'", script}, log);
     std::string messages;
     try {
       messages = read_file(log);
