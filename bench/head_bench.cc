@@ -5,7 +5,8 @@
 // and with bf16 products), and every epoch's seconds with the slowest against the
 // first; then the sweep against its own matrix products timed alone (the floor: what is
 // left is Adam, softmax, batching and scoring), one head against reading its rows once
-// per epoch (its memory floor), and 10 head epochs against ONE forward pass of the
+// per epoch (its memory floor) and against its own kernels' arithmetic on rows already in
+// cache (its arithmetic floor), and 10 head epochs against ONE forward pass of the
 // backbone over the same 40,000 training images (what the study paid every epoch).
 // Prints the CPU first.
 // Targets (2-core CPU): one head <= 1 s; 32-head sweep <= 12 s; slowest epoch <= 1.3x
@@ -25,6 +26,7 @@
 #include "pipeline/features.h"
 #include "pipeline/files.h"
 #include "pipeline/head.h"
+#include "pipeline/head_kernels.h"  // a lone head's own kernels, for its arithmetic floor
 #include "pipeline/isolate.h"  // run_program
 #include "pipeline/synth.h"
 
@@ -210,6 +212,24 @@ int main(int argc, char** argv) {
               "generated, %.2f on extracted features\n",
               static_cast<long long>(options.epochs), static_cast<long long>(train_rows + val_rows), read_s,
               generated.one_s / read_s, extracted.one_s / read_s);
+
+  // And its arithmetic floor: the two products of every step and the scoring of every
+  // validation and test row with its own kernels (head_kernels.h), on rows already in
+  // cache (the same batch every step, no memory traffic). A lone head is bound by this
+  // more than by its memory floor.
+  const at::Tensor w_one = torch::rand({10, width}) * 0.01, b_one = torch::zeros({10}), g_one = torch::rand({batch, 10});
+  at::Tensor grad_one = torch::empty({10, width});
+  const double forward_one_s = bench::seconds([&] {
+    for (int64_t i = 0; i < probe_steps; ++i) pipeline::few_outputs_linear(x, w_one, b_one);
+  }) / probe_steps;
+  const double step_one_s = forward_one_s + bench::seconds([&] {
+    for (int64_t i = 0; i < probe_steps; ++i) pipeline::few_outputs_weight_grad(grad_one, g_one, x);
+  }) / probe_steps;
+  const double arithmetic_s = steps * step_one_s + eval_rows * forward_one_s / batch;
+  std::printf("one head's arithmetic floor, its own kernels on rows in cache (%lld steps of %.3f ms + scoring %lld rows): "
+              "%.2f s; one head / floor = %.2f on generated, %.2f on extracted features\n",
+              static_cast<long long>(steps), 1e3 * step_one_s, static_cast<long long>(eval_rows), arithmetic_s,
+              generated.one_s / arithmetic_s, extracted.one_s / arithmetic_s);
 
   const pipeline::Compute compute = pipeline::resolve_compute({"cpu", "fp32", 0});
   const double forward_rate = bench::bare_forward_rate(pipeline::backbone("alexnet"), 224, 64, 3, compute);
