@@ -34,9 +34,10 @@ at::Tensor logits_grad(const at::Tensor& logits, const at::Tensor& labels, int64
 // The products of a head with few outputs (N = heads x classes <= kFewOutputs), where
 // BLAS's packing and kernels are built for wide matrices: OpenBLAS spent more time
 // packing and in sgemm on a lone 10-class head than the head's memory traffic needs.
-// Written for the auto-vectorizer with 32 independent lanes per sum, blocked over rows and
-// outputs (forward 4 rows x 2 outputs, weight gradient 5 or 4 outputs) so that loads are
-// shared, each sum in a fixed order: every clone and every blocking gives the same bits,
+// Written for the auto-vectorizer (16 independent lanes per forward sum, 32 columns per
+// weight-gradient block), plus hand-written AVX-512 kernels (forward 4 rows x 5 outputs,
+// weight gradient 5 outputs x 64 columns in registers), blocked over rows and outputs so that loads are shared, each sum in a
+// fixed order: every clone, the AVX-512 kernel and every blocking give the same bits,
 // within float rounding of BLAS (a different summation order).
 inline constexpr int64_t kFewOutputs = 32;
 
@@ -52,5 +53,10 @@ at::Tensor few_outputs_linear(const at::Tensor& x, const at::Tensor& weight, con
 // grad = g^T . x (the weight gradient), columns of D split over the threads.
 //   g [B, N_out] float32 contiguous; grad [N_out, D] float32 contiguous, overwritten
 void few_outputs_weight_grad(at::Tensor& grad, const at::Tensor& g, const at::Tensor& x, const at::Tensor& rows = {});
+
+// The two products by the portable kernels alone, never the AVX-512 ones that the
+// functions above take where the CPU has them: for tests that both give the same bits.
+at::Tensor few_outputs_linear_portable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+void few_outputs_weight_grad_portable(at::Tensor& grad, const at::Tensor& g, const at::Tensor& x);
 
 }  // namespace pipeline

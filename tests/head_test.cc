@@ -114,15 +114,20 @@ void expect_stack_equals_lone_heads(c10::ScalarType matmul, double rtol, double 
 TEST(Head, FewOutputsKernelsEqualLibTorchProducts) {
   torch::manual_seed(11);
   for (const auto& [b, n, d] : {std::tuple<int64_t, int64_t, int64_t>{128, 10, 4096}, {7, 3, 45}, {5, 32, 97}, {1, 1, 1},
-                                {3, 8, 33}, {9, 12, 64}, {4, 13, 50}, {6, 20, 40}}) {
+                                {3, 8, 33}, {9, 12, 64}, {4, 13, 50}, {6, 20, 40}, {13, 11, 4111}, {2, 5, 15}}) {
     const at::Tensor x = torch::randn({b, d}).relu(), w = torch::randn({n, d}), bias = torch::randn({n});
     const at::Tensor g = torch::randn({b, n});
     const at::Tensor z = pipeline::few_outputs_linear(x, w, bias);
     EXPECT_TRUE(torch::allclose(z, torch::addmm(bias, x, w.t()), 1e-5, 1e-4)) << b << "x" << n << "x" << d;
     EXPECT_TRUE(torch::equal(z, pipeline::few_outputs_linear(x, w, bias)));
+    // The AVX-512 kernel (where the CPU has it) and the portable one: the same bits.
+    EXPECT_TRUE(torch::equal(z, pipeline::few_outputs_linear_portable(x, w, bias))) << b << "x" << n << "x" << d;
     at::Tensor grad = torch::full({n, d}, 7.0f);  // overwritten, not added to
     pipeline::few_outputs_weight_grad(grad, g, x);
     EXPECT_TRUE(torch::allclose(grad, torch::mm(g.t(), x), 1e-5, 1e-4)) << b << "x" << n << "x" << d;
+    at::Tensor portable = torch::full({n, d}, 7.0f);
+    pipeline::few_outputs_weight_grad_portable(portable, g, x);
+    EXPECT_TRUE(torch::equal(grad, portable)) << b << "x" << n << "x" << d;
     // Outputs are taken 5, 4 or 1 at a time; each one's sum runs in the same order
     // whatever block it is in: the same bits as computed alone.
     for (int64_t j = 0; j < n; ++j) {
