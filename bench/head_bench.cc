@@ -14,6 +14,7 @@
 //   bench-head [rows=60000] [width=4096]
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -219,12 +220,17 @@ int main(int argc, char** argv) {
   // more than by its memory floor.
   const at::Tensor w_one = torch::rand({10, width}) * 0.01, b_one = torch::zeros({10}), g_one = torch::rand({batch, 10});
   at::Tensor grad_one = torch::empty({10, width});
-  const double forward_one_s = bench::seconds([&] {
-    for (int64_t i = 0; i < probe_steps; ++i) pipeline::few_outputs_linear(x, w_one, b_one);
-  }) / probe_steps;
-  const double step_one_s = forward_one_s + bench::seconds([&] {
-    for (int64_t i = 0; i < probe_steps; ++i) pipeline::few_outputs_weight_grad(grad_one, g_one, x);
-  }) / probe_steps;
+  // The fastest of five probes each: a floor, and this machine's neighbours only slow it.
+  double forward_one_s = 1e9, grad_one_s = 1e9;
+  for (int probe = 0; probe < 5; ++probe) {
+    forward_one_s = std::min(forward_one_s, bench::seconds([&] {
+      for (int64_t i = 0; i < probe_steps; ++i) pipeline::few_outputs_linear(x, w_one, b_one);
+    }) / probe_steps);
+    grad_one_s = std::min(grad_one_s, bench::seconds([&] {
+      for (int64_t i = 0; i < probe_steps; ++i) pipeline::few_outputs_weight_grad(grad_one, g_one, x);
+    }) / probe_steps);
+  }
+  const double step_one_s = forward_one_s + grad_one_s;
   const double arithmetic_s = steps * step_one_s + eval_rows * forward_one_s / batch;
   std::printf("one head's arithmetic floor, its own kernels on rows in cache (%lld steps of %.3f ms + scoring %lld rows): "
               "%.2f s; one head / floor = %.2f on generated, %.2f on extracted features\n",
