@@ -353,7 +353,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   const float* wp = weight.data_ptr<float>();
   const float* bp = bias.data_ptr<float>();
   float* zp = z.data_ptr<float>();
-  const bool intrinsics = use_avx512(portable);
+  [[maybe_unused]] const bool intrinsics = use_avx512(portable);  // unused without the AVX-512 kernels
   at::parallel_for(0, b, 8, [&](int64_t begin, int64_t end) {
     const FlushSubnormals flush;
 #if TRANSFER_AVX512_KERNELS
@@ -384,7 +384,7 @@ void weight_grad(at::Tensor& grad, const at::Tensor& g, const at::Tensor& x, con
   const int64_t b = static_cast<int64_t>(xs.size()), d = x.size(1), n = g.size(1);
   const float* gp = g.data_ptr<float>();
   float* out = grad.data_ptr<float>();
-  const bool intrinsics = use_avx512(portable);
+  [[maybe_unused]] const bool intrinsics = use_avx512(portable);  // unused without the AVX-512 kernels
   // Over blocks of kLanes columns, so that a thread's range starts on a block.
   const int64_t blocks = (d + kLanes - 1) / kLanes;
   at::parallel_for(0, blocks, 4, [&](int64_t begin, int64_t end) {
