@@ -164,7 +164,9 @@ int main(int argc, char** argv) {
   const int64_t rows = argc > 1 ? std::atoll(argv[1]) : 60000;
   const int64_t width = argc > 2 ? std::atoll(argv[2]) : 4096;
   const int64_t train = rows * 5 / 6, test = rows - train;
-  const fs::path dir = fs::temp_directory_path() / "transfer-bench-head";
+  // Absolute: each stage runs inside its output folder (run_program), so a relative
+  // TMPDIR would point its --features, --out and log somewhere else.
+  const fs::path dir = fs::absolute(fs::temp_directory_path() / "transfer-bench-head");
   fs::remove_all(dir);
   fs::create_directories(dir);
   pipeline::HeadOptions options;

@@ -339,10 +339,6 @@ std::vector<const float*> row_pointers(const at::Tensor& x, const at::Tensor& ro
   return out;
 }
 
-}  // namespace
-
-namespace {
-
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& rows,
                   bool portable) {
   check_few(weight, "weight");
@@ -363,19 +359,6 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   });
   return z;
 }
-
-}  // namespace
-
-at::Tensor few_outputs_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                              const at::Tensor& rows) {
-  return linear(x, weight, bias, rows, false);
-}
-
-at::Tensor few_outputs_linear_portable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  return linear(x, weight, bias, {}, true);
-}
-
-namespace {
 
 void weight_grad(at::Tensor& grad, const at::Tensor& g, const at::Tensor& x, const at::Tensor& rows, bool portable) {
   check_few(grad, "grad");
@@ -398,6 +381,15 @@ void weight_grad(at::Tensor& grad, const at::Tensor& g, const at::Tensor& x, con
 }
 
 }  // namespace
+
+at::Tensor few_outputs_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                              const at::Tensor& rows) {
+  return linear(x, weight, bias, rows, false);
+}
+
+at::Tensor few_outputs_linear_portable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  return linear(x, weight, bias, {}, true);
+}
 
 void few_outputs_weight_grad(at::Tensor& grad, const at::Tensor& g, const at::Tensor& x, const at::Tensor& rows) {
   weight_grad(grad, g, x, rows, false);
