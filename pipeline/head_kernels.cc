@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "pipeline/batch_rows.h"
 #include "pipeline/error.h"
 #include "pipeline/simd.h"
 
@@ -28,33 +29,60 @@ namespace {
 
 constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8;  // torch.optim.Adam's defaults
 
-// One pass over parameter, gradient and both moments: torch.optim.Adam's update
-// (weight decay as an L2 term added to the gradient) with each row's own learning rate
-// and weight decay. LibTorch's Adam does ~10 separate passes over the same memory,
-// which dominated a 32-head sweep's time; fused, it is one pass. The loop must
-// vectorize: this file is built with -fno-math-errno (otherwise every sqrt keeps a scalar
-// errno branch and the loop stays scalar: 3.3 ms per 32-head step here, against 0.5 ms)
-// and the kernel is cloned for AVX-512 and AVX2 (simd.h). Built without FMA contraction
-// (CMakeLists.txt) and without reassociation, every clone gives the same bits.
-TRANSFER_CLONES("avx512f", "avx2", "default")
-void adam_rows_kernel(int64_t begin, int64_t end, int64_t cols, float* p, const float* g, float* m, float* v,
-                      const float* row_lr, const float* row_wd, double bias1, float inv_bias2_sqrt) {
+// One element of torch.optim.Adam's update (weight decay as an L2 term added to the
+// gradient), with its learning rate already divided by the first bias correction.
+[[gnu::always_inline]] inline void adam_element(float& p, float g, float& m, float& v, float step_size, float decay,
+                                               float inv_bias2_sqrt) {
   const float b1 = kBeta1, b2 = kBeta2, one_b1 = 1.0f - b1, one_b2 = 1.0f - b2, eps = kEps;
-  for (int64_t r = begin; r < end; ++r) {
-    const float step_size = static_cast<float>(row_lr[r] / bias1), decay = row_wd[r];
+  const float gc = g + decay * p;
+  const float mc = b1 * m + one_b1 * gc;
+  const float vc = b2 * v + one_b2 * gc * gc;
+  m = mc;
+  v = vc;
+  p -= step_size * mc / (std::sqrt(vc) * inv_bias2_sqrt + eps);
+}
+
+// One pass over parameter, gradient and both moments of rows begin..end, each row's
+// elements with their own step size and weight decay: the row's (step[r], decay[r]) or,
+// per_column, the column's (step[c], decay[c]). LibTorch's Adam does ~10 separate passes
+// over the same memory, which dominated a 32-head sweep's time; fused, it is one pass.
+// The loops must vectorize: this file is built with -fno-math-errno (otherwise every sqrt
+// keeps a scalar errno branch and the loop stays scalar: 3.3 ms per 32-head step here,
+// against 0.5 ms) and the kernel is cloned for AVX-512 and AVX2 (simd.h). Built without
+// FMA contraction (CMakeLists.txt) and without reassociation, every clone gives the same
+// bits, and a column's element the same as a row's. The arrays are distinct (__restrict):
+// without it the per-column loop, with six arrays to check for overlap, stayed scalar
+// (3.5 ms a 32-head step against 0.2).
+TRANSFER_CLONES("avx512f", "avx2", "default")
+void adam_kernel(int64_t rows, int64_t cols, float* __restrict p, const float* __restrict g, float* __restrict m,
+                 float* __restrict v, const float* __restrict step, const float* __restrict decay, bool per_column,
+                 float inv_bias2_sqrt) {
+  for (int64_t r = 0; r < rows; ++r) {
     float* pr = p + r * cols;
     const float* gr = g + r * cols;
     float* mr = m + r * cols;
     float* vr = v + r * cols;
-    for (int64_t c = 0; c < cols; ++c) {
-      const float gc = gr[c] + decay * pr[c];
-      const float mc = b1 * mr[c] + one_b1 * gc;
-      const float vc = b2 * vr[c] + one_b2 * gc * gc;
-      mr[c] = mc;
-      vr[c] = vc;
-      pr[c] -= step_size * mc / (std::sqrt(vc) * inv_bias2_sqrt + eps);
+    if (per_column) {
+      for (int64_t c = 0; c < cols; ++c) adam_element(pr[c], gr[c], mr[c], vr[c], step[c], decay[c], inv_bias2_sqrt);
+    } else {
+      const float step_r = step[r], decay_r = decay[r];
+      for (int64_t c = 0; c < cols; ++c) adam_element(pr[c], gr[c], mr[c], vr[c], step_r, decay_r, inv_bias2_sqrt);
     }
   }
+}
+
+// fused_adam_rows and fused_adam_columns: an AdamStep over every row.
+void fused_adam(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v, const at::Tensor& lr,
+                const at::Tensor& wd, int64_t step, bool per_column) {
+  const AdamStep adam(param, m, v, lr, wd, step, per_column);
+  const int64_t rows = param.size(0), cols = param.numel() / rows;
+  const float* g = grad.data_ptr<float>();
+  // At least 16,384 elements a thread (a lone head's 10 rows of 4,096 split in two): the
+  // batch's rows evict the moments every step, and two cores fetch them back faster.
+  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)), [&](int64_t begin, int64_t end) {
+    const FlushSubnormals flush;  // the moments of always-zero features decay into subnormals
+    adam.apply(begin, end, g + begin * cols);
+  });
 }
 
 constexpr int64_t kLanes = 32;  // the weight gradient's columns per block: vectors in flight
@@ -316,34 +344,13 @@ bool use_avx512(bool portable) {
 #endif
 }
 
-void check_few(const at::Tensor& t, const char* what) {
-  if (t.scalar_type() != at::kFloat || !t.is_contiguous()) fail("few-outputs head kernel: {} must be contiguous float32", what);
-}
-
-// The batch's row pointers: x's rows in order, or the chosen rows of x.
-std::vector<const float*> row_pointers(const at::Tensor& x, const at::Tensor& rows) {
-  check_few(x, "x");
-  const int64_t d = x.size(1);
-  const float* base = x.data_ptr<float>();
-  std::vector<const float*> out;
-  if (!rows.defined()) {
-    for (int64_t r = 0; r < x.size(0); ++r) out.push_back(base + r * d);
-    return out;
-  }
-  const at::Tensor index = rows.to(at::kLong).contiguous();
-  const int64_t* i = index.data_ptr<int64_t>();
-  for (int64_t r = 0; r < index.numel(); ++r) {
-    if (i[r] < 0 || i[r] >= x.size(0)) fail("batch row {} is outside the {} rows of its split", i[r], x.size(0));
-    out.push_back(base + i[r] * d);
-  }
-  return out;
-}
+constexpr const char* kKernel = "few-outputs head kernel";
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& rows,
                   bool portable) {
-  check_few(weight, "weight");
-  check_few(bias, "bias");
-  const std::vector<const float*> xs = row_pointers(x, rows);
+  check_contiguous_float(weight, kKernel, "weight");
+  check_contiguous_float(bias, kKernel, "bias");
+  const std::vector<const float*> xs = batch_row_pointers(x, rows, kKernel);
   const int64_t b = static_cast<int64_t>(xs.size()), d = x.size(1), n = weight.size(0);
   at::Tensor z = at::empty({b, n}, x.options());
   const float* wp = weight.data_ptr<float>();
@@ -361,9 +368,9 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
 }
 
 void weight_grad(at::Tensor& grad, const at::Tensor& g, const at::Tensor& x, const at::Tensor& rows, bool portable) {
-  check_few(grad, "grad");
-  check_few(g, "g");
-  const std::vector<const float*> xs = row_pointers(x, rows);
+  check_contiguous_float(grad, kKernel, "grad");
+  check_contiguous_float(g, kKernel, "g");
+  const std::vector<const float*> xs = batch_row_pointers(x, rows, kKernel);
   const int64_t b = static_cast<int64_t>(xs.size()), d = x.size(1), n = g.size(1);
   const float* gp = g.data_ptr<float>();
   float* out = grad.data_ptr<float>();
@@ -399,24 +406,36 @@ void few_outputs_weight_grad_portable(at::Tensor& grad, const at::Tensor& g, con
   weight_grad(grad, g, x, {}, true);
 }
 
+AdamStep::AdamStep(at::Tensor& param, at::Tensor& m, at::Tensor& v, const at::Tensor& lr, const at::Tensor& wd,
+                   int64_t step, bool per_column)
+    : cols_(param.numel() / std::max<int64_t>(param.size(0), 1)),
+      param_(param.data_ptr<float>()),
+      m_(m.data_ptr<float>()),
+      v_(v.data_ptr<float>()),
+      decay_(wd.data_ptr<float>()),
+      per_column_(per_column) {
+  const double bias1 = 1.0 - std::pow(kBeta1, static_cast<double>(step));
+  inv_bias2_sqrt_ = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(kBeta2, static_cast<double>(step))));
+  // Each learning rate over the first bias correction, once per step, not per element.
+  const float* lr_p = lr.data_ptr<float>();
+  step_size_.resize(static_cast<size_t>(lr.numel()));
+  for (size_t i = 0; i < step_size_.size(); ++i) step_size_[i] = static_cast<float>(lr_p[i] / bias1);
+}
+
+void AdamStep::apply(int64_t begin, int64_t end, const float* grad) const {
+  const int64_t offset = begin * cols_, settings = per_column_ ? 0 : begin;
+  adam_kernel(end - begin, cols_, param_ + offset, grad, m_ + offset, v_ + offset, step_size_.data() + settings,
+              decay_ + settings, per_column_, inv_bias2_sqrt_);
+}
+
 void fused_adam_rows(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v,
                      const at::Tensor& row_lr, const at::Tensor& row_wd, int64_t step) {
-  const int64_t rows = param.size(0), cols = param.numel() / rows;
-  float* p = param.data_ptr<float>();
-  const float* g = grad.data_ptr<float>();
-  float* mm = m.data_ptr<float>();
-  float* vv = v.data_ptr<float>();
-  const float* lr = row_lr.data_ptr<float>();
-  const float* wd = row_wd.data_ptr<float>();
-  const double bias1 = 1.0 - std::pow(kBeta1, static_cast<double>(step));
-  const double bias2_sqrt = std::sqrt(1.0 - std::pow(kBeta2, static_cast<double>(step)));
-  const float inv_bias2_sqrt = static_cast<float>(1.0 / bias2_sqrt);
-  // At least 16,384 elements a thread (a lone head's 10 rows of 4,096 split in two): the
-  // batch's rows evict the moments every step, and two cores fetch them back faster.
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)), [&](int64_t begin, int64_t end) {
-    const FlushSubnormals flush;  // the moments of always-zero features decay into subnormals
-    adam_rows_kernel(begin, end, cols, p, g, mm, vv, lr, wd, bias1, inv_bias2_sqrt);
-  });
+  fused_adam(param, grad, m, v, row_lr, row_wd, step, false);
+}
+
+void fused_adam_columns(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v,
+                        const at::Tensor& column_lr, const at::Tensor& column_wd, int64_t step) {
+  fused_adam(param, grad, m, v, column_lr, column_wd, step, true);
 }
 
 // d(mean cross-entropy)/d(logits) = (softmax - one_hot) / B for every head's C logits

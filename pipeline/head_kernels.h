@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "pipeline/train.h"  // BatchScores
 
@@ -20,6 +21,32 @@ namespace pipeline {
 //   row_lr, row_wd: [R] float32
 void fused_adam_rows(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v,
                      const at::Tensor& row_lr, const at::Tensor& row_wd, int64_t step);
+// The same with a learning rate and weight decay per column (weights kept transposed,
+// wide_head_kernels.h); an element gets the same bits as in fused_adam_rows.
+//   column_lr, column_wd: [N] float32
+void fused_adam_columns(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v,
+                        const at::Tensor& column_lr, const at::Tensor& column_wd, int64_t step);
+
+// One such step prepared (bias corrections, each learning rate over the first), to be
+// applied to the rows of `param` piece by piece, from any thread, each row once: for a
+// gradient handed on in pieces while they are in cache (wide_head_kernels.h). The
+// tensors must outlive it; the caller flushes subnormals (simd.h) as fused_adam_rows does.
+//   param, m, v: [R, N] float32 contiguous; lr, wd: [N] float32 if per_column, else [R]
+class AdamStep {
+ public:
+  AdamStep(at::Tensor& param, at::Tensor& m, at::Tensor& v, const at::Tensor& lr, const at::Tensor& wd, int64_t step,
+           bool per_column);
+  // Rows begin..end of param, m and v, with `grad` those rows' gradient ([end-begin, N]).
+  void apply(int64_t begin, int64_t end, const float* grad) const;
+
+ private:
+  int64_t cols_;
+  float *param_, *m_, *v_;
+  const float* decay_;
+  bool per_column_;
+  float inv_bias2_sqrt_ = 0;
+  std::vector<float> step_size_;
+};
 
 // d(mean cross-entropy)/d(logits) for K heads of C classes side by side, and their
 // batch scores, in one pass.

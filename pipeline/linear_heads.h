@@ -38,8 +38,8 @@ class LinearHeads : public Trainable {
   void keep_best(int64_t member) override;
   void use_best() override;
   // True when train_step and predict_batch take a Batch of rows in place (train.h
-  // Batch::source/rows, inputs undefined): float32 products of few outputs, which read
-  // rows where they are.
+  // Batch::source/rows, inputs undefined): float32 products, whose kernels read rows
+  // where they are.
   bool reads_rows_in_place() const;
   at::Tensor weight(int64_t member) const;  // [C, D]
   at::Tensor bias(int64_t member) const;    // [C]
@@ -50,14 +50,19 @@ class LinearHeads : public Trainable {
   at::Tensor logits(const at::Tensor& x, const at::Tensor& rows = {}) const;
   // Float32 products of K*C <= kFewOutputs: head_kernels.h's few-outputs kernels, not BLAS.
   bool own_kernels() const;
+  // Float32 products of more outputs: wide_head_kernels.h's, the weights (their
+  // gradient, moments and best copy too) kept transposed, [D, K*C].
+  bool wide_kernels() const;
+  int64_t output_dim() const;  // the weights' dimension of the K*C outputs: 0, or 1 if wide
 
   int64_t classes_;
   c10::ScalarType matmul_;
   std::vector<HeadSetting> settings_;
+  // weight_ [K*C, D], or [D, K*C] if wide_kernels(); its gradient, moments, best copy alike
   at::Tensor weight_, bias_, weight_m_, weight_v_, bias_m_, bias_v_, best_weight_, best_bias_;
   at::Tensor weight_grad_, bias_grad_;                     // reused every step
   at::Tensor weight_low_, bias_low_, weight_grad_low_;     // bf16 products only: the same, rounded
-  at::Tensor row_lr_, row_wd_;  // [K*C] float32: each row's head's settings
+  at::Tensor output_lr_, output_wd_;  // [K*C] float32: each output's head's settings
   int64_t step_ = 0;
 };
 

@@ -139,34 +139,42 @@ TEST(Head, FewOutputsKernelsEqualLibTorchProducts) {
   }
 }
 
-// A lone head reads its training rows in place (no gathered copy): the same steps,
-// bit for bit, as on the gathered batch; a row outside the split is an error.
+// Float32 heads read their training rows in place (no gathered copy), a lone head (the
+// few-outputs kernels) and a stack of four (the wide-outputs kernels) alike: the same
+// steps, bit for bit, as on the gathered batch; a row outside the split is an error.
+// bf16 products take gathered batches only.
 TEST(Head, RowsReadInPlaceTrainExactlyAsAGatheredBatch) {
   torch::manual_seed(12);
   const at::Tensor x = torch::randn({300, 70}).relu(), y = torch::randint(0, 10, {300}, torch::kLong);
-  pipeline::LinearHeads gathered(70, 10, {{1e-2, 1e-4, 3}}), in_place(70, 10, {{1e-2, 1e-4, 3}});
-  ASSERT_TRUE(in_place.reads_rows_in_place());
-  for (int step = 0; step < 15; ++step) {
-    const at::Tensor rows = torch::randint(0, 300, {33}, torch::kLong);
-    const auto a = gathered.train_step({x.index_select(0, rows), y.index_select(0, rows)});
-    const auto b = in_place.train_step({at::Tensor(), y.index_select(0, rows), x, rows});
-    EXPECT_TRUE(torch::equal(a.loss_sum, b.loss_sum)) << "step " << step;
-    EXPECT_TRUE(torch::equal(a.correct, b.correct)) << "step " << step;
+  for (const size_t heads : {1, 4}) {
+    const std::vector<pipeline::HeadSetting> grid(heads, {1e-2, 1e-4, 3});
+    pipeline::LinearHeads gathered(70, 10, grid), in_place(70, 10, grid);
+    ASSERT_TRUE(in_place.reads_rows_in_place()) << heads << " heads";
+    for (int step = 0; step < 15; ++step) {
+      const at::Tensor rows = torch::randint(0, 300, {33}, torch::kLong);
+      const auto a = gathered.train_step({x.index_select(0, rows), y.index_select(0, rows)});
+      const auto b = in_place.train_step({at::Tensor(), y.index_select(0, rows), x, rows});
+      EXPECT_TRUE(torch::equal(a.loss_sum, b.loss_sum)) << heads << " heads, step " << step;
+      EXPECT_TRUE(torch::equal(a.correct, b.correct)) << heads << " heads, step " << step;
+    }
+    for (size_t k = 0; k < heads; ++k) {
+      EXPECT_TRUE(torch::equal(gathered.weight(k), in_place.weight(k))) << heads << " heads";
+      EXPECT_TRUE(torch::equal(gathered.bias(k), in_place.bias(k))) << heads << " heads";
+      EXPECT_EQ(in_place.weight(k).sizes(), (std::vector<int64_t>{10, 70}));
+    }
+    // Scoring reads rows in place too, with the same bits as on the gathered rows.
+    const at::Tensor scored = torch::tensor({299, 0, 17, 17, 250, 3, 101}, torch::kLong);
+    const at::Tensor logits = in_place.predict_batch({at::Tensor(), y.index_select(0, scored), x, scored});
+    EXPECT_TRUE(torch::equal(logits, gathered.predict(x.index_select(0, scored)))) << heads << " heads";
+    EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{static_cast<int64_t>(heads), 7, 10}));
+    EXPECT_THROW(in_place.predict_batch({at::Tensor(), y.slice(0, 0, 1), x, torch::tensor({-1}, torch::kLong)}),
+                 pipeline::Error);
+    EXPECT_THROW(in_place.train_step({at::Tensor(), y.slice(0, 0, 1), x, torch::tensor({300}, torch::kLong)}),
+                 pipeline::Error);
   }
-  EXPECT_TRUE(torch::equal(gathered.weight(0), in_place.weight(0)));
-  EXPECT_TRUE(torch::equal(gathered.bias(0), in_place.bias(0)));
-  // Scoring reads rows in place too, with the same bits as on the gathered rows.
-  const at::Tensor scored = torch::tensor({299, 0, 17, 17, 250, 3, 101}, torch::kLong);
-  const at::Tensor logits = in_place.predict_batch({at::Tensor(), y.index_select(0, scored), x, scored});
-  EXPECT_TRUE(torch::equal(logits, gathered.predict(x.index_select(0, scored))));
-  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{1, 7, 10}));
-  EXPECT_THROW(in_place.predict_batch({at::Tensor(), y.slice(0, 0, 1), x, torch::tensor({-1}, torch::kLong)}),
-               pipeline::Error);
-  EXPECT_THROW(in_place.train_step({at::Tensor(), y.slice(0, 0, 1), x, torch::tensor({300}, torch::kLong)}),
-               pipeline::Error);
-  pipeline::LinearHeads wide(70, 10, std::vector<pipeline::HeadSetting>(4, {1e-2, 0.0, 1}));  // 40 outputs: BLAS
-  EXPECT_FALSE(wide.reads_rows_in_place());
-  EXPECT_THROW(wide.train_step({at::Tensor(), y.slice(0, 0, 2), x, torch::arange(2)}), pipeline::Error);
+  pipeline::LinearHeads bf16(70, 10, std::vector<pipeline::HeadSetting>(4, {1e-2, 0.0, 1}), c10::kBFloat16);
+  EXPECT_FALSE(bf16.reads_rows_in_place());
+  EXPECT_THROW(bf16.train_step({at::Tensor(), y.slice(0, 0, 2), x, torch::arange(2)}), pipeline::Error);
 }
 
 TEST(Head, SweepHeadsEqualHeadsTrainedAlone) { expect_stack_equals_lone_heads(c10::kFloat, 1e-4, 1e-5); }

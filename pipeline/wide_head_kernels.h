@@ -1,0 +1,53 @@
+#pragma once
+// The two matrix products of a stack of many heads (a sweep: N_out = heads x classes
+// above head_kernels.h's kFewOutputs), with the weights kept transposed, [D, N_out], so
+// that 16 outputs of one input feature are one AVX-512 vector. On CPUs with AVX-512,
+// register-blocked kernels of their own (4 rows x 80 outputs in 20 accumulators): on
+// two Zen 4 cores the forward product of a 32-head sweep (128 x 4,096 by 4,096 x 320)
+// ran at ~205 GFLOP/s against 134-157 for OpenBLAS's, the weight gradient at ~200
+// against 177-187, the CPU's FMA peak being ~234. Elsewhere LibTorch's BLAS on the same
+// layout.
+//
+// Each output is one chain of fused multiply-adds in input order (the forward: over the
+// D features, then + bias; the gradient: over the B rows), whatever the blocking and the
+// thread count: the same bits from run to run, and from std::fma in that order (the
+// tests' reference). Both run on at::parallel_for's threads with subnormals flushed
+// (simd.h FlushSubnormals). Thread safety: no shared state; the tensors passed must not
+// be used elsewhere during a call.
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+
+namespace pipeline {
+
+// Each takes its B input rows either as x [B, D] or, with `rows` defined, as the rows
+// [B] int64 of x [N, D] read in place (an index outside 0..N-1 is a pipeline::Error).
+
+// z = x . weight_t + bias.
+//   x float32 contiguous, weight_t [D, N_out], bias [N_out] float32 contiguous
+//   -> z [B, N_out] float32
+at::Tensor wide_outputs_linear(const at::Tensor& x, const at::Tensor& weight_t, const at::Tensor& bias,
+                               const at::Tensor& rows = {});
+
+// grad_t = x^T . g, the weight gradient in the weights' transposed layout.
+//   g [B, N_out] float32 contiguous; grad_t [D, N_out] float32 contiguous, overwritten
+void wide_outputs_weight_grad(at::Tensor& grad_t, const at::Tensor& g, const at::Tensor& x,
+                              const at::Tensor& rows = {});
+
+// The same gradient handed on strip by strip instead of written whole: for each strip of
+// input features c0..c1 (16 of them; the rows of grad_t), use(c0, c1, grad) with grad
+// those rows [c1 - c0, N_out] in a buffer of the thread that computed them, called on
+// that thread while they are in cache (a sweep applies Adam to them there: the 5 MB
+// gradient of 32 heads never goes to memory). Strips run in parallel, each once; `use`
+// must be safe for that. x, rows, g as above.
+using GradStrips = std::function<void(int64_t c0, int64_t c1, const float* grad)>;
+void wide_outputs_weight_grad_strips(const at::Tensor& g, const at::Tensor& x, const at::Tensor& rows,
+                                     const GradStrips& use);
+
+// True where the functions above run their own AVX-512 kernels (the CPU has
+// AVX-512 F/BW/VL/DQ and the build is x86-64 GCC); false where they call BLAS.
+bool wide_outputs_own_kernels();
+
+}  // namespace pipeline

@@ -1,0 +1,137 @@
+#include "pipeline/wide_head_kernels.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <vector>
+#include <tuple>
+
+#include "pipeline/error.h"
+#include "pipeline/head_kernels.h"
+
+namespace {
+
+// The contract's order, one output at a time: fused multiply-adds over the features in
+// order from zero, then the bias (forward); over the rows in order (gradient).
+at::Tensor chained_linear(const at::Tensor& x, const at::Tensor& wt, const at::Tensor& bias) {
+  const int64_t b = x.size(0), d = x.size(1), n = wt.size(1);
+  at::Tensor z = torch::empty({b, n});
+  const auto xa = x.accessor<float, 2>(), wa = wt.accessor<float, 2>();
+  const auto ba = bias.accessor<float, 1>();
+  auto za = z.accessor<float, 2>();
+  for (int64_t i = 0; i < b; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      float acc = 0;
+      for (int64_t k = 0; k < d; ++k) acc = std::fma(xa[i][k], wa[k][j], acc);
+      za[i][j] = acc + ba[j];
+    }
+  }
+  return z;
+}
+
+at::Tensor chained_grad(const at::Tensor& x, const at::Tensor& g) {
+  const int64_t b = x.size(0), d = x.size(1), n = g.size(1);
+  at::Tensor out = torch::empty({d, n});
+  const auto xa = x.accessor<float, 2>(), ga = g.accessor<float, 2>();
+  auto oa = out.accessor<float, 2>();
+  for (int64_t c = 0; c < d; ++c) {
+    for (int64_t j = 0; j < n; ++j) {
+      float acc = 0;
+      for (int64_t r = 0; r < b; ++r) acc = std::fma(xa[r][c], ga[r][j], acc);
+      oa[c][j] = acc;
+    }
+  }
+  return out;
+}
+
+// Restores LibTorch's thread count at the end of a test that changes it.
+struct ThreadsRestored {
+  int saved = at::get_num_threads();
+  ~ThreadsRestored() { at::set_num_threads(saved); }
+};
+
+}  // namespace
+
+// The wide-outputs kernels equal LibTorch's products up to float rounding, for shapes
+// off every block size (rows by 4, outputs by 16 and 80, features by 4, 16 and 1,024).
+// Where their own AVX-512 kernels run, each output is exactly the contract's chain of
+// fused multiply-adds, whatever the thread count, and rows read in place give the same
+// bits as a gathered batch.
+TEST(WideHeadKernels, EqualLibTorchProductsAndTheirChainOfFmas) {
+  ThreadsRestored restore;
+  torch::manual_seed(21);
+  for (const auto& [b, n, d] : {std::tuple<int64_t, int64_t, int64_t>{128, 320, 1100}, {7, 33, 45}, {1, 1, 1},
+                                {5, 81, 1025}, {9, 160, 17}, {4, 95, 2049}, {13, 17, 64}, {3, 240, 7}}) {
+    const at::Tensor x = torch::randn({b, d}).relu(), wt = torch::randn({d, n}), bias = torch::randn({n});
+    const at::Tensor g = torch::randn({b, n});
+    const at::Tensor z = pipeline::wide_outputs_linear(x, wt, bias);
+    EXPECT_TRUE(torch::allclose(z, torch::addmm(bias, x, wt), 1e-5, 1e-4)) << b << "x" << n << "x" << d;
+    at::Tensor grad = torch::full({d, n}, 7.0f);  // overwritten, not added to
+    pipeline::wide_outputs_weight_grad(grad, g, x);
+    EXPECT_TRUE(torch::allclose(grad, torch::mm(x.t(), g), 1e-5, 1e-4)) << b << "x" << n << "x" << d;
+    // In strips: every feature's row once, the same bits as the whole gradient.
+    at::Tensor strips = torch::full({d, n}, 7.0f);
+    std::vector<int> seen(static_cast<size_t>(d));
+    std::mutex lock;
+    pipeline::wide_outputs_weight_grad_strips(g, x, {}, [&](int64_t c0, int64_t c1, const float* rows_grad) {
+      const std::lock_guard<std::mutex> hold(lock);
+      for (int64_t c = c0; c < c1; ++c) ++seen[static_cast<size_t>(c)];
+      std::copy(rows_grad, rows_grad + (c1 - c0) * n, strips.data_ptr<float>() + c0 * n);
+    });
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), d);
+    EXPECT_TRUE(torch::equal(strips, grad)) << b << "x" << n << "x" << d;
+    if (!pipeline::wide_outputs_own_kernels()) continue;  // BLAS: its own order
+    EXPECT_TRUE(torch::equal(z, chained_linear(x, wt, bias))) << b << "x" << n << "x" << d;
+    EXPECT_TRUE(torch::equal(grad, chained_grad(x, g))) << b << "x" << n << "x" << d;
+    at::set_num_threads(1);
+    EXPECT_TRUE(torch::equal(z, pipeline::wide_outputs_linear(x, wt, bias))) << "one thread";
+    at::Tensor one_thread = torch::empty({d, n});
+    pipeline::wide_outputs_weight_grad(one_thread, g, x);
+    EXPECT_TRUE(torch::equal(grad, one_thread)) << "one thread";
+    at::set_num_threads(restore.saved);
+    const at::Tensor source = torch::randn({2 * b + 3, d}), rows = torch::randperm(2 * b + 3).slice(0, 0, b);
+    const at::Tensor gathered = source.index_select(0, rows);
+    EXPECT_TRUE(torch::equal(pipeline::wide_outputs_linear(source, wt, bias, rows),
+                             pipeline::wide_outputs_linear(gathered, wt, bias)));
+    at::Tensor in_place = torch::empty({d, n}), from_gathered = torch::empty({d, n});
+    pipeline::wide_outputs_weight_grad(in_place, g, source, rows);
+    pipeline::wide_outputs_weight_grad(from_gathered, g, gathered);
+    EXPECT_TRUE(torch::equal(in_place, from_gathered));
+  }
+}
+
+// A row outside the source, or operands of the wrong shape or dtype: pipeline::Error.
+TEST(WideHeadKernels, BadRowsAndShapesAreErrors) {
+  const at::Tensor x = torch::randn({10, 20}), wt = torch::randn({20, 40}), bias = torch::randn({40});
+  EXPECT_THROW(pipeline::wide_outputs_linear(x, wt, bias, torch::tensor({0, 10}, torch::kLong)), pipeline::Error);
+  EXPECT_THROW(pipeline::wide_outputs_linear(x, wt, bias, torch::tensor({-1}, torch::kLong)), pipeline::Error);
+  EXPECT_THROW(pipeline::wide_outputs_linear(x, wt.slice(0, 0, 19), bias), pipeline::Error);
+  EXPECT_THROW(pipeline::wide_outputs_linear(x.to(torch::kDouble), wt, bias), pipeline::Error);
+  at::Tensor grad = torch::empty({20, 40});
+  EXPECT_THROW(pipeline::wide_outputs_weight_grad(grad, torch::randn({2, 40}), x, torch::tensor({3, 11}, torch::kLong)),
+               pipeline::Error);
+  at::Tensor wrong = torch::empty({40, 20});
+  EXPECT_THROW(pipeline::wide_outputs_weight_grad(wrong, torch::randn({10, 40}), x), pipeline::Error);
+}
+
+// Adam with a learning rate and weight decay per column, on transposed weights, gives
+// each element the bits that the per-row update gives it in the untransposed layout.
+TEST(WideHeadKernels, AdamPerColumnEqualsAdamPerRowTransposed) {
+  torch::manual_seed(4);
+  at::Tensor p = torch::randn({6, 37}), m = torch::zeros({6, 37}), v = torch::zeros({6, 37});
+  at::Tensor pt = p.t().contiguous(), mt = torch::zeros({37, 6}), vt = torch::zeros({37, 6});
+  const at::Tensor lr = torch::tensor({1e-3f, 3e-3f, 1e-2f, 1e-4f, 3e-2f, 1e-3f});
+  const at::Tensor wd = torch::tensor({0.0f, 1e-4f, 1e-2f, 0.0f, 1e-3f, 5e-4f});
+  for (int64_t step = 1; step <= 5; ++step) {
+    const at::Tensor grad = torch::randn({6, 37});
+    pipeline::fused_adam_rows(p, grad, m, v, lr, wd, step);
+    pipeline::fused_adam_columns(pt, grad.t().contiguous(), mt, vt, lr, wd, step);
+  }
+  EXPECT_TRUE(torch::equal(pt, p.t()));
+  EXPECT_TRUE(torch::equal(mt, m.t()));
+  EXPECT_TRUE(torch::equal(vt, v.t()));
+  EXPECT_FALSE(torch::equal(p, torch::zeros_like(p)));
+}
