@@ -6,6 +6,7 @@
 // state; the tensors passed must not be used elsewhere during a call.
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/BFloat16.h>
 
 #include <cstdint>
 #include <vector>
@@ -21,6 +22,11 @@ namespace pipeline {
 //   row_lr, row_wd: [R] float32
 void fused_adam_rows(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v,
                      const at::Tensor& row_lr, const at::Tensor& row_wd, int64_t step);
+// The same for bf16 products: grad [R, N] bfloat16, and param_low [R, N] bfloat16 set to
+// the updated param rounded to bfloat16 (to nearest even, as Tensor::copy_), in the same
+// pass: the next step's product operand, with no separate conversion passes.
+void fused_adam_rows_low(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v,
+                         const at::Tensor& row_lr, const at::Tensor& row_wd, int64_t step, at::Tensor& param_low);
 // The same with a learning rate and weight decay per column (weights kept transposed,
 // wide_head_kernels.h); an element gets the same bits as in fused_adam_rows.
 //   column_lr, column_wd: [N] float32
@@ -38,6 +44,9 @@ class AdamStep {
            bool per_column);
   // Rows begin..end of param, m and v, with `grad` those rows' gradient ([end-begin, N]).
   void apply(int64_t begin, int64_t end, const float* grad) const;
+  // The same from a bfloat16 gradient, also writing the rows rounded to bfloat16 into
+  // param_low ([R, N], row 0 at param_low).
+  void apply(int64_t begin, int64_t end, const c10::BFloat16* grad, c10::BFloat16* param_low) const;
 
  private:
   int64_t cols_;

@@ -60,7 +60,7 @@ class LinearHeads : public Trainable {
   std::vector<HeadSetting> settings_;
   // weight_ [K*C, D], or [D, K*C] if wide_kernels(); its gradient, moments, best copy alike
   at::Tensor weight_, bias_, weight_m_, weight_v_, bias_m_, bias_v_, best_weight_, best_bias_;
-  at::Tensor weight_grad_, bias_grad_;                     // reused every step
+  at::Tensor weight_grad_, bias_grad_;  // reused every step (weight_grad_: few-outputs heads only)
   at::Tensor weight_low_, bias_low_, weight_grad_low_;     // bf16 products only: the same, rounded
   at::Tensor output_lr_, output_wd_;  // [K*C] float32: each output's head's settings
   int64_t step_ = 0;

@@ -135,3 +135,25 @@ TEST(WideHeadKernels, AdamPerColumnEqualsAdamPerRowTransposed) {
   EXPECT_TRUE(torch::equal(vt, v.t()));
   EXPECT_FALSE(torch::equal(p, torch::zeros_like(p)));
 }
+
+// Adam for bf16 products: reading the bfloat16 gradient and writing the rounded weights
+// in its pass gives the bits of widening the gradient, updating, then Tensor::to(bf16).
+TEST(WideHeadKernels, AdamOnABf16GradientEqualsAdamOnItsWideningThenRounding) {
+  torch::manual_seed(5);
+  at::Tensor p = torch::randn({6, 37}), m = torch::zeros({6, 37}), v = torch::zeros({6, 37});
+  at::Tensor p_low_path = p.clone(), m2 = m.clone(), v2 = v.clone();
+  at::Tensor low = torch::empty({6, 37}, torch::kBFloat16);
+  const at::Tensor lr = torch::tensor({1e-3f, 3e-3f, 1e-2f, 1e-4f, 3e-2f, 1e-3f}), wd = torch::full({6}, 1e-3f);
+  for (int64_t step = 1; step <= 5; ++step) {
+    const at::Tensor grad = torch::randn({6, 37}).to(torch::kBFloat16);
+    pipeline::fused_adam_rows(p, grad.to(torch::kFloat), m, v, lr, wd, step);
+    pipeline::fused_adam_rows_low(p_low_path, grad, m2, v2, lr, wd, step, low);
+    EXPECT_TRUE(torch::equal(low, p.to(torch::kBFloat16))) << "step " << step;
+  }
+  EXPECT_TRUE(torch::equal(p_low_path, p));
+  EXPECT_TRUE(torch::equal(m2, m));
+  EXPECT_TRUE(torch::equal(v2, v));
+  at::Tensor wrong = torch::empty({6, 37});
+  EXPECT_THROW(pipeline::fused_adam_rows_low(p, torch::randn({6, 37}), m, v, lr, wd, 6, low), pipeline::Error);
+  EXPECT_THROW(pipeline::fused_adam_rows_low(p, low, m, v, lr, wd, 6, wrong), pipeline::Error);
+}
