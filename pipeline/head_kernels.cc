@@ -97,9 +97,27 @@ void adam_kernel_low(int64_t rows, int64_t cols, float* __restrict p, const c10:
   adam_rows<c10::BFloat16, true>(rows, cols, p, g, m, v, step, decay, per_column, inv_bias2_sqrt, low);
 }
 
+// pipeline::Error unless every operand of an Adam step fits param [R, N]: grad, m, v (and
+// a low-precision copy) of its size, lr and wd one per row (or per column), all contiguous.
+void check_adam(const at::Tensor& param, const std::vector<const at::Tensor*>& like_param, const at::Tensor& lr,
+                const at::Tensor& wd, bool per_column) {
+  const int64_t rows = param.dim() == 2 ? param.size(0) : -1, settings = per_column ? param.size(-1) : rows;
+  bool fits = rows >= 0 && param.is_contiguous() && param.scalar_type() == at::kFloat;
+  for (const at::Tensor* t : like_param) fits = fits && t->numel() == param.numel() && t->is_contiguous();
+  for (const at::Tensor* t : {&lr, &wd}) {
+    fits = fits && t->numel() == settings && t->is_contiguous() && t->scalar_type() == at::kFloat;
+  }
+  if (!fits) fail("Adam step: the operands do not fit a [R, N] float32 parameter and its {} settings", per_column ? "N" : "R");
+}
+
 // fused_adam_rows and fused_adam_columns: an AdamStep over every row.
 void fused_adam(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v, const at::Tensor& lr,
                 const at::Tensor& wd, int64_t step, bool per_column) {
+  check_adam(param, {&grad, &m, &v}, lr, wd, per_column);
+  if (grad.scalar_type() != at::kFloat || m.scalar_type() != at::kFloat || v.scalar_type() != at::kFloat) {
+    fail("Adam step: grad, m and v must be float32");
+  }
+  if (param.numel() == 0) return;
   const AdamStep adam(param, m, v, lr, wd, step, per_column);
   const int64_t rows = param.size(0), cols = param.numel() / rows;
   const float* g = grad.data_ptr<float>();
@@ -471,6 +489,8 @@ void fused_adam_rows_low(at::Tensor& param, const at::Tensor& grad, at::Tensor& 
       !param_low.is_contiguous()) {
     fail("fused_adam_rows_low: grad and param_low must be contiguous bfloat16");
   }
+  check_adam(param, {&grad, &m, &v, &param_low}, row_lr, row_wd, false);
+  if (param.numel() == 0) return;
   const AdamStep adam(param, m, v, row_lr, row_wd, step, false);
   const int64_t rows = param.size(0), cols = param.numel() / rows;
   const c10::BFloat16* g = grad.data_ptr<c10::BFloat16>();

@@ -19,7 +19,7 @@ namespace pipeline {
 // to the gradient, bias corrections for step `step` >= 1) on every row of `param`,
 // each row with its own learning rate and weight decay, in one pass over the memory.
 //   param, m, v: [R, N] float32 contiguous, updated in place; grad: [R, N] float32
-//   row_lr, row_wd: [R] float32
+//   row_lr, row_wd: [R] float32 (operands that do not fit: pipeline::Error)
 void fused_adam_rows(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v,
                      const at::Tensor& row_lr, const at::Tensor& row_wd, int64_t step);
 // The same for bf16 products: grad [R, N] bfloat16, and param_low [R, N] bfloat16 set to

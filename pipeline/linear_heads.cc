@@ -83,8 +83,9 @@ BatchScores LinearHeads::train_step(const Batch& batch) {
   bias_grad_.zero_();
   const BatchScores scores{torch::zeros({k}, torch::kFloat64), torch::zeros({k}, torch::kInt64)};
   const at::Tensor flat = logits_grad(z, batch.labels, classes_, bias_grad_, scores);
-  // Into the same buffer every step: a fresh [K*C, D] tensor (5 MB for 32 heads) cost
-  // page faults on every step.
+  // Few outputs and bf16 products: into the same buffer every step (a fresh [K*C, D]
+  // tensor, 5 MB for 32 heads, cost page faults on every step). Wide float32 heads hand
+  // the gradient to Adam strip by strip below.
   if (own_kernels()) {
     few_outputs_weight_grad(weight_grad_, flat, x.contiguous(), rows);
   } else if (!wide_kernels()) {

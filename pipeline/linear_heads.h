@@ -1,6 +1,7 @@
 #pragma once
 // K linear heads trained as one stacked layer (transfer-head's linear probe and its
-// sweeps). The arithmetic is in head_kernels.h.
+// sweeps). The arithmetic is in head_kernels.h (Adam, softmax, few outputs) and
+// wide_head_kernels.h (the products of many outputs).
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
@@ -18,10 +19,11 @@ struct HeadSetting {
   uint64_t init_seed = 0;
 };
 
-// K linear heads of width D -> C stacked as one [K*C, D] layer, trained with a fused
-// Adam step whose learning rate and weight decay are per head. Head k's gradient is
-// exactly that of a lone head (per-head mean cross-entropy), so each head of a stack
-// equals the same head trained alone, up to float rounding.
+// K linear heads of width D -> C stacked as one [K*C, D] layer (held transposed when
+// wide, see wide_kernels()), trained with a fused Adam step whose learning rate and
+// weight decay are per head. Head k's gradient is exactly that of a lone head (per-head
+// mean cross-entropy), so each head of a stack equals the same head trained alone, up
+// to float rounding.
 class LinearHeads : public Trainable {
  public:
   // Initialised like torch.nn.Linear (uniform in +-1/sqrt(D)), from each setting's seed.
@@ -39,14 +41,15 @@ class LinearHeads : public Trainable {
   void use_best() override;
   // True when train_step and predict_batch take a Batch of rows in place (train.h
   // Batch::source/rows, inputs undefined): float32 products, whose kernels read rows
-  // where they are.
+  // where they are (the BLAS fallback of wide_head_kernels.h, on CPUs without AVX-512,
+  // gathers them itself).
   bool reads_rows_in_place() const;
   at::Tensor weight(int64_t member) const;  // [C, D]
   at::Tensor bias(int64_t member) const;    // [C]
 
  private:
   // [B, K*C] float32 logits of x's rows: all of them, or with `rows` defined those rows of
-  // x read in place (own kernels only, else pipeline::Error).
+  // x read in place (float32 products only, else pipeline::Error).
   at::Tensor logits(const at::Tensor& x, const at::Tensor& rows = {}) const;
   // Float32 products of K*C <= kFewOutputs: head_kernels.h's few-outputs kernels, not BLAS.
   bool own_kernels() const;

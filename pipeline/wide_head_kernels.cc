@@ -36,6 +36,10 @@ constexpr int64_t kRows = 4, kVectors = 5, kBlockOutputs = 16 * kVectors;
 // The forward's features per pass over a thread's blocks: 1,024 keeps a block's rows and
 // the weights' panel (1,024 x 80 floats, 320 KB) in L2. (256 to 4,096 were within 5 %.)
 constexpr int64_t kDepth = 1024;
+// The forward's rows per tile, each tile taken through every pass and output block before
+// the next: 64 rows of a pass (256 KB) stay in L2 while every output block reads them (a
+// training step's 128 rows are one tile a thread; a 1,024-row scoring batch is eight).
+constexpr int64_t kTileRows = 64;
 
 // Before each loop over a block's rows or vectors: unrolled completely, so that the
 // accumulators live in registers (without it GCC kept them in memory, stored on every
@@ -159,14 +163,17 @@ inline Outputs block_outputs(int64_t j0, int64_t n) {
 void linear_rows(int64_t begin, int64_t end, int64_t d, int64_t n, const float* const* x, const float* wt,
                  const float* bias, float* z) {
   static constexpr auto kTable = block_table<LinearBlock>();
-  for (int64_t k0 = 0; k0 == 0 || k0 < d; k0 += kDepth) {  // once with no features: z = bias
-    const int64_t k1 = std::min(d, k0 + kDepth);
-    for (int64_t j0 = 0; j0 < n; j0 += kBlockOutputs) {
-      const Outputs o = block_outputs(j0, n);
-      for (int64_t r = begin; r < end; r += kRows) {
-        const int64_t rows = std::min(kRows, end - r);
-        kTable[rows - 1][o.vectors - 1](x + r, k0, k1, wt + j0, n, bias + j0, z + r * n + j0, o.tail, k0 == 0,
-                                        k1 == d);
+  for (int64_t t0 = begin; t0 < end; t0 += kTileRows) {
+    const int64_t t1 = std::min(end, t0 + kTileRows);
+    for (int64_t k0 = 0; k0 == 0 || k0 < d; k0 += kDepth) {  // once with no features: z = bias
+      const int64_t k1 = std::min(d, k0 + kDepth);
+      for (int64_t j0 = 0; j0 < n; j0 += kBlockOutputs) {
+        const Outputs o = block_outputs(j0, n);
+        for (int64_t r = t0; r < t1; r += kRows) {
+          const int64_t rows = std::min(kRows, t1 - r);
+          kTable[rows - 1][o.vectors - 1](x + r, k0, k1, wt + j0, n, bias + j0, z + r * n + j0, o.tail, k0 == 0,
+                                          k1 == d);
+        }
       }
     }
   }
@@ -185,6 +192,12 @@ void grad_strip(int64_t c0, int64_t c1, int64_t b, int64_t n, const float* const
   }
 }
 #endif
+
+// pipeline::Error unless g has a row for each of the batch's rows.
+void check_batch_rows(const at::Tensor& g, const at::Tensor& x, const at::Tensor& rows) {
+  const int64_t b = rows.defined() ? rows.numel() : x.size(0);
+  if (g.dim() != 2 || g.size(0) != b) fail("{}: g must have a row for each of the batch's {} rows", kKernel, b);
+}
 
 // x's rows, or its chosen rows gathered (for BLAS), checked as the kernels check them.
 at::Tensor gathered(const at::Tensor& x, const at::Tensor& rows) {
@@ -237,11 +250,11 @@ void wide_outputs_weight_grad(at::Tensor& grad_t, const at::Tensor& g, const at:
     fail("{}: grad_t [{}, {}] does not fit g's {} outputs and rows of {} features", kKernel, grad_t.size(0),
          grad_t.size(1), g.size(1), x.size(1));
   }
+  check_batch_rows(g, x, rows);
 #if TRANSFER_WIDE_KERNELS
   if (wide_outputs_own_kernels()) {
     const std::vector<const float*> xs = batch_row_pointers(x, rows, kKernel);
     const int64_t b = static_cast<int64_t>(xs.size()), d = x.size(1), n = g.size(1);
-    if (g.size(0) != b) fail("{}: g has {} rows for a batch of {}", kKernel, g.size(0), b);
     const float* gp = g.data_ptr<float>();
     float* out = grad_t.data_ptr<float>();
     at::parallel_for(0, (d + kStrip - 1) / kStrip, 1, [&](int64_t begin, int64_t end) {
@@ -260,12 +273,12 @@ void wide_outputs_weight_grad(at::Tensor& grad_t, const at::Tensor& g, const at:
 void wide_outputs_weight_grad_strips(const at::Tensor& g, const at::Tensor& x, const at::Tensor& rows,
                                      const GradStrips& use) {
   check_contiguous_float(g, kKernel, "g");
+  check_batch_rows(g, x, rows);
   const int64_t d = x.size(1), n = g.size(1);
 #if TRANSFER_WIDE_KERNELS
   if (wide_outputs_own_kernels()) {
     const std::vector<const float*> xs = batch_row_pointers(x, rows, kKernel);
     const int64_t b = static_cast<int64_t>(xs.size());
-    if (g.size(0) != b) fail("{}: g has {} rows for a batch of {}", kKernel, g.size(0), b);
     const float* gp = g.data_ptr<float>();
     at::parallel_for(0, (d + kStrip - 1) / kStrip, 1, [&](int64_t begin, int64_t end) {
       const FlushSubnormals flush;

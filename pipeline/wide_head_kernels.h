@@ -3,10 +3,10 @@
 // above head_kernels.h's kFewOutputs), with the weights kept transposed, [D, N_out], so
 // that 16 outputs of one input feature are one AVX-512 vector. On CPUs with AVX-512,
 // register-blocked kernels of their own (4 rows x 80 outputs in 20 accumulators): on
-// two Zen 4 cores the forward product of a 32-head sweep (128 x 4,096 by 4,096 x 320)
-// ran at ~205 GFLOP/s against 134-157 for OpenBLAS's, the weight gradient at ~200
-// against 177-187, the CPU's FMA peak being ~234. Elsewhere LibTorch's BLAS on the same
-// layout.
+// two Zen 4 cores, on a batch in cache, the forward product of a 32-head sweep (128 x
+// 4,096 by 4,096 x 320) ran at 205-216 GFLOP/s against 134-157 for OpenBLAS's, the
+// weight gradient at 212-222 against 177-187, the CPU's FMA peak being ~234. Elsewhere
+// LibTorch's BLAS on the same layout (rows in place are gathered for it).
 //
 // Each output is one chain of fused multiply-adds in input order (the forward: over the
 // D features, then + bias; the gradient: over the B rows), whatever the blocking and the
@@ -14,6 +14,9 @@
 // tests' reference). Both run on at::parallel_for's threads with subnormals flushed
 // (simd.h FlushSubnormals). Thread safety: no shared state; the tensors passed must not
 // be used elsewhere during a call.
+//
+// Errors (pipeline::Error, naming the operand): an operand that is not contiguous
+// float32, shapes that do not fit each other, a row index outside x.
 
 #include <ATen/core/Tensor.h>
 
@@ -26,7 +29,7 @@ namespace pipeline {
 // [B] int64 of x [N, D] read in place (an index outside 0..N-1 is a pipeline::Error).
 
 // z = x . weight_t + bias.
-//   x float32 contiguous, weight_t [D, N_out], bias [N_out] float32 contiguous
+//   x, weight_t [D, N_out], bias [N_out]: float32 contiguous
 //   -> z [B, N_out] float32
 at::Tensor wide_outputs_linear(const at::Tensor& x, const at::Tensor& weight_t, const at::Tensor& bias,
                                const at::Tensor& rows = {});
@@ -40,8 +43,9 @@ void wide_outputs_weight_grad(at::Tensor& grad_t, const at::Tensor& g, const at:
 // input features c0..c1 (16 of them; the rows of grad_t), use(c0, c1, grad) with grad
 // those rows [c1 - c0, N_out] in a buffer of the thread that computed them, called on
 // that thread while they are in cache (a sweep applies Adam to them there: the 5 MB
-// gradient of 32 heads never goes to memory). Strips run in parallel, each once; `use`
-// must be safe for that. x, rows, g as above.
+// gradient of 32 heads never goes to memory). `grad` (row stride N_out) is valid during
+// that call only. Strips run in parallel, each once; `use` must be safe for that. x,
+// rows, g as above.
 using GradStrips = std::function<void(int64_t c0, int64_t c1, const float* grad)>;
 void wide_outputs_weight_grad_strips(const at::Tensor& g, const at::Tensor& x, const at::Tensor& rows,
                                      const GradStrips& use);

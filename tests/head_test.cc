@@ -147,7 +147,8 @@ TEST(Head, RowsReadInPlaceTrainExactlyAsAGatheredBatch) {
   torch::manual_seed(12);
   const at::Tensor x = torch::randn({300, 70}).relu(), y = torch::randint(0, 10, {300}, torch::kLong);
   for (const size_t heads : {1, 4}) {
-    const std::vector<pipeline::HeadSetting> grid(heads, {1e-2, 1e-4, 3});
+    std::vector<pipeline::HeadSetting> grid;
+    for (size_t k = 0; k < heads; ++k) grid.push_back({1e-2 * (1.0 + k), 1e-4 * k, 3 + k});
     pipeline::LinearHeads gathered(70, 10, grid), in_place(70, 10, grid);
     ASSERT_TRUE(in_place.reads_rows_in_place()) << heads << " heads";
     for (int step = 0; step < 15; ++step) {
@@ -175,6 +176,35 @@ TEST(Head, RowsReadInPlaceTrainExactlyAsAGatheredBatch) {
   pipeline::LinearHeads bf16(70, 10, std::vector<pipeline::HeadSetting>(4, {1e-2, 0.0, 1}), c10::kBFloat16);
   EXPECT_FALSE(bf16.reads_rows_in_place());
   EXPECT_THROW(bf16.train_step({at::Tensor(), y.slice(0, 0, 2), x, torch::arange(2)}), pipeline::Error);
+}
+
+// keep_best then use_best restores a member's weights as they were kept, and its
+// predictions with them, whatever the layout: a lone head, a wide float32 stack (weights
+// held transposed) and a bf16 stack (whose rounded copy of the weights must follow).
+TEST(Head, UseBestRestoresTheKeptMember) {
+  torch::manual_seed(8);
+  const at::Tensor x = torch::randn({200, 40}).relu(), y = torch::randint(0, 10, {200}, torch::kLong);
+  for (const auto& [heads, matmul] : {std::pair<size_t, c10::ScalarType>{1, c10::kFloat}, {4, c10::kFloat},
+                                      {4, c10::kBFloat16}}) {
+    std::vector<pipeline::HeadSetting> grid;
+    for (size_t k = 0; k < heads; ++k) grid.push_back({1e-2 * (1.0 + k), 0.0, 5 + k});
+    pipeline::LinearHeads stack(40, 10, grid, matmul);
+    const int64_t member = static_cast<int64_t>(heads) - 1;
+    const auto train = [&](int steps) {
+      for (int step = 0; step < steps; ++step) {
+        const at::Tensor rows = torch::randint(0, 200, {32}, torch::kLong);
+        stack.train_step({x.index_select(0, rows), y.index_select(0, rows)});
+      }
+    };
+    train(5);
+    stack.keep_best(member);
+    const at::Tensor kept_weight = stack.weight(member), kept_logits = stack.predict(x)[member];
+    train(5);
+    ASSERT_FALSE(torch::equal(stack.weight(member), kept_weight)) << "training moved nothing";
+    stack.use_best();
+    EXPECT_TRUE(torch::equal(stack.weight(member), kept_weight)) << heads << " heads";
+    EXPECT_TRUE(torch::equal(stack.predict(x)[member], kept_logits)) << heads << " heads";
+  }
 }
 
 TEST(Head, SweepHeadsEqualHeadsTrainedAlone) { expect_stack_equals_lone_heads(c10::kFloat, 1e-4, 1e-5); }

@@ -11,6 +11,7 @@
 
 #include "pipeline/error.h"
 #include "pipeline/head_kernels.h"
+#include "pipeline/simd.h"
 
 namespace {
 
@@ -62,6 +63,9 @@ struct ThreadsRestored {
 // bits as a gathered batch.
 TEST(WideHeadKernels, EqualLibTorchProductsAndTheirChainOfFmas) {
   ThreadsRestored restore;
+  // On an AVX-512 CPU the own kernels must run (a build without them would pass the rest).
+  EXPECT_EQ(pipeline::wide_outputs_own_kernels(), has_avx512bw());
+  if (!pipeline::wide_outputs_own_kernels()) std::printf("[   NOTE   ] BLAS path: the exact FMA-chain checks do not run\n");
   torch::manual_seed(21);
   for (const auto& [b, n, d] : {std::tuple<int64_t, int64_t, int64_t>{128, 320, 1100}, {7, 33, 45}, {1, 1, 1},
                                 {5, 81, 1025}, {9, 160, 17}, {4, 95, 2049}, {13, 17, 64}, {3, 240, 7}}) {
@@ -83,6 +87,20 @@ TEST(WideHeadKernels, EqualLibTorchProductsAndTheirChainOfFmas) {
     });
     EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), d);
     EXPECT_TRUE(torch::equal(strips, grad)) << b << "x" << n << "x" << d;
+    // Rows read in place: the same bits as the gathered batch (on the BLAS path too).
+    const at::Tensor source = torch::randn({2 * b + 3, d}), rows = torch::randperm(2 * b + 3).slice(0, 0, b);
+    const at::Tensor gathered = source.index_select(0, rows);
+    EXPECT_TRUE(torch::equal(pipeline::wide_outputs_linear(source, wt, bias, rows),
+                             pipeline::wide_outputs_linear(gathered, wt, bias)));
+    at::Tensor in_place = torch::empty({d, n}), from_gathered = torch::empty({d, n});
+    pipeline::wide_outputs_weight_grad(in_place, g, source, rows);
+    pipeline::wide_outputs_weight_grad(from_gathered, g, gathered);
+    EXPECT_TRUE(torch::equal(in_place, from_gathered));
+    at::Tensor strips_in_place = torch::empty({d, n});
+    pipeline::wide_outputs_weight_grad_strips(g, source, rows, [&](int64_t c0, int64_t c1, const float* rows_grad) {
+      std::copy(rows_grad, rows_grad + (c1 - c0) * n, strips_in_place.data_ptr<float>() + c0 * n);
+    });
+    EXPECT_TRUE(torch::equal(strips_in_place, from_gathered));
     if (!pipeline::wide_outputs_own_kernels()) continue;  // BLAS: its own order
     EXPECT_TRUE(torch::equal(z, chained_linear(x, wt, bias))) << b << "x" << n << "x" << d;
     EXPECT_TRUE(torch::equal(grad, chained_grad(x, g))) << b << "x" << n << "x" << d;
@@ -92,14 +110,6 @@ TEST(WideHeadKernels, EqualLibTorchProductsAndTheirChainOfFmas) {
     pipeline::wide_outputs_weight_grad(one_thread, g, x);
     EXPECT_TRUE(torch::equal(grad, one_thread)) << "one thread";
     at::set_num_threads(restore.saved);
-    const at::Tensor source = torch::randn({2 * b + 3, d}), rows = torch::randperm(2 * b + 3).slice(0, 0, b);
-    const at::Tensor gathered = source.index_select(0, rows);
-    EXPECT_TRUE(torch::equal(pipeline::wide_outputs_linear(source, wt, bias, rows),
-                             pipeline::wide_outputs_linear(gathered, wt, bias)));
-    at::Tensor in_place = torch::empty({d, n}), from_gathered = torch::empty({d, n});
-    pipeline::wide_outputs_weight_grad(in_place, g, source, rows);
-    pipeline::wide_outputs_weight_grad(from_gathered, g, gathered);
-    EXPECT_TRUE(torch::equal(in_place, from_gathered));
   }
 }
 
@@ -115,25 +125,36 @@ TEST(WideHeadKernels, BadRowsAndShapesAreErrors) {
                pipeline::Error);
   at::Tensor wrong = torch::empty({40, 20});
   EXPECT_THROW(pipeline::wide_outputs_weight_grad(wrong, torch::randn({10, 40}), x), pipeline::Error);
+  // g with a row too many for the batch, whole or in strips.
+  EXPECT_THROW(pipeline::wide_outputs_weight_grad(grad, torch::randn({11, 40}), x), pipeline::Error);
+  const auto ignore = [](int64_t, int64_t, const float*) {};
+  EXPECT_THROW(pipeline::wide_outputs_weight_grad_strips(torch::randn({3, 40}), x, torch::tensor({1, 2}), ignore),
+               pipeline::Error);
+  EXPECT_THROW(pipeline::wide_outputs_weight_grad_strips(torch::randn({2, 40}), x, torch::tensor({1, 20}), ignore),
+               pipeline::Error);
 }
 
 // Adam with a learning rate and weight decay per column, on transposed weights, gives
 // each element the bits that the per-row update gives it in the untransposed layout.
 TEST(WideHeadKernels, AdamPerColumnEqualsAdamPerRowTransposed) {
   torch::manual_seed(4);
-  at::Tensor p = torch::randn({6, 37}), m = torch::zeros({6, 37}), v = torch::zeros({6, 37});
-  at::Tensor pt = p.t().contiguous(), mt = torch::zeros({37, 6}), vt = torch::zeros({37, 6});
-  const at::Tensor lr = torch::tensor({1e-3f, 3e-3f, 1e-2f, 1e-4f, 3e-2f, 1e-3f});
-  const at::Tensor wd = torch::tensor({0.0f, 1e-4f, 1e-2f, 0.0f, 1e-3f, 5e-4f});
+  // 45 settings: the per-column loop runs vectorized (16 lanes) and its remainder.
+  at::Tensor p = torch::randn({45, 37}), m = torch::zeros({45, 37}), v = torch::zeros({45, 37});
+  const at::Tensor start = p.clone();
+  at::Tensor pt = p.t().contiguous(), mt = torch::zeros({37, 45}), vt = torch::zeros({37, 45});
+  const at::Tensor lr = torch::rand({45}) * 1e-2, wd = torch::rand({45}) * 1e-3;
   for (int64_t step = 1; step <= 5; ++step) {
-    const at::Tensor grad = torch::randn({6, 37});
+    const at::Tensor grad = torch::randn({45, 37});
     pipeline::fused_adam_rows(p, grad, m, v, lr, wd, step);
     pipeline::fused_adam_columns(pt, grad.t().contiguous(), mt, vt, lr, wd, step);
   }
   EXPECT_TRUE(torch::equal(pt, p.t()));
   EXPECT_TRUE(torch::equal(mt, m.t()));
   EXPECT_TRUE(torch::equal(vt, v.t()));
-  EXPECT_FALSE(torch::equal(p, torch::zeros_like(p)));
+  EXPECT_FALSE(torch::equal(p, start));
+  // Operands that do not fit: one setting short, a gradient of another size.
+  EXPECT_THROW(pipeline::fused_adam_columns(pt, mt, mt, vt, lr.slice(0, 0, 44), wd, 6), pipeline::Error);
+  EXPECT_THROW(pipeline::fused_adam_rows(p, torch::randn({45, 36}), m, v, lr, wd, 6), pipeline::Error);
 }
 
 // Adam for bf16 products: reading the bfloat16 gradient and writing the rounded weights
