@@ -352,10 +352,14 @@ int main(int argc, char** argv) {
               extracted.sweep_s / floor_s);
   std::printf("the same products without Adam: %.2f s with the stage's kernels, %.2f s by LibTorch's BLAS (addmm / mm) "
               "= %.2fx\n", own_products_total_s, blas_s, blas_s / own_products_total_s);
-  std::printf("the sweep's arithmetic, %.2f TFLOP at this CPU's float32 FMA peak (%.0f GFLOP/s on %d threads, "
-              "measured): %.2f s; sweep / that = %.2f on generated, %.2f on extracted features\n",
-              flops * 1e-12, peak * 1e-9, at::get_num_threads(), flops / peak, generated.sweep_s / (flops / peak),
-              extracted.sweep_s / (flops / peak));
+  if (peak > 0) {
+    std::printf("the sweep's arithmetic, %.2f TFLOP at this CPU's float32 FMA peak (%.0f GFLOP/s on %d threads, "
+                "measured): %.2f s; sweep / that = %.2f on generated, %.2f on extracted features\n",
+                flops * 1e-12, peak * 1e-9, at::get_num_threads(), flops / peak, generated.sweep_s / (flops / peak),
+                extracted.sweep_s / (flops / peak));
+  } else {
+    std::printf("the sweep's arithmetic, %.2f TFLOP: this CPU's FMA peak is measured on x86-64 only\n", flops * 1e-12);
+  }
   std::printf("one backbone forward pass over %lld images at 224 px (fp32, %.0f images/s): %.0f s\n",
               static_cast<long long>(train_rows), forward_rate, forward_pass_seconds);
   std::printf("ratio 10 head epochs / one backbone pass: %.4f (the study paid that pass every epoch)\n",
