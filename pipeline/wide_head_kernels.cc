@@ -31,7 +31,8 @@ constexpr int64_t kStrip = 16;
 // A block: up to kRows rows (forward) or input features (gradient) by up to kVectors
 // vectors of 16 outputs, 20 accumulators of the 32 registers; per step it loads kVectors
 // weight (or g) vectors and broadcasts kRows scalars for 20 fused multiply-adds, so the
-// loads keep up with the FMA units from L2. (8 x 2 and 4 x 4 blocks ran 5-15 % slower.)
+// loads keep up with the FMA units from L2. (On two Zen 4 cores 8 x 2 blocks ran as fast
+// in the forward but up to 10 % slower in the gradient; 4 x 4 blocks 10-20 % slower.)
 constexpr int64_t kRows = 4, kVectors = 5, kBlockOutputs = 16 * kVectors;
 // The forward's features per pass over a thread's blocks: 1,024 keeps a block's rows and
 // the weights' panel (1,024 x 80 floats, 320 KB) in L2. (256 to 4,096 were within 5 %.)
