@@ -5,20 +5,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "pipeline/batch_rows.h"
 #include "pipeline/error.h"
 #include "pipeline/simd.h"
 
-// Hand-written AVX-512 kernels where GCC's vectorizer falls short (x86-64 GCC, as
-// simd.h's multiversioning); elsewhere only the portable ones, which give the same bits.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define TRANSFER_AVX512_KERNELS 1
-#include <immintrin.h>
-#else
-#define TRANSFER_AVX512_KERNELS 0
-#endif
+// Hand-written AVX-512 kernels where GCC's vectorizer falls short, where simd.h builds
+// them (TRANSFER_AVX512_KERNELS); elsewhere only the portable ones, which give the same bits.
 
 // This file alone is built with -O3 -fno-math-errno -ffp-contract=off (CMakeLists.txt):
 // the flags the kernels need to vectorize and to give the same bits in every clone
@@ -97,36 +92,47 @@ void adam_kernel_low(int64_t rows, int64_t cols, float* __restrict p, const c10:
   adam_rows<c10::BFloat16, true>(rows, cols, p, g, m, v, step, decay, per_column, inv_bias2_sqrt, low);
 }
 
-// pipeline::Error unless every operand of an Adam step fits param [R, N]: grad, m, v (and
-// a low-precision copy) of its size, lr and wd one per row (or per column), all contiguous.
-void check_adam(const at::Tensor& param, const std::vector<const at::Tensor*>& like_param, const at::Tensor& lr,
-                const at::Tensor& wd, bool per_column) {
+// pipeline::Error unless every operand of an Adam step fits param [R, N] float32: each
+// of `like_param` contiguous, of param's size and of its dtype; lr and wd float32, one
+// per row (or per column).
+void check_adam(const at::Tensor& param, const std::vector<std::pair<const at::Tensor*, at::ScalarType>>& like_param,
+                const at::Tensor& lr, const at::Tensor& wd, bool per_column) {
   const int64_t rows = param.dim() == 2 ? param.size(0) : -1, settings = per_column ? param.size(-1) : rows;
   bool fits = rows >= 0 && param.is_contiguous() && param.scalar_type() == at::kFloat;
-  for (const at::Tensor* t : like_param) fits = fits && t->numel() == param.numel() && t->is_contiguous();
+  for (const auto& [t, dtype] : like_param) {
+    fits = fits && t->numel() == param.numel() && t->is_contiguous() && t->scalar_type() == dtype;
+  }
   for (const at::Tensor* t : {&lr, &wd}) {
     fits = fits && t->numel() == settings && t->is_contiguous() && t->scalar_type() == at::kFloat;
   }
-  if (!fits) fail("Adam step: the operands do not fit a [R, N] float32 parameter and its {} settings", per_column ? "N" : "R");
+  if (!fits) {
+    fail("Adam step: the gradient, moments and settings do not fit a [R, N] float32 parameter ({} settings)",
+         per_column ? "N" : "R");
+  }
 }
 
-// fused_adam_rows and fused_adam_columns: an AdamStep over every row.
-void fused_adam(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v, const at::Tensor& lr,
-                const at::Tensor& wd, int64_t step, bool per_column) {
-  check_adam(param, {&grad, &m, &v}, lr, wd, per_column);
-  if (grad.scalar_type() != at::kFloat || m.scalar_type() != at::kFloat || v.scalar_type() != at::kFloat) {
-    fail("Adam step: grad, m and v must be float32");
-  }
-  if (param.numel() == 0) return;
-  const AdamStep adam(param, m, v, lr, wd, step, per_column);
-  const int64_t rows = param.size(0), cols = param.numel() / rows;
-  const float* g = grad.data_ptr<float>();
+// An AdamStep over every row of param [R, N]: apply(adam, begin, end) on row ranges split
+// over the threads, subnormals flushed there.
+template <class Apply>
+void adam_over_rows(const at::Tensor& param, const AdamStep& adam, const Apply& apply) {
+  const int64_t rows = param.size(0), cols = param.numel() / std::max<int64_t>(rows, 1);
   // At least 16,384 elements a thread (a lone head's 10 rows of 4,096 split in two): the
   // batch's rows evict the moments every step, and two cores fetch them back faster.
   at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)), [&](int64_t begin, int64_t end) {
     const FlushSubnormals flush;  // the moments of always-zero features decay into subnormals
-    adam.apply(begin, end, g + begin * cols);
+    apply(adam, begin, end, begin * cols);
   });
+}
+
+// fused_adam_rows and fused_adam_columns.
+void fused_adam(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v, const at::Tensor& lr,
+                const at::Tensor& wd, int64_t step, bool per_column) {
+  check_adam(param, {{&grad, at::kFloat}, {&m, at::kFloat}, {&v, at::kFloat}}, lr, wd, per_column);
+  const float* g = grad.data_ptr<float>();
+  adam_over_rows(param, AdamStep(param, m, v, lr, wd, step, per_column),
+                 [&](const AdamStep& adam, int64_t begin, int64_t end, int64_t offset) {
+                   adam.apply(begin, end, g + offset);
+                 });
 }
 
 constexpr int64_t kLanes = 32;  // the weight gradient's columns per block: vectors in flight
@@ -485,20 +491,14 @@ void fused_adam_rows(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, a
 
 void fused_adam_rows_low(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v,
                          const at::Tensor& row_lr, const at::Tensor& row_wd, int64_t step, at::Tensor& param_low) {
-  if (grad.scalar_type() != at::kBFloat16 || param_low.scalar_type() != at::kBFloat16 || !grad.is_contiguous() ||
-      !param_low.is_contiguous()) {
-    fail("fused_adam_rows_low: grad and param_low must be contiguous bfloat16");
-  }
-  check_adam(param, {&grad, &m, &v, &param_low}, row_lr, row_wd, false);
-  if (param.numel() == 0) return;
-  const AdamStep adam(param, m, v, row_lr, row_wd, step, false);
-  const int64_t rows = param.size(0), cols = param.numel() / rows;
+  check_adam(param, {{&grad, at::kBFloat16}, {&m, at::kFloat}, {&v, at::kFloat}, {&param_low, at::kBFloat16}}, row_lr,
+             row_wd, false);
   const c10::BFloat16* g = grad.data_ptr<c10::BFloat16>();
   c10::BFloat16* low = param_low.data_ptr<c10::BFloat16>();
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)), [&](int64_t begin, int64_t end) {
-    const FlushSubnormals flush;
-    adam.apply(begin, end, g + begin * cols, low);
-  });
+  adam_over_rows(param, AdamStep(param, m, v, row_lr, row_wd, step, false),
+                 [&](const AdamStep& adam, int64_t begin, int64_t end, int64_t offset) {
+                   adam.apply(begin, end, g + offset, low);
+                 });
 }
 
 void fused_adam_columns(at::Tensor& param, const at::Tensor& grad, at::Tensor& m, at::Tensor& v,

@@ -72,9 +72,10 @@ at::Tensor logits_grad(const at::Tensor& logits, const at::Tensor& labels, int64
 // packing and in sgemm on a lone 10-class head than the head's memory traffic needs.
 // Written for the auto-vectorizer (16 independent lanes per forward sum, 32 columns per
 // weight-gradient block), plus hand-written AVX-512 kernels (forward 4 rows x 5 outputs,
-// weight gradient 5 outputs x 64 columns in registers), blocked over rows and outputs so that loads are shared, each sum in a
-// fixed order: every clone, the AVX-512 kernel and every blocking give the same bits,
-// within float rounding of BLAS (a different summation order).
+// weight gradient 5 outputs x 64 columns in registers), blocked over rows and outputs so
+// that loads are shared, each sum in a fixed order: every clone, the AVX-512 kernel and
+// every blocking give the same bits, within float rounding of BLAS (a different
+// summation order).
 inline constexpr int64_t kFewOutputs = 32;
 
 // Each takes its B input rows either as x [B, D] or, with `rows` defined, as the rows

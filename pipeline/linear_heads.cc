@@ -83,24 +83,21 @@ BatchScores LinearHeads::train_step(const Batch& batch) {
   bias_grad_.zero_();
   const BatchScores scores{torch::zeros({k}, torch::kFloat64), torch::zeros({k}, torch::kInt64)};
   const at::Tensor flat = logits_grad(z, batch.labels, classes_, bias_grad_, scores);
-  // Few outputs and bf16 products: into the same buffer every step (a fresh [K*C, D]
-  // tensor, 5 MB for 32 heads, cost page faults on every step). Wide float32 heads hand
-  // the gradient to Adam strip by strip below.
+  ++step_;
+  // The weight gradient, then Adam on it. Few outputs and bf16 products write the
+  // gradient into the same buffer every step (a fresh [K*C, D] tensor, 5 MB for 32 heads,
+  // cost page faults on every step).
   if (own_kernels()) {
     few_outputs_weight_grad(weight_grad_, flat, x.contiguous(), rows);
-  } else if (!wide_kernels()) {
-    at::mm_out(weight_grad_low_, flat.to(matmul_).t(), x);
-  }
-  ++step_;
-  if (wide_kernels()) {
+    fused_adam_rows(weight_, weight_grad_, weight_m_, weight_v_, output_lr_, output_wd_, step_);
+  } else if (wide_kernels()) {
     // Adam on each strip of the gradient as it is made, while it is in cache: written
     // whole and read back, the 32-head gradient (5 MB) cost ~0.3 ms of a 4.3 ms step.
     const AdamStep adam(weight_, weight_m_, weight_v_, output_lr_, output_wd_, step_, true);
     wide_outputs_weight_grad_strips(flat, x.contiguous(), rows,
                                     [&](int64_t c0, int64_t c1, const float* grad) { adam.apply(c0, c1, grad); });
-  } else if (own_kernels()) {
-    fused_adam_rows(weight_, weight_grad_, weight_m_, weight_v_, output_lr_, output_wd_, step_);
   } else {
+    at::mm_out(weight_grad_low_, flat.to(matmul_).t(), x);
     // Read as bfloat16 and the rounded weights written in the same pass: converting the
     // gradient to float32 and the weights to bfloat16 apart cost ~0.2 ms of a 2.6 ms step.
     fused_adam_rows_low(weight_, weight_grad_low_, weight_m_, weight_v_, output_lr_, output_wd_, step_, weight_low_);

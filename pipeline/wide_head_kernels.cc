@@ -10,13 +10,7 @@
 #include "pipeline/batch_rows.h"
 #include "pipeline/simd.h"
 
-// The AVX-512 kernels need x86-64 GCC (as simd.h's multiversioning); elsewhere BLAS.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define TRANSFER_WIDE_KERNELS 1
-#include <immintrin.h>
-#else
-#define TRANSFER_WIDE_KERNELS 0
-#endif
+// The AVX-512 kernels where simd.h builds them (TRANSFER_AVX512_KERNELS); elsewhere BLAS.
 
 namespace pipeline {
 namespace {
@@ -27,7 +21,7 @@ constexpr const char* kKernel = "wide-outputs head kernel";
 // so that the four blocks of a strip take a row's line from L1.
 constexpr int64_t kStrip = 16;
 
-#if TRANSFER_WIDE_KERNELS
+#if TRANSFER_AVX512_KERNELS
 // A block: up to kRows rows (forward) or input features (gradient) by up to kVectors
 // vectors of 16 outputs, 20 accumulators of the 32 registers; per step it loads kVectors
 // weight (or g) vectors and broadcasts kRows scalars for 20 fused multiply-adds, so the
@@ -206,10 +200,25 @@ at::Tensor gathered(const at::Tensor& x, const at::Tensor& rows) {
   return rows.defined() ? x.index_select(0, rows.to(at::kLong)) : x;
 }
 
+// f(c0, c1, scratch) for every strip of kStrip features c0..c1 of d, the strips split
+// over the threads (subnormals flushed there), each thread with `scratch_floats` floats of
+// scratch of its own.
+template <class F>
+void for_each_strip(int64_t d, int64_t scratch_floats, const F& f) {
+  at::parallel_for(0, (d + kStrip - 1) / kStrip, 1, [&](int64_t begin, int64_t end) {
+    const FlushSubnormals flush;
+    std::vector<float> scratch(static_cast<size_t>(scratch_floats));
+    for (int64_t strip = begin; strip < end; ++strip) {
+      const int64_t c0 = strip * kStrip;
+      f(c0, std::min(d, c0 + kStrip), scratch.data());
+    }
+  });
+}
+
 }  // namespace
 
 bool wide_outputs_own_kernels() {
-#if TRANSFER_WIDE_KERNELS
+#if TRANSFER_AVX512_KERNELS
   static const bool avx512 = has_avx512bw();
   return avx512;
 #else
@@ -225,7 +234,7 @@ at::Tensor wide_outputs_linear(const at::Tensor& x, const at::Tensor& weight_t, 
     fail("{}: weight_t [{}, {}] and bias [{}] do not fit rows of {} features", kKernel, weight_t.size(0),
          weight_t.size(1), bias.numel(), x.size(1));
   }
-#if TRANSFER_WIDE_KERNELS
+#if TRANSFER_AVX512_KERNELS
   if (wide_outputs_own_kernels()) {
     const std::vector<const float*> xs = batch_row_pointers(x, rows, kKernel);
     const int64_t b = static_cast<int64_t>(xs.size()), d = x.size(1), n = weight_t.size(1);
@@ -252,18 +261,14 @@ void wide_outputs_weight_grad(at::Tensor& grad_t, const at::Tensor& g, const at:
          grad_t.size(1), g.size(1), x.size(1));
   }
   check_batch_rows(g, x, rows);
-#if TRANSFER_WIDE_KERNELS
+#if TRANSFER_AVX512_KERNELS
   if (wide_outputs_own_kernels()) {
     const std::vector<const float*> xs = batch_row_pointers(x, rows, kKernel);
     const int64_t b = static_cast<int64_t>(xs.size()), d = x.size(1), n = g.size(1);
     const float* gp = g.data_ptr<float>();
     float* out = grad_t.data_ptr<float>();
-    at::parallel_for(0, (d + kStrip - 1) / kStrip, 1, [&](int64_t begin, int64_t end) {
-      const FlushSubnormals flush;
-      for (int64_t strip = begin; strip < end; ++strip) {
-        const int64_t c0 = strip * kStrip;
-        grad_strip(c0, std::min(d, c0 + kStrip), b, n, xs.data(), gp, out + c0 * n);
-      }
+    for_each_strip(d, 0, [&](int64_t c0, int64_t c1, float*) {
+      grad_strip(c0, c1, b, n, xs.data(), gp, out + c0 * n);
     });
     return;
   }
@@ -276,19 +281,15 @@ void wide_outputs_weight_grad_strips(const at::Tensor& g, const at::Tensor& x, c
   check_contiguous_float(g, kKernel, "g");
   check_batch_rows(g, x, rows);
   const int64_t d = x.size(1), n = g.size(1);
-#if TRANSFER_WIDE_KERNELS
+#if TRANSFER_AVX512_KERNELS
   if (wide_outputs_own_kernels()) {
     const std::vector<const float*> xs = batch_row_pointers(x, rows, kKernel);
     const int64_t b = static_cast<int64_t>(xs.size());
     const float* gp = g.data_ptr<float>();
-    at::parallel_for(0, (d + kStrip - 1) / kStrip, 1, [&](int64_t begin, int64_t end) {
-      const FlushSubnormals flush;
-      std::vector<float> strip_grad(static_cast<size_t>(kStrip * n));  // 20 KB for 320 outputs: L1
-      for (int64_t strip = begin; strip < end; ++strip) {
-        const int64_t c0 = strip * kStrip, c1 = std::min(d, c0 + kStrip);
-        grad_strip(c0, c1, b, n, xs.data(), gp, strip_grad.data());
-        use(c0, c1, strip_grad.data());
-      }
+    // Each strip into the thread's scratch (20 KB for 320 outputs: L1), then to `use`.
+    for_each_strip(d, kStrip * n, [&](int64_t c0, int64_t c1, float* strip_grad) {
+      grad_strip(c0, c1, b, n, xs.data(), gp, strip_grad);
+      use(c0, c1, strip_grad);
     });
     return;
   }
@@ -296,13 +297,7 @@ void wide_outputs_weight_grad_strips(const at::Tensor& g, const at::Tensor& x, c
   at::Tensor grad_t = at::empty({d, n}, g.options());
   wide_outputs_weight_grad(grad_t, g, x, rows);
   const float* out = grad_t.data_ptr<float>();
-  at::parallel_for(0, (d + kStrip - 1) / kStrip, 1, [&](int64_t begin, int64_t end) {
-    const FlushSubnormals flush;
-    for (int64_t strip = begin; strip < end; ++strip) {
-      const int64_t c0 = strip * kStrip;
-      use(c0, std::min(d, c0 + kStrip), out + c0 * n);
-    }
-  });
+  for_each_strip(d, 0, [&](int64_t c0, int64_t c1, float*) { use(c0, c1, out + c0 * n); });
 }
 
 }  // namespace pipeline

@@ -65,7 +65,9 @@ TEST(WideHeadKernels, EqualLibTorchProductsAndTheirChainOfFmas) {
   ThreadsRestored restore;
   // On an AVX-512 CPU the own kernels must run (a build without them would pass the rest).
   EXPECT_EQ(pipeline::wide_outputs_own_kernels(), has_avx512bw());
-  if (!pipeline::wide_outputs_own_kernels()) std::printf("[   NOTE   ] BLAS path: the exact FMA-chain checks do not run\n");
+  if (!pipeline::wide_outputs_own_kernels()) {
+    std::printf("[   NOTE   ] BLAS path: the exact FMA-chain checks do not run\n");
+  }
   torch::manual_seed(21);
   for (const auto& [b, n, d] : {std::tuple<int64_t, int64_t, int64_t>{128, 320, 1100}, {7, 33, 45}, {1, 1, 1},
                                 {5, 81, 1025}, {9, 160, 17}, {4, 95, 2049}, {13, 17, 64}, {3, 240, 7}}) {
