@@ -291,15 +291,28 @@ int main(int argc, char** argv) {
       for (int64_t i = 0; i < calls; ++i) f();
     }) / calls);
   };
+  // Where the stage runs the AVX-512 kernels, the same products with the AVX2 ones too:
+  // what a CPU without AVX-512 runs.
+  using pipeline::WideKernels;
+  const WideKernels stage_kernels = pipeline::wide_outputs_kernels();
+  const bool avx2_too =
+      stage_kernels == WideKernels::avx512 && pipeline::wide_kernels_available(WideKernels::avx2);
+  double avx2_products_s = 1e9, avx2_eval_s = 1e9;
   for (int round = 0; round < 5; ++round) {
     probe(blas_step_s, probe_steps, blas_step);
     probe(own_step_s, probe_steps, own_step);
     probe(own_products_s, probe_steps, own_products);
     probe(blas_eval_s, probe_evals, [&] { torch::addmm(b, x_eval, w.t()); });
     probe(own_eval_s, probe_evals, [&] { pipeline::wide_outputs_linear(x_eval, w_t, b); });
+    if (!avx2_too) continue;
+    pipeline::use_wide_outputs_kernels(WideKernels::avx2);
+    probe(avx2_products_s, probe_steps, own_products);
+    probe(avx2_eval_s, probe_evals, [&] { pipeline::wide_outputs_linear(x_eval, w_t, b); });
+    pipeline::use_wide_outputs_kernels(stage_kernels);
   }
   blas_eval_s /= pipeline::kHeadEvalBatchSize;
   own_eval_s /= pipeline::kHeadEvalBatchSize;
+  avx2_eval_s /= pipeline::kHeadEvalBatchSize;
   const double floor_s = steps * own_step_s + eval_rows * own_eval_s;
   const double blas_s = steps * blas_step_s + eval_rows * blas_eval_s;
   const double own_products_total_s = steps * own_products_s + eval_rows * own_eval_s;
@@ -350,8 +363,15 @@ int main(int argc, char** argv) {
               "%.2f s; sweep / products = %.2f on generated, %.2f on extracted features\n",
               static_cast<long long>(steps), static_cast<long long>(eval_rows), floor_s, generated.sweep_s / floor_s,
               extracted.sweep_s / floor_s);
-  std::printf("the same products without Adam: %.2f s with the stage's kernels, %.2f s by LibTorch's BLAS (addmm / mm) "
-              "= %.2fx\n", own_products_total_s, blas_s, blas_s / own_products_total_s);
+  std::printf("the same products without Adam: %.2f s with the stage's kernels (%s), %.2f s by LibTorch's BLAS "
+              "(addmm / mm) = %.2fx\n",
+              own_products_total_s, pipeline::wide_kernels_name(stage_kernels), blas_s, blas_s / own_products_total_s);
+  if (avx2_too) {
+    const double avx2_s = steps * avx2_products_s + eval_rows * avx2_eval_s;
+    std::printf("  with the AVX2 kernels (what a CPU without AVX-512 runs): %.2f s, BLAS / that = %.2fx (for OpenBLAS "
+                "as there, run with OPENBLAS_CORETYPE=Haswell)\n",
+                avx2_s, blas_s / avx2_s);
+  }
   if (peak > 0) {
     std::printf("the sweep's arithmetic, %.2f TFLOP at this CPU's float32 FMA peak (%.0f GFLOP/s on %d threads, "
                 "measured): %.2f s; sweep / that = %.2f on generated, %.2f on extracted features\n",

@@ -13,7 +13,7 @@
 #include "pipeline/simd.h"
 
 // Hand-written AVX-512 kernels where GCC's vectorizer falls short, where simd.h builds
-// them (TRANSFER_AVX512_KERNELS); elsewhere only the portable ones, which give the same bits.
+// them (TRANSFER_INTRINSIC_KERNELS); elsewhere only the portable ones, which give the same bits.
 
 // This file alone is built with -O3 -fno-math-errno -ffp-contract=off (CMakeLists.txt):
 // the flags the kernels need to vectorize and to give the same bits in every clone
@@ -194,7 +194,7 @@ void few_linear_rows(int64_t begin, int64_t end, int64_t d, int64_t n, const flo
   for (; r < end; ++r) few_linear_outputs<1>(r, d, n, x, w, bias, z);
 }
 
-#if TRANSFER_AVX512_KERNELS
+#if TRANSFER_INTRINSIC_KERNELS
 // few_linear_block in AVX-512 intrinsics, the same sums in the same order (a lane is a
 // vector element; products and adds apart, as this file is built without contraction):
 // the same bits. Written by hand because GCC's vectorizer spilled 4 rows x 5 outputs of
@@ -326,7 +326,7 @@ void few_weight_grad_columns(int64_t begin, int64_t end, int64_t b, int64_t d, i
   }
 }
 
-#if TRANSFER_AVX512_KERNELS
+#if TRANSFER_INTRINSIC_KERNELS
 // few_weight_grad_block in AVX-512 intrinsics for J outputs of V vectors of columns: the
 // same sums (each column's over the rows in order, product then add): the same bits. At
 // 5 outputs x 64 columns, 20 accumulators stay in registers and each row costs 4 loads and
@@ -386,7 +386,7 @@ TRANSFER_AVX512BW void few_weight_grad_columns_avx512(int64_t begin, int64_t end
 // Whether to take the AVX-512 kernels: the CPU has them and the caller did not ask for
 // the portable ones.
 bool use_avx512(bool portable) {
-#if TRANSFER_AVX512_KERNELS
+#if TRANSFER_INTRINSIC_KERNELS
   static const bool avx512 = has_avx512bw();
   return avx512 && !portable;
 #else
@@ -409,7 +409,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   [[maybe_unused]] const bool intrinsics = use_avx512(portable);  // unused without the AVX-512 kernels
   at::parallel_for(0, b, 8, [&](int64_t begin, int64_t end) {
     const FlushSubnormals flush;
-#if TRANSFER_AVX512_KERNELS
+#if TRANSFER_INTRINSIC_KERNELS
     if (intrinsics) return few_linear_rows_avx512(begin, end, d, n, xs.data(), wp, bp, zp);
 #endif
     few_linear_rows(begin, end, d, n, xs.data(), wp, bp, zp);
@@ -430,7 +430,7 @@ void weight_grad(at::Tensor& grad, const at::Tensor& g, const at::Tensor& x, con
   at::parallel_for(0, blocks, 4, [&](int64_t begin, int64_t end) {
     const FlushSubnormals flush;
     const int64_t first = begin * kLanes, last = std::min(d, end * kLanes);
-#if TRANSFER_AVX512_KERNELS
+#if TRANSFER_INTRINSIC_KERNELS
     if (intrinsics) return few_weight_grad_columns_avx512(first, last, b, d, n, gp, xs.data(), out);
 #endif
     few_weight_grad_columns(first, last, b, d, n, gp, xs.data(), out);

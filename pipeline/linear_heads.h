@@ -41,7 +41,7 @@ class LinearHeads : public Trainable {
   void use_best() override;
   // True when train_step and predict_batch take a Batch of rows in place (train.h
   // Batch::source/rows, inputs undefined): float32 products, whose kernels read rows
-  // where they are (the BLAS fallback of wide_head_kernels.h, on CPUs without AVX-512,
+  // where they are (the BLAS fallback of wide_head_kernels.h, without AVX2 or AVX-512,
   // gathers them itself).
   bool reads_rows_in_place() const;
   at::Tensor weight(int64_t member) const;  // [C, D]

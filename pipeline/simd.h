@@ -18,10 +18,11 @@
 // AVX-512 with byte and word instructions (BW, VL, DQ) in 512-bit vectors, for a function
 // called only when has_avx512bw(): GCC's target_clones cannot name these, and without
 // them its AVX-512 clones fall back to 256-bit vectors for any loop that widens bytes.
-// TRANSFER_AVX512_KERNELS: 1 where hand-written AVX-512 intrinsic kernels are built (the
-// same compilers as these attributes; they run only when has_avx512bw()), else 0.
+// TRANSFER_INTRINSIC_KERNELS: 1 where hand-written x86 intrinsic kernels are built (the
+// same compilers as these attributes; AVX-512 ones run only when has_avx512bw(), AVX2
+// ones only when has_avx2_fma()), else 0.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define TRANSFER_AVX512_KERNELS 1
+#define TRANSFER_INTRINSIC_KERNELS 1
 #include <immintrin.h>
 #define TRANSFER_AVX512BW \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")))
@@ -29,10 +30,12 @@ inline bool has_avx512bw() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 }
+inline bool has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 #else
-#define TRANSFER_AVX512_KERNELS 0
+#define TRANSFER_INTRINSIC_KERNELS 0
 #define TRANSFER_AVX512BW
 inline bool has_avx512bw() { return false; }
+inline bool has_avx2_fma() { return false; }
 #endif
 
 #if defined(__x86_64__) || defined(__i386__)

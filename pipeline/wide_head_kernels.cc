@@ -4,189 +4,44 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <array>
+#include <atomic>
 #include <vector>
 
 #include "pipeline/batch_rows.h"
 #include "pipeline/simd.h"
+#include "pipeline/wide_head_blocks.h"
 
-// The AVX-512 kernels where simd.h builds them (TRANSFER_AVX512_KERNELS); elsewhere BLAS.
+// The register-blocked kernels where this CPU and build have them (wide_head_blocks.h);
+// elsewhere, or when asked, BLAS.
 
 namespace pipeline {
 namespace {
 
 constexpr const char* kKernel = "wide-outputs head kernel";
+using wide_blocks::kStrip;
 
-// The gradient's input features per strip: 16 floats, one cache line of every batch row,
-// so that the four blocks of a strip take a row's line from L1.
-constexpr int64_t kStrip = 16;
-
-#if TRANSFER_AVX512_KERNELS
-// A block: up to kRows rows (forward) or input features (gradient) by up to kVectors
-// vectors of 16 outputs, 20 accumulators of the 32 registers; per step it loads kVectors
-// weight (or g) vectors and broadcasts kRows scalars for 20 fused multiply-adds, so the
-// loads keep up with the FMA units from L2. (On two Zen 4 cores 8 x 2 blocks ran as fast
-// in the forward but up to 10 % slower in the gradient; 4 x 4 blocks 10-20 % slower.)
-constexpr int64_t kRows = 4, kVectors = 5, kBlockOutputs = 16 * kVectors;
-// The forward's features per pass over a thread's blocks: 1,024 keeps a block's rows and
-// the weights' panel (1,024 x 80 floats, 320 KB) in L2. (256 to 4,096 were within 5 %.)
-constexpr int64_t kDepth = 1024;
-// The forward's rows per tile, each tile taken through every pass and output block before
-// the next: 64 rows of a pass (256 KB) stay in L2 while every output block reads them (a
-// training step's 128 rows are one tile a thread; a 1,024-row scoring batch is eight).
-constexpr int64_t kTileRows = 64;
-
-// Before each loop over a block's rows or vectors: unrolled completely, so that the
-// accumulators live in registers (without it GCC kept them in memory, stored on every
-// step: 37 GFLOP/s a core against ~100).
-#define KEPT_IN_REGISTERS _Pragma("GCC unroll 16")
-
-// The first `lanes` (1..16) lanes of a vector.
-inline __mmask16 lane_mask(int64_t lanes) { return static_cast<__mmask16>((1u << lanes) - 1u); }
-
-// z[q, 16v + l] for q < R rows (x[q], features k0..k1) and V vectors of outputs (the
-// last masked by `tail`): one FMA chain per output, continued from z unless `first`,
-// bias added after the last feature when `last`.
-//   wt: the weights' row 0 at this block's first output (row stride n); z, bias likewise.
-template <int R, int V>
-TRANSFER_AVX512BW void linear_block(const float* const* x, int64_t k0, int64_t k1, const float* wt, int64_t n,
-                                    const float* bias, float* z, __mmask16 tail, bool first, bool last) {
-  const float* xq[R];
-  KEPT_IN_REGISTERS for (int q = 0; q < R; ++q) xq[q] = x[q];
-  __m512 acc[R][V];
-  if (first) {
-    KEPT_IN_REGISTERS for (int q = 0; q < R; ++q) {
-      KEPT_IN_REGISTERS for (int v = 0; v < V; ++v) acc[q][v] = _mm512_setzero_ps();
-    }
-  } else {
-    KEPT_IN_REGISTERS for (int q = 0; q < R; ++q) {
-      KEPT_IN_REGISTERS for (int v = 0; v < V - 1; ++v) acc[q][v] = _mm512_loadu_ps(z + q * n + 16 * v);
-      acc[q][V - 1] = _mm512_maskz_loadu_ps(tail, z + q * n + 16 * (V - 1));
-    }
+// A set's kernels where the build has them and the CPU can run them, else nullptr.
+const wide_blocks::Kernels* blocks_for(WideKernels kernels) {
+  switch (kernels) {
+    case WideKernels::avx512:
+      return has_avx512bw() ? wide_blocks::avx512_kernels() : nullptr;
+    case WideKernels::avx2:
+      return has_avx2_fma() ? wide_blocks::avx2_kernels() : nullptr;
+    case WideKernels::blas:
+      break;
   }
-  for (int64_t k = k0; k < k1; ++k) {
-    __m512 w[V];
-    KEPT_IN_REGISTERS for (int v = 0; v < V - 1; ++v) w[v] = _mm512_loadu_ps(wt + k * n + 16 * v);
-    w[V - 1] = _mm512_maskz_loadu_ps(tail, wt + k * n + 16 * (V - 1));
-    KEPT_IN_REGISTERS for (int q = 0; q < R; ++q) {
-      const __m512 a = _mm512_set1_ps(xq[q][k]);
-      KEPT_IN_REGISTERS for (int v = 0; v < V; ++v) acc[q][v] = _mm512_fmadd_ps(a, w[v], acc[q][v]);
-    }
-  }
-  if (last) {
-    KEPT_IN_REGISTERS for (int v = 0; v < V - 1; ++v) {
-      const __m512 b = _mm512_loadu_ps(bias + 16 * v);
-      KEPT_IN_REGISTERS for (int q = 0; q < R; ++q) acc[q][v] = _mm512_add_ps(acc[q][v], b);
-    }
-    const __m512 b = _mm512_maskz_loadu_ps(tail, bias + 16 * (V - 1));
-    KEPT_IN_REGISTERS for (int q = 0; q < R; ++q) acc[q][V - 1] = _mm512_add_ps(acc[q][V - 1], b);
-  }
-  KEPT_IN_REGISTERS for (int q = 0; q < R; ++q) {
-    KEPT_IN_REGISTERS for (int v = 0; v < V - 1; ++v) _mm512_storeu_ps(z + q * n + 16 * v, acc[q][v]);
-    _mm512_mask_storeu_ps(z + q * n + 16 * (V - 1), tail, acc[q][V - 1]);
-  }
+  return nullptr;
 }
 
-// out[q, 16v + l] = sum over the b rows r of x[r][c + q] g[r][16v + l], for q < R input
-// features and V vectors of outputs (the last masked by `tail`): one FMA chain per output,
-// rows in order.
-//   g: row 0 at this block's first output (row stride n); out likewise.
-template <int R, int V>
-TRANSFER_AVX512BW void grad_block(const float* const* x, int64_t c, int64_t b, const float* g, int64_t n, float* out,
-                                  __mmask16 tail) {
-  __m512 acc[R][V];
-  KEPT_IN_REGISTERS for (int q = 0; q < R; ++q) {
-    KEPT_IN_REGISTERS for (int v = 0; v < V; ++v) acc[q][v] = _mm512_setzero_ps();
-  }
-  for (int64_t r = 0; r < b; ++r) {
-    __m512 w[V];
-    KEPT_IN_REGISTERS for (int v = 0; v < V - 1; ++v) w[v] = _mm512_loadu_ps(g + r * n + 16 * v);
-    w[V - 1] = _mm512_maskz_loadu_ps(tail, g + r * n + 16 * (V - 1));
-    const float* xr = x[r] + c;
-    KEPT_IN_REGISTERS for (int q = 0; q < R; ++q) {
-      const __m512 a = _mm512_set1_ps(xr[q]);
-      KEPT_IN_REGISTERS for (int v = 0; v < V; ++v) acc[q][v] = _mm512_fmadd_ps(a, w[v], acc[q][v]);
-    }
-  }
-  KEPT_IN_REGISTERS for (int q = 0; q < R; ++q) {
-    KEPT_IN_REGISTERS for (int v = 0; v < V - 1; ++v) _mm512_storeu_ps(out + q * n + 16 * v, acc[q][v]);
-    _mm512_mask_storeu_ps(out + q * n + 16 * (V - 1), tail, acc[q][V - 1]);
-  }
+std::atomic<WideKernels>& chosen() {
+  static std::atomic<WideKernels> kernels{wide_kernels_available(WideKernels::avx512) ? WideKernels::avx512
+                                          : wide_kernels_available(WideKernels::avx2) ? WideKernels::avx2
+                                                                                      : WideKernels::blas};
+  return kernels;
 }
 
-// The block of R rows (or features) and V vectors, both chosen at run time: a table of
-// the 4 x 5 instantiations.
-template <template <int, int> class Kernel, int R, int... V>
-constexpr auto block_row() {
-  return std::array{&Kernel<R, V>::run...};
-}
-
-template <int R, int V>
-struct LinearBlock {
-  static void run(const float* const* x, int64_t k0, int64_t k1, const float* wt, int64_t n, const float* bias,
-                  float* z, __mmask16 tail, bool first, bool last) {
-    linear_block<R, V>(x, k0, k1, wt, n, bias, z, tail, first, last);
-  }
-};
-
-template <int R, int V>
-struct GradBlock {
-  static void run(const float* const* x, int64_t c, int64_t b, const float* g, int64_t n, float* out, __mmask16 tail) {
-    grad_block<R, V>(x, c, b, g, n, out, tail);
-  }
-};
-
-template <template <int, int> class Kernel>
-constexpr auto block_table() {
-  return std::array{block_row<Kernel, 1, 1, 2, 3, 4, 5>(), block_row<Kernel, 2, 1, 2, 3, 4, 5>(),
-                    block_row<Kernel, 3, 1, 2, 3, 4, 5>(), block_row<Kernel, 4, 1, 2, 3, 4, 5>()};
-}
-static_assert(kRows == 4 && kVectors == 5, "block_table lists the instantiations");
-
-// The outputs j0.. of one block: its vectors and the last one's mask.
-struct Outputs {
-  int vectors;
-  __mmask16 tail;
-};
-inline Outputs block_outputs(int64_t j0, int64_t n) {
-  const int64_t count = std::min(kBlockOutputs, n - j0);
-  const int64_t vectors = (count + 15) / 16;
-  return {static_cast<int>(vectors), lane_mask(count - 16 * (vectors - 1))};
-}
-
-// z's rows begin..end: every output, features in passes of kDepth.
-void linear_rows(int64_t begin, int64_t end, int64_t d, int64_t n, const float* const* x, const float* wt,
-                 const float* bias, float* z) {
-  static constexpr auto kTable = block_table<LinearBlock>();
-  for (int64_t t0 = begin; t0 < end; t0 += kTileRows) {
-    const int64_t t1 = std::min(end, t0 + kTileRows);
-    for (int64_t k0 = 0; k0 == 0 || k0 < d; k0 += kDepth) {  // once with no features: z = bias
-      const int64_t k1 = std::min(d, k0 + kDepth);
-      for (int64_t j0 = 0; j0 < n; j0 += kBlockOutputs) {
-        const Outputs o = block_outputs(j0, n);
-        for (int64_t r = t0; r < t1; r += kRows) {
-          const int64_t rows = std::min(kRows, t1 - r);
-          kTable[rows - 1][o.vectors - 1](x + r, k0, k1, wt + j0, n, bias + j0, z + r * n + j0, o.tail, k0 == 0,
-                                          k1 == d);
-        }
-      }
-    }
-  }
-}
-
-// The weight gradient's rows (input features) c0..c1, at most kStrip, into `out` (row c0
-// there), every output.
-void grad_strip(int64_t c0, int64_t c1, int64_t b, int64_t n, const float* const* x, const float* g, float* out) {
-  static constexpr auto kTable = block_table<GradBlock>();
-  for (int64_t j0 = 0; j0 < n; j0 += kBlockOutputs) {
-    const Outputs o = block_outputs(j0, n);
-    for (int64_t c = c0; c < c1; c += kRows) {
-      const int64_t features = std::min(kRows, c1 - c);
-      kTable[features - 1][o.vectors - 1](x, c, b, g + j0, n, out + (c - c0) * n + j0, o.tail);
-    }
-  }
-}
-#endif
+// The chosen set's kernels; nullptr: BLAS.
+const wide_blocks::Kernels* blocks() { return blocks_for(chosen().load(std::memory_order_relaxed)); }
 
 // pipeline::Error unless g has a row for each of the batch's rows.
 void check_batch_rows(const at::Tensor& g, const at::Tensor& x, const at::Tensor& rows) {
@@ -217,13 +72,29 @@ void for_each_strip(int64_t d, int64_t scratch_floats, const F& f) {
 
 }  // namespace
 
-bool wide_outputs_own_kernels() {
-#if TRANSFER_AVX512_KERNELS
-  static const bool avx512 = has_avx512bw();
-  return avx512;
-#else
-  return false;
-#endif
+const char* wide_kernels_name(WideKernels kernels) {
+  switch (kernels) {
+    case WideKernels::avx512:
+      return "avx512";
+    case WideKernels::avx2:
+      return "avx2";
+    case WideKernels::blas:
+      break;
+  }
+  return "blas";
+}
+
+bool wide_kernels_available(WideKernels kernels) {
+  return kernels == WideKernels::blas || blocks_for(kernels) != nullptr;
+}
+
+WideKernels wide_outputs_kernels() { return chosen().load(std::memory_order_relaxed); }
+
+void use_wide_outputs_kernels(WideKernels kernels) {
+  if (!wide_kernels_available(kernels)) {
+    fail("{}: this CPU or build has no {} kernels", kKernel, wide_kernels_name(kernels));
+  }
+  chosen().store(kernels, std::memory_order_relaxed);
 }
 
 at::Tensor wide_outputs_linear(const at::Tensor& x, const at::Tensor& weight_t, const at::Tensor& bias,
@@ -234,22 +105,21 @@ at::Tensor wide_outputs_linear(const at::Tensor& x, const at::Tensor& weight_t, 
     fail("{}: weight_t [{}, {}] and bias [{}] do not fit rows of {} features", kKernel, weight_t.size(0),
          weight_t.size(1), bias.numel(), x.size(1));
   }
-#if TRANSFER_AVX512_KERNELS
-  if (wide_outputs_own_kernels()) {
+  if (const wide_blocks::Kernels* own = blocks()) {
     const std::vector<const float*> xs = batch_row_pointers(x, rows, kKernel);
     const int64_t b = static_cast<int64_t>(xs.size()), d = x.size(1), n = weight_t.size(1);
     at::Tensor z = at::empty({b, n}, x.options());
     const float* wt = weight_t.data_ptr<float>();
     const float* bp = bias.data_ptr<float>();
     float* zp = z.data_ptr<float>();
-    // Over blocks of kRows rows, so that a thread's range starts on a block.
-    at::parallel_for(0, (b + kRows - 1) / kRows, 1, [&](int64_t begin, int64_t end) {
+    // Over blocks of rows, so that a thread's range starts on a block.
+    const int64_t block = own->rows_per_block;
+    at::parallel_for(0, (b + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
       const FlushSubnormals flush;
-      linear_rows(begin * kRows, std::min(b, end * kRows), d, n, xs.data(), wt, bp, zp);
+      own->linear_rows(begin * block, std::min(b, end * block), d, n, xs.data(), wt, bp, zp);
     });
     return z;
   }
-#endif
   return at::addmm(bias, gathered(x, rows), weight_t);
 }
 
@@ -261,18 +131,16 @@ void wide_outputs_weight_grad(at::Tensor& grad_t, const at::Tensor& g, const at:
          grad_t.size(1), g.size(1), x.size(1));
   }
   check_batch_rows(g, x, rows);
-#if TRANSFER_AVX512_KERNELS
-  if (wide_outputs_own_kernels()) {
+  if (const wide_blocks::Kernels* own = blocks()) {
     const std::vector<const float*> xs = batch_row_pointers(x, rows, kKernel);
     const int64_t b = static_cast<int64_t>(xs.size()), d = x.size(1), n = g.size(1);
     const float* gp = g.data_ptr<float>();
     float* out = grad_t.data_ptr<float>();
-    for_each_strip(d, 0, [&](int64_t c0, int64_t c1, float*) {
-      grad_strip(c0, c1, b, n, xs.data(), gp, out + c0 * n);
+    for_each_strip(d, kStrip * b, [&](int64_t c0, int64_t c1, float* packed) {
+      own->grad_strip(c0, c1, b, n, xs.data(), gp, out + c0 * n, packed);
     });
     return;
   }
-#endif
   at::mm_out(grad_t, gathered(x, rows).t(), g);
 }
 
@@ -281,19 +149,18 @@ void wide_outputs_weight_grad_strips(const at::Tensor& g, const at::Tensor& x, c
   check_contiguous_float(g, kKernel, "g");
   check_batch_rows(g, x, rows);
   const int64_t d = x.size(1), n = g.size(1);
-#if TRANSFER_AVX512_KERNELS
-  if (wide_outputs_own_kernels()) {
+  if (const wide_blocks::Kernels* own = blocks()) {
     const std::vector<const float*> xs = batch_row_pointers(x, rows, kKernel);
     const int64_t b = static_cast<int64_t>(xs.size());
     const float* gp = g.data_ptr<float>();
-    // Each strip into the thread's scratch (20 KB for 320 outputs: L1), then to `use`.
-    for_each_strip(d, kStrip * n, [&](int64_t c0, int64_t c1, float* strip_grad) {
-      grad_strip(c0, c1, b, n, xs.data(), gp, strip_grad);
-      use(c0, c1, strip_grad);
+    // Each strip into the thread's scratch (20 KB for 320 outputs: L1), then to `use`; the
+    // batch rows' part packed after it.
+    for_each_strip(d, kStrip * (n + b), [&](int64_t c0, int64_t c1, float* scratch) {
+      own->grad_strip(c0, c1, b, n, xs.data(), gp, scratch, scratch + kStrip * n);
+      use(c0, c1, scratch);
     });
     return;
   }
-#endif
   at::Tensor grad_t = at::empty({d, n}, g.options());
   wide_outputs_weight_grad(grad_t, g, x, rows);
   const float* out = grad_t.data_ptr<float>();

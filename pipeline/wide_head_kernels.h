@@ -1,19 +1,22 @@
 #pragma once
 // The two matrix products of a stack of many heads (a sweep: N_out = heads x classes
 // above head_kernels.h's kFewOutputs), with the weights kept transposed, [D, N_out], so
-// that 16 outputs of one input feature are one AVX-512 vector. On CPUs with AVX-512,
-// register-blocked kernels of their own (4 rows x 80 outputs in 20 accumulators): on
-// two Zen 4 cores, on a batch in cache, the forward product of a 32-head sweep (128 x
-// 4,096 by 4,096 x 320) ran at 205-216 GFLOP/s against 134-157 for OpenBLAS's, the
-// weight gradient at 212-222 against 177-187, the CPU's FMA peak being ~234. Elsewhere
-// LibTorch's BLAS on the same layout (rows in place are gathered for it).
+// that the outputs of one input feature are consecutive, a vector of them at a time.
+// Register-blocked kernels of their own (wide_head_blocks.h) for AVX-512 (4 rows x 80
+// outputs in 20 accumulators) and for AVX2 + FMA (4 x 24 in 12): on two Zen 4 cores, on
+// a batch in cache, the forward product of a 32-head sweep (128 x 4,096 by 4,096 x 320)
+// ran at 205-216 GFLOP/s with AVX-512 against 134-157 for OpenBLAS's, the weight
+// gradient at 212-222 against 177-187, the CPU's FMA peak being ~234. Without either
+// (not x86-64 GCC, or an older CPU) LibTorch's BLAS on the same layout (rows in place
+// are gathered for it).
 //
-// Each output is one chain of fused multiply-adds in input order (the forward: over the
-// D features, then + bias; the gradient: over the B rows), whatever the blocking and the
-// thread count: the same bits from run to run, and from std::fma in that order (the
-// tests' reference). Both run on at::parallel_for's threads with subnormals flushed
-// (simd.h FlushSubnormals). Thread safety: no shared state; the tensors passed must not
-// be used elsewhere during a call.
+// Each output of the own kernels is one chain of fused multiply-adds in input order (the
+// forward: over the D features, then + bias; the gradient: over the B rows), whatever
+// the instruction set, the blocking and the thread count: the same bits from run to run,
+// from AVX-512 and AVX2, and from std::fma in that order (the tests' reference). All run
+// on at::parallel_for's threads with subnormals flushed (simd.h FlushSubnormals). Thread
+// safety: no shared state but the process's choice of kernels (below); the tensors
+// passed must not be used elsewhere during a call.
 //
 // Errors (pipeline::Error, naming the operand): an operand that is not contiguous
 // float32, shapes that do not fit each other, a row index outside x.
@@ -50,8 +53,14 @@ using GradStrips = std::function<void(int64_t c0, int64_t c1, const float* grad)
 void wide_outputs_weight_grad_strips(const at::Tensor& g, const at::Tensor& x, const at::Tensor& rows,
                                      const GradStrips& use);
 
-// True where the functions above run their own AVX-512 kernels (the CPU has
-// AVX-512 F/BW/VL/DQ and the build is x86-64 GCC); false where they call BLAS.
-bool wide_outputs_own_kernels();
+// The kernels behind the functions above, one choice for the whole process: by default
+// the first of avx512, avx2, blas that this CPU and build have.
+enum class WideKernels { avx512, avx2, blas };
+const char* wide_kernels_name(WideKernels kernels);  // "avx512", "avx2", "blas"
+bool wide_kernels_available(WideKernels kernels);    // blas: always
+WideKernels wide_outputs_kernels();                  // the ones in use
+// Chooses them (benchmarks and tests compare them); not during a call above. An
+// unavailable choice is a pipeline::Error.
+void use_wide_outputs_kernels(WideKernels kernels);
 
 }  // namespace pipeline

@@ -6,8 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <mutex>
-#include <vector>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "pipeline/error.h"
 #include "pipeline/head_kernels.h"
@@ -54,64 +55,95 @@ struct ThreadsRestored {
   ~ThreadsRestored() { at::set_num_threads(saved); }
 };
 
+// Chooses a set of wide-outputs kernels for a scope, then the previous one again.
+struct KernelsChosen {
+  pipeline::WideKernels saved = pipeline::wide_outputs_kernels();
+  explicit KernelsChosen(pipeline::WideKernels kernels) { pipeline::use_wide_outputs_kernels(kernels); }
+  ~KernelsChosen() { pipeline::use_wide_outputs_kernels(saved); }
+};
+
 }  // namespace
 
-// The wide-outputs kernels equal LibTorch's products up to float rounding, for shapes
-// off every block size (rows by 4, outputs by 16 and 80, features by 4, 16 and 1,024).
-// Where their own AVX-512 kernels run, each output is exactly the contract's chain of
-// fused multiply-adds, whatever the thread count, and rows read in place give the same
-// bits as a gathered batch.
+// By default the best kernels the CPU has run (a build or dispatch that lost them would
+// pass the rest on BLAS); a set it lacks cannot be chosen.
+TEST(WideHeadKernels, TheBestKernelsTheCpuHasRunByDefault) {
+  using pipeline::WideKernels;
+  const WideKernels best = has_avx512bw()   ? WideKernels::avx512
+                           : has_avx2_fma() ? WideKernels::avx2
+                                            : WideKernels::blas;
+  EXPECT_EQ(pipeline::wide_outputs_kernels(), best) << pipeline::wide_kernels_name(best);
+  EXPECT_EQ(pipeline::wide_kernels_available(WideKernels::avx512), has_avx512bw());
+  EXPECT_EQ(pipeline::wide_kernels_available(WideKernels::avx2), has_avx2_fma());
+  EXPECT_TRUE(pipeline::wide_kernels_available(WideKernels::blas));
+  for (const WideKernels kernels : {WideKernels::avx512, WideKernels::avx2}) {
+    if (pipeline::wide_kernels_available(kernels)) continue;
+    EXPECT_THROW(pipeline::use_wide_outputs_kernels(kernels), pipeline::Error);
+    EXPECT_EQ(pipeline::wide_outputs_kernels(), best);
+  }
+}
+
+// Every set of wide-outputs kernels the CPU has equals LibTorch's products up to float
+// rounding, for shapes off every block size (rows by 4, outputs by 8, 16, 24 and 80,
+// features by 4, 16 and 1,024). The own kernels (AVX-512, AVX2) give each output exactly
+// the contract's chain of fused multiply-adds, whatever the thread count: so both sets
+// give the same bits. Rows read in place give the same bits as a gathered batch.
 TEST(WideHeadKernels, EqualLibTorchProductsAndTheirChainOfFmas) {
   ThreadsRestored restore;
-  // On an AVX-512 CPU the own kernels must run (a build without them would pass the rest).
-  EXPECT_EQ(pipeline::wide_outputs_own_kernels(), has_avx512bw());
-  if (!pipeline::wide_outputs_own_kernels()) {
-    std::printf("[   NOTE   ] BLAS path: the exact FMA-chain checks do not run\n");
-  }
-  torch::manual_seed(21);
-  for (const auto& [b, n, d] : {std::tuple<int64_t, int64_t, int64_t>{128, 320, 1100}, {7, 33, 45}, {1, 1, 1},
-                                {5, 81, 1025}, {9, 160, 17}, {4, 95, 2049}, {13, 17, 64}, {3, 240, 7}}) {
-    const at::Tensor x = torch::randn({b, d}).relu(), wt = torch::randn({d, n}), bias = torch::randn({n});
-    const at::Tensor g = torch::randn({b, n});
-    const at::Tensor z = pipeline::wide_outputs_linear(x, wt, bias);
-    EXPECT_TRUE(torch::allclose(z, torch::addmm(bias, x, wt), 1e-5, 1e-4)) << b << "x" << n << "x" << d;
-    at::Tensor grad = torch::full({d, n}, 7.0f);  // overwritten, not added to
-    pipeline::wide_outputs_weight_grad(grad, g, x);
-    EXPECT_TRUE(torch::allclose(grad, torch::mm(x.t(), g), 1e-5, 1e-4)) << b << "x" << n << "x" << d;
-    // In strips: every feature's row once, the same bits as the whole gradient.
-    at::Tensor strips = torch::full({d, n}, 7.0f);
-    std::vector<int> seen(static_cast<size_t>(d));
-    std::mutex lock;
-    pipeline::wide_outputs_weight_grad_strips(g, x, {}, [&](int64_t c0, int64_t c1, const float* rows_grad) {
-      const std::lock_guard<std::mutex> hold(lock);
-      for (int64_t c = c0; c < c1; ++c) ++seen[static_cast<size_t>(c)];
-      std::copy(rows_grad, rows_grad + (c1 - c0) * n, strips.data_ptr<float>() + c0 * n);
-    });
-    EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), d);
-    EXPECT_TRUE(torch::equal(strips, grad)) << b << "x" << n << "x" << d;
-    // Rows read in place: the same bits as the gathered batch (on the BLAS path too).
-    const at::Tensor source = torch::randn({2 * b + 3, d}), rows = torch::randperm(2 * b + 3).slice(0, 0, b);
-    const at::Tensor gathered = source.index_select(0, rows);
-    EXPECT_TRUE(torch::equal(pipeline::wide_outputs_linear(source, wt, bias, rows),
-                             pipeline::wide_outputs_linear(gathered, wt, bias)));
-    at::Tensor in_place = torch::empty({d, n}), from_gathered = torch::empty({d, n});
-    pipeline::wide_outputs_weight_grad(in_place, g, source, rows);
-    pipeline::wide_outputs_weight_grad(from_gathered, g, gathered);
-    EXPECT_TRUE(torch::equal(in_place, from_gathered));
-    at::Tensor strips_in_place = torch::empty({d, n});
-    pipeline::wide_outputs_weight_grad_strips(g, source, rows, [&](int64_t c0, int64_t c1, const float* rows_grad) {
-      std::copy(rows_grad, rows_grad + (c1 - c0) * n, strips_in_place.data_ptr<float>() + c0 * n);
-    });
-    EXPECT_TRUE(torch::equal(strips_in_place, from_gathered));
-    if (!pipeline::wide_outputs_own_kernels()) continue;  // BLAS: its own order
-    EXPECT_TRUE(torch::equal(z, chained_linear(x, wt, bias))) << b << "x" << n << "x" << d;
-    EXPECT_TRUE(torch::equal(grad, chained_grad(x, g))) << b << "x" << n << "x" << d;
-    at::set_num_threads(1);
-    EXPECT_TRUE(torch::equal(z, pipeline::wide_outputs_linear(x, wt, bias))) << "one thread";
-    at::Tensor one_thread = torch::empty({d, n});
-    pipeline::wide_outputs_weight_grad(one_thread, g, x);
-    EXPECT_TRUE(torch::equal(grad, one_thread)) << "one thread";
-    at::set_num_threads(restore.saved);
+  using pipeline::WideKernels;
+  for (const WideKernels kernels : {WideKernels::avx512, WideKernels::avx2, WideKernels::blas}) {
+    const char* name = pipeline::wide_kernels_name(kernels);
+    if (!pipeline::wide_kernels_available(kernels)) {
+      std::printf("[   NOTE   ] this CPU has no %s: its kernels are not checked here\n", name);
+      continue;
+    }
+    const KernelsChosen chosen(kernels);
+    const bool own = kernels != WideKernels::blas;
+    torch::manual_seed(21);
+    for (const auto& [b, n, d] : {std::tuple<int64_t, int64_t, int64_t>{128, 320, 1100}, {7, 33, 45}, {1, 1, 1},
+                                  {5, 81, 1025}, {9, 160, 17}, {4, 95, 2049}, {13, 17, 64}, {3, 240, 7}}) {
+      const std::string shape = fmt::format("{} {}x{}x{}", name, b, n, d);
+      const at::Tensor x = torch::randn({b, d}).relu(), wt = torch::randn({d, n}), bias = torch::randn({n});
+      const at::Tensor g = torch::randn({b, n});
+      const at::Tensor z = pipeline::wide_outputs_linear(x, wt, bias);
+      EXPECT_TRUE(torch::allclose(z, torch::addmm(bias, x, wt), 1e-5, 1e-4)) << shape;
+      at::Tensor grad = torch::full({d, n}, 7.0f);  // overwritten, not added to
+      pipeline::wide_outputs_weight_grad(grad, g, x);
+      EXPECT_TRUE(torch::allclose(grad, torch::mm(x.t(), g), 1e-5, 1e-4)) << shape;
+      // In strips: every feature's row once, the same bits as the whole gradient.
+      at::Tensor strips = torch::full({d, n}, 7.0f);
+      std::vector<int> seen(static_cast<size_t>(d));
+      std::mutex lock;
+      pipeline::wide_outputs_weight_grad_strips(g, x, {}, [&](int64_t c0, int64_t c1, const float* rows_grad) {
+        const std::lock_guard<std::mutex> hold(lock);
+        for (int64_t c = c0; c < c1; ++c) ++seen[static_cast<size_t>(c)];
+        std::copy(rows_grad, rows_grad + (c1 - c0) * n, strips.data_ptr<float>() + c0 * n);
+      });
+      EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), d);
+      EXPECT_TRUE(torch::equal(strips, grad)) << shape;
+      // Rows read in place: the same bits as the gathered batch (on the BLAS path too).
+      const at::Tensor source = torch::randn({2 * b + 3, d}), rows = torch::randperm(2 * b + 3).slice(0, 0, b);
+      const at::Tensor gathered = source.index_select(0, rows);
+      EXPECT_TRUE(torch::equal(pipeline::wide_outputs_linear(source, wt, bias, rows),
+                               pipeline::wide_outputs_linear(gathered, wt, bias)));
+      at::Tensor in_place = torch::empty({d, n}), from_gathered = torch::empty({d, n});
+      pipeline::wide_outputs_weight_grad(in_place, g, source, rows);
+      pipeline::wide_outputs_weight_grad(from_gathered, g, gathered);
+      EXPECT_TRUE(torch::equal(in_place, from_gathered));
+      at::Tensor strips_in_place = torch::empty({d, n});
+      pipeline::wide_outputs_weight_grad_strips(g, source, rows, [&](int64_t c0, int64_t c1, const float* rows_grad) {
+        std::copy(rows_grad, rows_grad + (c1 - c0) * n, strips_in_place.data_ptr<float>() + c0 * n);
+      });
+      EXPECT_TRUE(torch::equal(strips_in_place, from_gathered));
+      if (!own) continue;  // BLAS: its own order
+      EXPECT_TRUE(torch::equal(z, chained_linear(x, wt, bias))) << shape;
+      EXPECT_TRUE(torch::equal(grad, chained_grad(x, g))) << shape;
+      at::set_num_threads(1);
+      EXPECT_TRUE(torch::equal(z, pipeline::wide_outputs_linear(x, wt, bias))) << name << " one thread";
+      at::Tensor one_thread = torch::empty({d, n});
+      pipeline::wide_outputs_weight_grad(one_thread, g, x);
+      EXPECT_TRUE(torch::equal(grad, one_thread)) << name << " one thread";
+      at::set_num_threads(restore.saved);
+    }
   }
 }
 
