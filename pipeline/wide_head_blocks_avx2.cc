@@ -17,6 +17,7 @@ namespace avx2 {
 
 // Blocks of 4 rows (or features) x 3 vectors of 8 outputs: 12 accumulators, 3 weight
 // vectors and a broadcast in the 16 registers.
+namespace {
 struct Isa {
   using Vec = __m256;
   using Mask = __m256i;
@@ -33,6 +34,7 @@ struct Isa {
   static Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
   static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 };
+}  // namespace
 
 #include "pipeline/wide_head_blocks.inc"
 

@@ -18,6 +18,7 @@ namespace avx512 {
 // registers; per step 5 vector loads and 4 broadcasts for 20 fused multiply-adds, so the
 // loads keep up with the FMA units from L2. (On two Zen 4 cores 8 x 2 blocks ran as fast
 // in the forward but up to 10 % slower in the gradient; 4 x 4 blocks 10-20 % slower.)
+namespace {
 struct Isa {
   using Vec = __m512;
   using Mask = __mmask16;
@@ -32,6 +33,7 @@ struct Isa {
   static Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
   static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
 };
+}  // namespace
 
 #include "pipeline/wide_head_blocks.inc"
 

@@ -84,7 +84,7 @@ TEST(WideHeadKernels, TheBestKernelsTheCpuHasRunByDefault) {
 
 // Every set of wide-outputs kernels the CPU has equals LibTorch's products up to float
 // rounding, for shapes off every block size (rows by 4, outputs by 8, 16, 24 and 80,
-// features by 4, 16 and 1,024). The own kernels (AVX-512, AVX2) give each output exactly
+// features by 4, 16 and 1,024) and empty ones. The own kernels (AVX-512, AVX2) give each output exactly
 // the contract's chain of fused multiply-adds, whatever the thread count: so both sets
 // give the same bits. Rows read in place give the same bits as a gathered batch.
 TEST(WideHeadKernels, EqualLibTorchProductsAndTheirChainOfFmas) {
@@ -99,8 +99,13 @@ TEST(WideHeadKernels, EqualLibTorchProductsAndTheirChainOfFmas) {
     const KernelsChosen chosen(kernels);
     const bool own = kernels != WideKernels::blas;
     torch::manual_seed(21);
-    for (const auto& [b, n, d] : {std::tuple<int64_t, int64_t, int64_t>{128, 320, 1100}, {7, 33, 45}, {1, 1, 1},
-                                  {5, 81, 1025}, {9, 160, 17}, {4, 95, 2049}, {13, 17, 64}, {3, 240, 7}}) {
+    // Every block shape: rows and strip ends of 1 to 4 (the last strip of 14 features ends in
+    // a block of 2), every count of vectors with and without a masked last one; and empty
+    // operands.
+    for (const auto& [b, n, d] :
+         {std::tuple<int64_t, int64_t, int64_t>{128, 320, 1100}, {7, 33, 45}, {1, 1, 1}, {5, 81, 1025}, {9, 160, 17},
+          {4, 95, 2049}, {13, 17, 64}, {3, 240, 7}, {6, 112, 14}, {10, 150, 30}, {2, 60, 18}, {0, 40, 20},
+          {3, 0, 20}, {3, 40, 0}}) {
       const std::string shape = fmt::format("{} {}x{}x{}", name, b, n, d);
       const at::Tensor x = torch::randn({b, d}).relu(), wt = torch::randn({d, n}), bias = torch::randn({n});
       const at::Tensor g = torch::randn({b, n});
