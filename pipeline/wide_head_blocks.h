@@ -22,7 +22,8 @@ struct Kernels {
                       const float* bias, float* z);
   // The weight gradient's rows c0..c1 (input features; at most kStrip) into out [c1 - c0, n]:
   // out[c - c0] = sum over the b rows r of x[r][c] g[r], rows in order.
-  //   x: b row pointers; g [b, n] row-major floats; packed: b * kStrip floats of scratch
+  //   x: b row pointers; g [b, n] row-major floats; packed: b * kStrip floats of scratch (for
+  //   the sets that pack a strip of the rows first)
   void (*grad_strip)(int64_t c0, int64_t c1, int64_t b, int64_t n, const float* const* x, const float* g,
                      float* out, float* packed);
 };
