@@ -13,7 +13,8 @@
 #include "pipeline/simd.h"
 
 // Hand-written AVX-512 kernels where GCC's vectorizer falls short, where simd.h builds
-// them (TRANSFER_INTRINSIC_KERNELS); elsewhere only the portable ones, which give the same bits.
+// them (TRANSFER_INTRINSIC_KERNELS); elsewhere only the portable ones, which give the
+// same bits.
 
 // This file alone is built with -O3 -fno-math-errno -ffp-contract=off (CMakeLists.txt):
 // the flags the kernels need to vectorize and to give the same bits in every clone

@@ -161,8 +161,8 @@ void wide_outputs_weight_grad_strips(const at::Tensor& g, const at::Tensor& x, c
     });
     return;
   }
-  at::Tensor grad_t = at::empty({d, n}, g.options());
-  wide_outputs_weight_grad(grad_t, g, x, rows);
+  // BLAS: the whole gradient, then handed on by strips.
+  const at::Tensor grad_t = at::mm(gathered(x, rows).t(), g);
   const float* out = grad_t.data_ptr<float>();
   for_each_strip(d, 0, [&](int64_t c0, int64_t c1, float*) { use(c0, c1, out + c0 * n); });
 }

@@ -84,9 +84,10 @@ TEST(WideHeadKernels, TheBestKernelsTheCpuHasRunByDefault) {
 
 // Every set of wide-outputs kernels the CPU has equals LibTorch's products up to float
 // rounding, for shapes off every block size (rows by 4, outputs by 8, 16, 24 and 80,
-// features by 4, 16 and 1,024) and empty ones. The own kernels (AVX-512, AVX2) give each output exactly
-// the contract's chain of fused multiply-adds, whatever the thread count: so both sets
-// give the same bits. Rows read in place give the same bits as a gathered batch.
+// features by 4, 16 and 1,024) and empty ones. The own kernels (AVX-512, AVX2) give each
+// output exactly the contract's chain of fused multiply-adds, whatever the thread count:
+// so both sets give the same bits. Rows read in place give the same bits as a gathered
+// batch.
 TEST(WideHeadKernels, EqualLibTorchProductsAndTheirChainOfFmas) {
   ThreadsRestored restore;
   using pipeline::WideKernels;
