@@ -51,24 +51,44 @@ inline void print_ratio(const char* what, double stage, double before, double af
               stage / ((before + after) / 2), stage / std::max(before, after));
 }
 
-// The --backbone flag's value of a benchmark's argv (argv[i] == "--backbone"), or
-// "alexnet". Unknown names end the benchmark with the registered ones listed.
-inline const pipeline::Backbone& backbone_arg(int& argc, char** argv) {
-  std::string name = "alexnet";
+// Takes `--name VALUE` out of argv (the positional arguments stay in order) and returns
+// VALUE, or `fallback` when the flag is absent.
+inline std::string take_flag(int& argc, char** argv, const std::string& name, const std::string& fallback) {
   for (int i = 1; i + 1 < argc; ++i) {
-    if (std::string(argv[i]) == "--backbone") {
-      name = argv[i + 1];
-      for (int j = i; j + 2 <= argc; ++j) argv[j] = argv[j + 2];
-      argc -= 2;
-      break;
-    }
+    if (argv[i] != name) continue;
+    const std::string value = argv[i + 1];
+    for (int j = i; j + 2 < argc; ++j) argv[j] = argv[j + 2];
+    argc -= 2;
+    return value;
   }
+  return fallback;
+}
+
+// The --backbone flag's value (alexnet when absent). Unknown names end the benchmark
+// with the registered ones listed.
+inline const pipeline::Backbone& backbone_arg(int& argc, char** argv) {
+  const std::string name = take_flag(argc, argv, "--backbone", "alexnet");
   try {
     return pipeline::backbone(name);
   } catch (const pipeline::Error& e) {
     std::fprintf(stderr, "%s\n", e.what());
     std::exit(2);
   }
+}
+
+// The stage's --device and --threads flags (auto and every core when absent) with the
+// given precision, resolved as the stage resolves them; bad values end the benchmark.
+inline pipeline::ComputeOptions compute_args(int& argc, char** argv, const std::string& precision) {
+  const std::string device = take_flag(argc, argv, "--device", "auto");
+  const std::string threads = take_flag(argc, argv, "--threads", "0");
+  pipeline::ComputeOptions options{device, precision, std::atoi(threads.c_str())};
+  try {
+    pipeline::resolve_compute(options);
+  } catch (const pipeline::Error& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    std::exit(2);
+  }
+  return options;
 }
 
 // Images per second of the backbone's eval forward pass (its default tap and below,

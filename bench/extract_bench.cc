@@ -3,7 +3,7 @@
 // what decoding, preprocessing, copying and HDF5 writing cost on top of the model.
 // The bare pass runs before and after the stage, so a machine that changes speed
 // meanwhile shows as two different yardsticks instead of a wrong ratio. Target: >= 0.95.
-//   bench-extract [--backbone alexnet|resnet18|resnet50|vgg16] [image_size=224] [images=512] [precision=fp32]
+//   bench-extract [--backbone alexnet|resnet18|resnet50|vgg16] [--device auto|cpu|cuda] [--threads N] [image_size=224] [images=512] [precision=fp32]
 #include <filesystem>
 #include <string>
 
@@ -16,9 +16,10 @@ namespace fs = std::filesystem;
 int main(int argc, char** argv) {
   bench::print_machine();
   const pipeline::Backbone& backbone = bench::backbone_arg(argc, argv);
+  pipeline::ComputeOptions compute_options = bench::compute_args(argc, argv, "fp32");
   const int64_t side = argc > 1 ? std::atoll(argv[1]) : 224;
   const int64_t images = argc > 2 ? std::atoll(argv[2]) : 512;
-  const std::string precision = argc > 3 ? argv[3] : "fp32";
+  compute_options.precision = argc > 3 ? argv[3] : "fp32";
   const fs::path dir = fs::temp_directory_path() / "transfer-bench-extract";
   fs::remove_all(dir);
   pipeline::write_synthetic_cifar({dir / "data", std::max<int64_t>(images, 5), 64, 0});
@@ -29,7 +30,7 @@ int main(int argc, char** argv) {
   options.weights = "random:0";
   options.out = dir / "features.h5";
   options.image_size = side;
-  options.compute = {"auto", precision, 0};
+  options.compute = compute_options;
   const pipeline::Compute compute = pipeline::resolve_compute(options.compute);
   pipeline::keep_freed_memory();  // the yardstick at its best too: no page faults per batch (the stage does the same)
   // The stage writes every training image and the 64 test images; the bare pass runs

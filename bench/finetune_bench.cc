@@ -3,7 +3,7 @@
 // what decoding, preprocessing and the loop cost on top of the model. The bare steps run
 // before and after the stage, so a machine that changes speed meanwhile shows as two
 // different yardsticks instead of a wrong ratio. Target: >= 0.95.
-//   bench-finetune [--backbone alexnet|resnet18|resnet50|vgg16] [image_size=128] [images=512] [precision=fp32]
+//   bench-finetune [--backbone alexnet|resnet18|resnet50|vgg16] [--device auto|cpu|cuda] [--threads N] [image_size=128] [images=512] [precision=fp32]
 #include <filesystem>
 #include <string>
 
@@ -50,9 +50,10 @@ double bare_step_rate(const pipeline::Backbone& backbone, int64_t side, int64_t 
 int main(int argc, char** argv) {
   bench::print_machine();
   const pipeline::Backbone& backbone = bench::backbone_arg(argc, argv);
+  pipeline::ComputeOptions compute_options = bench::compute_args(argc, argv, "fp32");
   const int64_t side = argc > 1 ? std::atoll(argv[1]) : 128;
   const int64_t images = argc > 2 ? std::atoll(argv[2]) : 512;
-  const std::string precision = argc > 3 ? argv[3] : "fp32";
+  compute_options.precision = argc > 3 ? argv[3] : "fp32";
   const fs::path dir = fs::temp_directory_path() / "transfer-bench-finetune";
   fs::remove_all(dir);
   pipeline::write_synthetic_cifar({dir / "data", images, 64, 0});
@@ -65,7 +66,7 @@ int main(int argc, char** argv) {
   options.epochs = 1;
   options.image_size = side;
   options.val_fraction = 0.0;
-  options.compute = {"auto", precision, 0};
+  options.compute = compute_options;
   const pipeline::Compute compute = pipeline::resolve_compute(options.compute);
   pipeline::keep_freed_memory();  // the yardstick at its best too (the stage does the same)
   const int64_t batch = options.batch_size, steps = std::max<int64_t>(2, images / batch);
@@ -74,7 +75,7 @@ int main(int argc, char** argv) {
   const double after = bare_step_rate(backbone, side, batch, steps, compute);
 
   std::printf("%s at %lld px, %s, batch %lld\n", backbone.title().c_str(), static_cast<long long>(side),
-              precision.c_str(), static_cast<long long>(batch));
+              compute_options.precision.c_str(), static_cast<long long>(batch));
   std::printf("fine-tune stage: %.1f images/s (training phase, data included) on %s\n",
               run.metrics.images_per_second, run.metrics.device.c_str());
   std::printf("bare forward+backward+Adam step on ready tensors (%lld images): %.1f images/s before the stage, %.1f "
