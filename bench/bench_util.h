@@ -76,19 +76,29 @@ inline const pipeline::Backbone& backbone_arg(int& argc, char** argv) {
   }
 }
 
-// The stage's --device and --threads flags (auto and every core when absent) with the
-// given precision, resolved as the stage resolves them; bad values end the benchmark.
-inline pipeline::ComputeOptions compute_args(int& argc, char** argv, const std::string& precision) {
+// The stage's --device and --threads flags (auto and every core when absent); the
+// caller sets the precision. A --threads that is not a whole number ends the benchmark.
+inline pipeline::ComputeOptions compute_args(int& argc, char** argv) {
   const std::string device = take_flag(argc, argv, "--device", "auto");
   const std::string threads = take_flag(argc, argv, "--threads", "0");
-  pipeline::ComputeOptions options{device, precision, std::atoi(threads.c_str())};
+  char* end = nullptr;
+  const long n = std::strtol(threads.c_str(), &end, 10);
+  if (threads.empty() || *end != '\0') {
+    std::fprintf(stderr, "--threads must be a whole number, got '%s'\n", threads.c_str());
+    std::exit(2);
+  }
+  return {device, "fp32", static_cast<int>(n)};
+}
+
+// resolve_compute, with a bad device, precision or thread count ending the benchmark
+// (exit 2, the message on stderr) instead of an uncaught exception.
+inline pipeline::Compute resolve_or_exit(const pipeline::ComputeOptions& options) {
   try {
-    pipeline::resolve_compute(options);
+    return pipeline::resolve_compute(options);
   } catch (const pipeline::Error& e) {
     std::fprintf(stderr, "%s\n", e.what());
     std::exit(2);
   }
-  return options;
 }
 
 // Images per second of the backbone's eval forward pass (its default tap and below,

@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 int main(int argc, char** argv) {
   bench::print_machine();
   const pipeline::Backbone& backbone = bench::backbone_arg(argc, argv);
-  pipeline::ComputeOptions compute_options = bench::compute_args(argc, argv, "fp32");
+  pipeline::ComputeOptions compute_options = bench::compute_args(argc, argv);
   const int64_t side = argc > 1 ? std::atoll(argv[1]) : 224;
   const int64_t images = argc > 2 ? std::atoll(argv[2]) : 512;
   compute_options.precision = argc > 3 ? argv[3] : "fp32";
@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   options.out = dir / "features.h5";
   options.image_size = side;
   options.compute = compute_options;
-  const pipeline::Compute compute = pipeline::resolve_compute(options.compute);
+  const pipeline::Compute compute = bench::resolve_or_exit(options.compute);
   pipeline::keep_freed_memory();  // the yardstick at its best too: no page faults per batch (the stage does the same)
   // The stage writes every training image and the 64 test images; the bare pass runs
   // as many images in whole batches.

@@ -50,7 +50,7 @@ double bare_step_rate(const pipeline::Backbone& backbone, int64_t side, int64_t 
 int main(int argc, char** argv) {
   bench::print_machine();
   const pipeline::Backbone& backbone = bench::backbone_arg(argc, argv);
-  pipeline::ComputeOptions compute_options = bench::compute_args(argc, argv, "fp32");
+  pipeline::ComputeOptions compute_options = bench::compute_args(argc, argv);
   const int64_t side = argc > 1 ? std::atoll(argv[1]) : 128;
   const int64_t images = argc > 2 ? std::atoll(argv[2]) : 512;
   compute_options.precision = argc > 3 ? argv[3] : "fp32";
@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
   options.image_size = side;
   options.val_fraction = 0.0;
   options.compute = compute_options;
-  const pipeline::Compute compute = pipeline::resolve_compute(options.compute);
+  const pipeline::Compute compute = bench::resolve_or_exit(options.compute);
   pipeline::keep_freed_memory();  // the yardstick at its best too (the stage does the same)
   const int64_t batch = options.batch_size, steps = std::max<int64_t>(2, images / batch);
   const double before = bare_step_rate(backbone, side, batch, steps, compute);
