@@ -15,6 +15,7 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "pipeline/models/backbone_net.h"
 #include "pipeline/device.h"
@@ -22,18 +23,57 @@
 
 namespace bench {
 
+// The core generation of an x86 CPU from /proc/cpuinfo's vendor, family and model, for
+// VMs that name every CPU "AMD EPYC" or "Intel Xeon" alone; "" when not in this table.
+inline std::string cpu_generation(const std::string& vendor, int family, int model) {
+  if (vendor == "AuthenticAMD") {
+    if (family == 0x17) return "Zen, Zen+ or Zen 2";
+    if (family == 0x1A) return "Zen 5";
+    if (family == 0x19) {
+      const bool zen4 = (model >= 0x10 && model <= 0x1F) || (model >= 0x60 && model <= 0x7F) ||
+                        (model >= 0xA0 && model <= 0xAF);
+      return zen4 ? "Zen 4" : "Zen 3";
+    }
+  }
+  if (vendor == "GenuineIntel" && family == 6) {
+    switch (model) {
+      case 0x55: return "Skylake-SP or Cascade Lake";
+      case 0x6A: case 0x6C: return "Ice Lake-SP";
+      case 0x8F: return "Sapphire Rapids";
+      case 0xCF: return "Emerald Rapids";
+      case 0xAD: case 0xAE: return "Granite Rapids";
+      default: break;
+    }
+  }
+  return "";
+}
+
 // The machine the figures are from, first in every benchmark's output: they differ
 // threefold between CPUs (AMX-BF16 or not). Reads /proc/cpuinfo (Linux).
 inline void print_machine() {
   std::ifstream in("/proc/cpuinfo");
-  std::string line, model = "unknown CPU", flags;
+  std::string line, model = "unknown CPU", flags, vendor;
+  int family = -1, model_number = -1;
+  const auto value = [&line] { return line.substr(line.find(':') + 1); };
+  const auto number = [&](int& out) {
+    if (out < 0) out = std::atoi(value().c_str());
+  };
   while (std::getline(in, line)) {
     if (model == "unknown CPU" && line.rfind("model name", 0) == 0) model = line.substr(line.find(':') + 2);
-    if (flags.empty() && line.rfind("flags", 0) == 0) flags = " " + line.substr(line.find(':') + 1) + " ";
+    if (flags.empty() && line.rfind("flags", 0) == 0) flags = " " + value() + " ";
+    if (vendor.empty() && line.rfind("vendor_id", 0) == 0) vendor = line.substr(line.find(':') + 2);
+    if (line.rfind("cpu family", 0) == 0) number(family);
+    if (line.rfind("model\t", 0) == 0) number(model_number);  // not "model name"
   }
   const auto has = [&](const char* flag) { return flags.find(std::string(" ") + flag + " ") != std::string::npos; };
-  std::printf("machine: %s, %u cores; AVX-512: %s, AVX512-BF16: %s, AMX-BF16: %s; LibTorch %s\n",
-              model.c_str(), std::thread::hardware_concurrency(), has("avx512f") ? "yes" : "no",
+  std::string id;
+  if (family >= 0 && model_number >= 0) {
+    const std::string generation = cpu_generation(vendor, family, model_number);
+    id = " (family " + std::to_string(family) + " model " + std::to_string(model_number) +
+         (generation.empty() ? "" : ": " + generation) + ")";
+  }
+  std::printf("machine: %s%s, %u cores; AVX-512: %s, AVX512-BF16: %s, AMX-BF16: %s; LibTorch %s\n", model.c_str(),
+              id.c_str(), std::thread::hardware_concurrency(), has("avx512f") ? "yes" : "no",
               has("avx512_bf16") ? "yes" : "no", has("amx_bf16") ? "yes" : "no", TORCH_VERSION);
 }
 
@@ -49,6 +89,30 @@ inline double seconds(const std::function<void()>& f) {
 inline void print_ratio(const char* what, double stage, double before, double after) {
   std::printf("ratio %s: %.3f (target >= 0.95; %.3f against the faster of the two)\n", what,
               stage / ((before + after) / 2), stage / std::max(before, after));
+}
+
+// Every step (batch) of a stage in order, so that a slowdown cannot hide in the average,
+// then the stage's median full step as images/s against its yardstick: a fixed warm-up
+// (first-touch pages, oneDNN's kernels made) weighs on a short run, not on a long one.
+// The last step is left out of the median and the warm-up: it may be a partial batch.
+inline void print_steps(const char* what, const std::vector<double>& steps_s, int64_t batch, double before,
+                        double after) {
+  std::printf("%s steps (s):", what);
+  for (const double s : steps_s) std::printf(" %.3f", s);
+  std::printf("\n");
+  if (steps_s.size() < 3) return;
+  std::vector<double> sorted(steps_s.begin(), steps_s.end() - 1);
+  std::sort(sorted.begin(), sorted.end());
+  const double median = sorted[sorted.size() / 2];
+  double total = 0, extra = 0;
+  for (size_t i = 0; i + 1 < steps_s.size(); ++i) {
+    total += steps_s[i];
+    extra += steps_s[i] - median;
+  }
+  std::printf("%s median step: %.1f images/s; the steps took %.2f s more than as many median steps (%.1f%% of them)\n",
+              what, static_cast<double>(batch) / median, extra, 100 * extra / total);
+  print_ratio((std::string(what) + " median step / yardstick").c_str(), static_cast<double>(batch) / median, before,
+              after);
 }
 
 // Takes `--name VALUE` out of argv (the positional arguments stay in order) and returns

@@ -2,7 +2,9 @@
 // ready tensors (same size, batch, precision, threads and number of images, one run):
 // what decoding, preprocessing and the loop cost on top of the model. The bare steps run
 // before and after the stage, so a machine that changes speed meanwhile shows as two
-// different yardsticks instead of a wrong ratio. Target: >= 0.95.
+// different yardsticks instead of a wrong ratio. Then every step's seconds and the
+// stage's median step against the same yardstick (a short run carries the warm-up).
+// Target: >= 0.95.
 //   bench-finetune [--backbone alexnet|resnet18|resnet50|vgg16] [--device auto|cpu|cuda] [--threads N] [image_size=128] [images=512] [precision=fp32]
 #include <filesystem>
 #include <string>
@@ -82,6 +84,7 @@ int main(int argc, char** argv) {
               "after\n",
               static_cast<long long>(batch * steps), before, after);
   bench::print_ratio("stage / bare step", run.metrics.images_per_second, before, after);
+  bench::print_steps("fine-tune stage", run.step_seconds, batch, before, after);
   fs::remove_all(dir);
   return 0;
 }

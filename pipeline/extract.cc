@@ -237,7 +237,8 @@ ExtractSummary run_extract(const ExtractOptions& given) {
       }
       // A group's batches are consecutive rows: batch b is rows [offset, offset + count)
       // of its group's preprocessed tensor.
-      auto mark = std::chrono::steady_clock::now();
+      const auto batch_start = std::chrono::steady_clock::now();
+      auto mark = batch_start;
       const auto lap = [&mark](double& total) {
         const auto now = std::chrono::steady_clock::now();
         total += std::chrono::duration<double>(now - mark).count();
@@ -254,6 +255,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
       lap(summary.model_seconds);
       writer.write(split, row, images->labels().slice(0, row, row + count), rows_out);
       lap(summary.write_seconds);
+      summary.batch_seconds.push_back(std::chrono::duration<double>(mark - batch_start).count());
       progress.advance(count);
       summary.images += count;
     }

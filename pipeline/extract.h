@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "pipeline/device.h"
 
@@ -52,6 +53,9 @@ struct ExtractSummary {
   // Where `seconds` went: reading and preprocessing the images (on a GPU, waiting for
   // the next batch), the model (forward pass and outputs to the CPU), the cache writes.
   double preprocess_seconds = 0, model_seconds = 0, write_seconds = 0;
+  // Every batch of this call in order (train, then test), seconds: the three above for
+  // that batch (a group's preprocessing falls on its first batch).
+  std::vector<double> batch_seconds;
   int64_t file_bytes = 0;
   std::string device;        // Compute::describe()
   int64_t skipped = 0;       // images left out as unreadable (--skip-bad)

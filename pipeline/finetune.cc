@@ -272,6 +272,7 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
   loop.stop_after_epochs = options.stop_after_epochs;
   loop.label = "fine-tune";
   const LoopResult result = run_training(trainable, data, loop);
+  summary.step_seconds = result.step_seconds;
   if (!result.finished) {
     spdlog::info("stopped after {} epochs as asked; --resume continues from {}", result.members[0].epochs.size(),
                  checkpoint.string());

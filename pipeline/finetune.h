@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "pipeline/device.h"
 #include "pipeline/metrics.h"
@@ -54,6 +55,7 @@ struct FinetuneSummary {
   bool up_to_date = false;
   bool finished = false;  // false when stopped early by stop_after_epochs
   RunMetrics metrics;
+  std::vector<double> step_seconds;  // every training step of this call in order, seconds (batch built + step)
 };
 
 // Throws UsageError for bad settings (unknown backbone, epochs < 1, lr <= 0, image size

@@ -240,6 +240,7 @@ LoopResult run_training(Trainable& model, const TrainData& data, const LoopOptio
   }
 
   int64_t epochs_this_call = 0;
+  std::vector<double> step_seconds;
   for (int64_t epoch = state.epochs_done; epoch < options.epochs; ++epoch) {
     if (options.stop_after_epochs > 0 && epochs_this_call == options.stop_after_epochs) break;
     const auto epoch_start = Clock::now();
@@ -253,6 +254,7 @@ LoopResult run_training(Trainable& model, const TrainData& data, const LoopOptio
     model.set_training(true);
     const auto phase_start = Clock::now();
     while (source.has_next()) {
+      const auto step_start = Clock::now();
       const Batch batch = source.next();
       const auto [l, c] = model.train_step(batch);
       // Summed here by hand: as tensor ops (isfinite, all, +=, min) they took ~9 us a
@@ -274,6 +276,7 @@ LoopResult run_training(Trainable& model, const TrainData& data, const LoopOptio
                                             : "the last good checkpoint is kept in " + options.checkpoint_dir.string());
       }
       progress.advance(batch.labels.size(0), fmt::format("loss {:.4f}", lowest / batch.labels.size(0)));
+      step_seconds.push_back(seconds_since(step_start));
     }
     progress.finish();
     const double phase_seconds = seconds_since(phase_start);
@@ -318,6 +321,7 @@ LoopResult run_training(Trainable& model, const TrainData& data, const LoopOptio
 
   LoopResult result;
   result.train_seconds = state.train_seconds;
+  result.step_seconds = std::move(step_seconds);
   result.images_per_second = state.phase_seconds > 0 ? state.images_trained / state.phase_seconds : 0.0;
   result.members = std::move(state.members);
   if (state.epochs_done < options.epochs) return result;

@@ -106,6 +106,7 @@ struct LoopResult {
   std::vector<MemberResult> members;
   double train_seconds = 0;      // all epochs, training + validation
   double images_per_second = 0;  // training images / seconds of the training phases (batches built + steps)
+  std::vector<double> step_seconds;  // this call's training steps in order, seconds each (batch built + step)
   bool finished = false;         // false when stopped by stop_after_epochs
 };
 

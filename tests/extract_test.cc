@@ -93,6 +93,8 @@ TEST(Extract, InterruptedRunResumesToTheSameFeatures) {
   const auto resumed = pipeline::run_extract(options);
   EXPECT_TRUE(resumed.resumed);
   EXPECT_EQ(resumed.images, 52 - 16);
+  EXPECT_EQ(stopped.batch_seconds.size(), 2u);
+  EXPECT_EQ(resumed.batch_seconds.size(), 5u) << "this call's batches only: 24 training rows, then 12 test rows";
 
   auto fresh = options;
   fresh.out = dir / "fresh.h5";
@@ -115,6 +117,14 @@ TEST(Extract, RowsAreTheSameWhateverTheBatchesAndTheirGroups) {
   EXPECT_EQ(summary.images, 52);
   EXPECT_GT(summary.model_seconds, 0.0);
   EXPECT_LE(summary.preprocess_seconds + summary.model_seconds + summary.write_seconds, summary.seconds + 1e-6);
+  // Every batch's seconds, in order: 14 batches of the 40 training rows, 4 of the 12 test rows.
+  ASSERT_EQ(summary.batch_seconds.size(), 18u);
+  double batches_total = 0;
+  for (const double s : summary.batch_seconds) {
+    EXPECT_GT(s, 0.0);
+    batches_total += s;
+  }
+  EXPECT_NEAR(batches_total, summary.preprocess_seconds + summary.model_seconds + summary.write_seconds, 1e-6);
   auto whole = small_options(dir);
   whole.batch_size = 64;
   whole.out = dir / "whole.h5";

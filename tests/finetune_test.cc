@@ -36,6 +36,11 @@ TEST(Finetune, LearnsTheSyntheticClasses) {
   const auto summary = pipeline::run_finetune(options);
   ASSERT_TRUE(summary.finished);
   EXPECT_GT(summary.metrics.test_acc, 0.3) << "chance is 0.1";
+  // Every training step's seconds, in order: 3 epochs of ceil(training rows / 16) steps.
+  const auto train_rows =
+      static_cast<int64_t>(pipeline::split_train_val(400, options.val_fraction, options.seed).train.size());
+  EXPECT_EQ(static_cast<int64_t>(summary.step_seconds.size()), 3 * ((train_rows + 15) / 16));
+  for (const double s : summary.step_seconds) EXPECT_GT(s, 0.0);
   for (const char* file : {"metrics.json", "history.csv", "config.json", "model.pt"}) {
     EXPECT_TRUE(fs::exists(options.out / file)) << file;
   }
@@ -61,6 +66,9 @@ TEST(Finetune, ResumedRunEqualsUninterruptedRun) {
   part.resume = true;
   const auto resumed = pipeline::run_finetune(part);
   ASSERT_TRUE(resumed.finished);
+  // Each call reports its own steps: one epoch each here.
+  EXPECT_EQ(first.step_seconds.size() * 2, uninterrupted.step_seconds.size());
+  EXPECT_EQ(resumed.step_seconds.size(), first.step_seconds.size());
 
   EXPECT_DOUBLE_EQ(resumed.metrics.test_acc, uninterrupted.metrics.test_acc);
   EXPECT_NEAR(resumed.metrics.test_loss, uninterrupted.metrics.test_loss, 1e-6);
