@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstdlib>
 #include <cstdio>
 #include <fstream>
@@ -94,18 +95,19 @@ inline void print_ratio(const char* what, double stage, double before, double af
 // Every step (batch) of a stage in order, so that a slowdown cannot hide in the average,
 // then the stage's median full step as images/s against its yardstick: a fixed warm-up
 // (first-touch pages, oneDNN's kernels made) weighs on a short run, not on a long one.
-// The last step is left out of the median and the warm-up: it may be a partial batch.
-inline void print_steps(const char* what, const std::vector<double>& steps_s, int64_t batch, double before,
-                        double after) {
+// A last step that is a partial batch is left out of the median and the warm-up.
+inline void print_steps(const char* what, const std::vector<double>& steps_s, int64_t batch, bool last_partial,
+                        double before, double after) {
   std::printf("%s steps (s):", what);
   for (const double s : steps_s) std::printf(" %.3f", s);
   std::printf("\n");
-  if (steps_s.size() < 3) return;
-  std::vector<double> sorted(steps_s.begin(), steps_s.end() - 1);
+  const size_t full = steps_s.size() - (last_partial && !steps_s.empty() ? 1 : 0);
+  if (full < 2) return;
+  std::vector<double> sorted(steps_s.begin(), steps_s.begin() + static_cast<std::ptrdiff_t>(full));
   std::sort(sorted.begin(), sorted.end());
   const double median = sorted[sorted.size() / 2];
   double total = 0, extra = 0;
-  for (size_t i = 0; i + 1 < steps_s.size(); ++i) {
+  for (size_t i = 0; i < full; ++i) {
     total += steps_s[i];
     extra += steps_s[i] - median;
   }

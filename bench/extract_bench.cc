@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
               backbone.title().c_str(), backbone.default_tap().c_str(),
               static_cast<long long>(bare_batches * options.batch_size), before, after);
   bench::print_ratio("extract / bare forward", summary.images_per_second, before, after);
-  bench::print_steps("extract stage", summary.batch_seconds, options.batch_size, before, after);
+  bench::print_steps("extract stage", summary.batch_seconds, options.batch_size, /*last_partial=*/true, before, after);
   fs::remove_all(dir);
   return 0;
 }

@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
               "after\n",
               static_cast<long long>(batch * steps), before, after);
   bench::print_ratio("stage / bare step", run.metrics.images_per_second, before, after);
-  bench::print_steps("fine-tune stage", run.step_seconds, batch, before, after);
+  bench::print_steps("fine-tune stage", run.step_seconds, batch, images % batch != 0, before, after);
   fs::remove_all(dir);
   return 0;
 }
