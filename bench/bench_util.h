@@ -111,7 +111,7 @@ inline void print_steps(const char* what, const std::vector<double>& steps_s, in
     total += steps_s[i];
     extra += steps_s[i] - median;
   }
-  std::printf("%s median step: %.1f images/s; the steps took %.2f s more than as many median steps (%.1f%% of them)\n",
+  std::printf("%s median step: %.1f images/s; the steps took %+.2f s against as many median steps (%+.1f%%)\n",
               what, static_cast<double>(batch) / median, extra, 100 * extra / total);
   print_ratio((std::string(what) + " median step / yardstick").c_str(), static_cast<double>(batch) / median, before,
               after);
