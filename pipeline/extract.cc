@@ -124,6 +124,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   const std::unique_ptr<Dataset> dataset = open_dataset(
       {options.dataset, options.data, options.labels, options.transform, options.skip_bad, options.test_fraction});
   std::vector<fs::path> inputs = dataset->files();
+  inputs.push_back(dataset->folder());  // the cache never goes into the data's folder
   const WeightsSource weights_source = parse_weights_source(options.weights);
   if (!weights_source.random) inputs.push_back(weights_source.file);
   refuse_output_over_inputs(options.out, inputs, "--out");
@@ -213,6 +214,9 @@ ExtractSummary run_extract(const ExtractOptions& given) {
 
   const auto start = std::chrono::steady_clock::now();
   int64_t batches_done = 0;
+  // CPU: one channels-last buffer for a group of batches, reused by every group of both
+  // splits, so the test split does not pay for fresh pages again.
+  at::Tensor buffer;
   for (const auto& [split, images] : {std::pair<std::string, const SplitRecords*>{"train", &train}, {"test", &test}}) {
     const int64_t first = writer.rows_done(split), n = images->size();
     if (first >= n) continue;
@@ -221,7 +225,6 @@ ExtractSummary run_extract(const ExtractOptions& given) {
     const int64_t group = compute.cuda() ? 1 : batches_per_group(options.batch_size, preprocess.size(), compute);
     const auto groups = make_batches(row_range(first, n - first), options.batch_size * group);
     Progress progress("extract " + split, n - first);
-    at::Tensor buffer;  // CPU: one channels-last buffer for a group of batches, reused
     Prefetcher<at::Tensor> source(
         static_cast<int64_t>(groups.size()),
         [&](int64_t k) { return preprocessed_batch(preprocess, images->rows(groups[k]).images, compute, buffer); },

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <iterator>
 #include <vector>
@@ -73,7 +74,13 @@ void refuse_output_over_inputs(const fs::path& output, const std::vector<fs::pat
     if (input.empty() || !fs::exists(fs::symlink_status(input, ec))) continue;
     const fs::path in = resolved(input);
     if (within(out, in)) {
-      usage_fail("{} {} would overwrite the input {}: choose an output outside the inputs", flag, output.string(),
+      usage_fail("{} {} would overwrite, or lie inside, the input {}: choose an output outside the inputs", flag, output.string(),
+                 input.string());
+    }
+    // The other way round: an output folder holding an input (--out naming the data
+    // folder, or "." beside it) would put the run's files among the inputs.
+    if (within(in, out)) {
+      usage_fail("{} {} holds the input {}: choose an output outside the inputs", flag, output.string(),
                  input.string());
     }
   }
@@ -93,19 +100,22 @@ void prepare_output_file(const fs::path& path, const std::string& flag) {
   }
 }
 
-FolderLock::FolderLock(const fs::path& dir) {
+FolderLock::FolderLock(const fs::path& dir) : dir_(dir), exceptions_(std::uncaught_exceptions()) {
   std::error_code ec;
+  made_dir_ = !fs::exists(fs::symlink_status(dir, ec));
   fs::create_directories(dir, ec);
   if (!fs::is_directory(dir)) {
     fail("cannot create the run folder {}: {}", dir.string(), ec ? ec.message() : "a file of that name is in the way");
   }
   const fs::path lock = dir / ".lock";
+  made_lock_ = !fs::exists(fs::symlink_status(lock, ec));
   fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) fail("cannot write into the run folder {}: {}", dir.string(), std::strerror(errno));
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int error = errno;
     ::close(fd_);
     fd_ = -1;
+    made_dir_ = made_lock_ = false;  // another run's: never taken back
     if (error == EWOULDBLOCK) {
       fail("{} is in use by another run (it holds {}); wait for it to finish or choose another --out", dir.string(),
            lock.string());
@@ -115,7 +125,16 @@ FolderLock::FolderLock(const fs::path& dir) {
 }
 
 FolderLock::~FolderLock() {
-  if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+  if (fd_ < 0) return;
+  if (std::uncaught_exceptions() > exceptions_) {
+    // A failed run leaves no trace of the lock: the .lock it made goes (while still
+    // held, so no other run can take it in between), then the folder, if it made it
+    // and nothing else was written there.
+    std::error_code ignored;
+    if (made_lock_) fs::remove(dir_ / ".lock", ignored);
+    if (made_dir_ && fs::is_empty(dir_, ignored)) fs::remove(dir_, ignored);
+  }
+  ::close(fd_);  // closing releases the flock
 }
 
 void require_regular_file(const fs::path& file, const std::string& what) {

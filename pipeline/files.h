@@ -25,7 +25,7 @@ namespace pipeline {
 std::filesystem::path output_path(const std::filesystem::path& given, const std::string& flag);
 
 // Throws pipeline::UsageError when `output` (a file or folder the stage writes) is one
-// of `inputs` or lies inside one of them, compared after resolving links so that two
+// of `inputs`, lies inside one of them, or holds one, compared after resolving links so that two
 // spellings of one file are caught: e.g. `--out` naming the batch file, the weights or
 // the cache the stage reads. Inputs that do not exist are ignored. `flag` names the
 // output's flag in the message.
@@ -41,7 +41,9 @@ void prepare_output_file(const std::filesystem::path& path, const std::string& f
 // writes into it, so two runs on one --out cannot corrupt each other's files. Creates
 // `dir` (so an unwritable --out fails before any work). Throws pipeline::Error naming
 // the folder when it cannot be made or another process holds the lock. Released (the
-// .lock file stays, empty) on destruction or when the process dies.
+// .lock file stays, empty) on destruction or when the process dies. Released while an
+// exception unwinds (a failed run), it takes back what it made: the .lock file if it
+// created it, and `dir` itself if it created it and the folder is empty again.
 class FolderLock {
  public:
   explicit FolderLock(const std::filesystem::path& dir);
@@ -51,6 +53,9 @@ class FolderLock {
 
  private:
   int fd_ = -1;
+  std::filesystem::path dir_;
+  bool made_dir_ = false, made_lock_ = false;
+  int exceptions_ = 0;  // std::uncaught_exceptions() when taken
 };
 
 // Throws pipeline::Error naming `file` (called `what`, e.g. "weights file") unless it

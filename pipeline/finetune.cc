@@ -23,6 +23,9 @@ using nlohmann::json;
 namespace pipeline {
 namespace {
 
+// The files FinetuneModel::save_state() writes into a checkpoint folder.
+const std::vector<std::string> kStateFiles = {"model.pt", "optimizer.pt", "best.pt", "rng.pt"};
+
 // The whole network as the loop's single member.
 class FinetuneModel : public Trainable {
  public:
@@ -61,6 +64,8 @@ class FinetuneModel : public Trainable {
 
   void keep_best(int64_t) override { best_.keep(); }
   void use_best() override { best_.restore(); }
+
+  std::vector<std::string> state_files() const override { return kStateFiles; }
 
   void save_state(const fs::path& dir) const override {
     save_torch_file(model_, dir / "model.pt");
@@ -158,8 +163,11 @@ class FinetuneModel : public Trainable {
 void validate(const FinetuneOptions& o) {
   if (o.out.empty()) usage_fail("--out is required (the run folder)");
   if (o.epochs < 1) usage_fail("--epochs must be at least 1, got {}", o.epochs);
-  if (!(o.lr > 0)) usage_fail("--lr must be > 0, got {}", o.lr);
+  if (!(o.lr > 0) || !std::isfinite(o.lr)) usage_fail("--lr must be a finite number > 0, got {}", o.lr);
   if (o.batch_size < 1) usage_fail("--batch-size must be at least 1, got {}", o.batch_size);
+  if (!(o.val_fraction >= 0.0 && o.val_fraction < 1.0)) {
+    usage_fail("--val-fraction (the validation fraction) must be in [0, 1), got {}", o.val_fraction);
+  }
   check_image_size(backbone(o.backbone), o.image_size);
   normalization_by_name(o.normalize);
 }
@@ -176,6 +184,7 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
   const std::unique_ptr<Dataset> dataset = open_dataset(
       {options.dataset, options.data, options.labels, options.transform, options.skip_bad, options.test_fraction});
   std::vector<fs::path> inputs = dataset->files();
+  inputs.push_back(dataset->folder());  // run files never go into the data's folder
   inputs.push_back(options.weights);  // ignored when it is random:SEED (no such file)
   refuse_output_over_inputs(options.out, inputs, "--out");
   // Before any work: the folder must be writable, and it is this run's alone.
@@ -234,7 +243,15 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
     spdlog::info("the checkpoint in {} is of other settings (or unreadable): starting over", options.out.string());
   }
   if (!resumable) {
-    if (fs::exists(checkpoint)) spdlog::info("starting over: discarding the checkpoint in {}", checkpoint.string());
+    if (fs::exists(fs::symlink_status(checkpoint, ignored))) {
+      // Only a checkpoint this stage wrote is discarded, never a folder of the user's.
+      const std::string foreign = checkpoint_foreign_entries(checkpoint, kStateFiles);
+      if (!foreign.empty()) {
+        fail("{} {}; it is not a checkpoint of this program, so it is not removed: move it away or choose another --out",
+             checkpoint.string(), foreign);
+      }
+      spdlog::info("starting over: discarding the checkpoint in {}", checkpoint.string());
+    }
     fs::remove_all(checkpoint, ignored);
     fs::remove(options.out / "config.json", ignored);
     write_file_atomic(checkpoint_config, json_file_text(config));

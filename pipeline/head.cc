@@ -41,12 +41,14 @@ namespace {
 
 void validate(const HeadOptions& o) {
   if (o.epochs < 1) usage_fail("--epochs must be at least 1, got {}", o.epochs);
-  if (!(o.lr > 0)) usage_fail("--lr must be > 0, got {}", o.lr);
-  if (!(o.weight_decay >= 0)) usage_fail("--weight-decay must be >= 0, got {}", o.weight_decay);
+  if (!(o.lr > 0) || !std::isfinite(o.lr)) usage_fail("--lr must be a finite number > 0, got {}", o.lr);
+  if (!(o.weight_decay >= 0) || !std::isfinite(o.weight_decay)) {
+    usage_fail("--weight-decay must be a finite number >= 0, got {}", o.weight_decay);
+  }
   for (double lr : o.sweep_lr)
-    if (!(lr > 0)) usage_fail("--sweep-lr values must be > 0, got {}", lr);
+    if (!(lr > 0) || !std::isfinite(lr)) usage_fail("--sweep-lr values must be finite and > 0, got {}", lr);
   for (double wd : o.sweep_wd)
-    if (!(wd >= 0)) usage_fail("--sweep-wd values must be >= 0, got {}", wd);
+    if (!(wd >= 0) || !std::isfinite(wd)) usage_fail("--sweep-wd values must be finite and >= 0, got {}", wd);
   if (o.sweep_seeds < 0 || o.sweep_seeds > kMaxHeads) {
     usage_fail("--sweep-seeds must be 0..{}, got {}", kMaxHeads, o.sweep_seeds);
   }
@@ -55,6 +57,9 @@ void validate(const HeadOptions& o) {
   if (heads > static_cast<size_t>(kMaxHeads)) {
     usage_fail("the sweep asks for {} heads (--sweep-lr x --sweep-wd x --sweep-seeds); at most {} train at once",
                heads, kMaxHeads);
+  }
+  if (!(o.val_fraction >= 0.0 && o.val_fraction < 1.0)) {
+    usage_fail("--val-fraction (the validation fraction) must be in [0, 1), got {}", o.val_fraction);
   }
   if (head_grid(o).size() > 1 && !(o.val_fraction > 0)) {
     usage_fail("a sweep ranks its heads on validation: --val-fraction must be > 0");

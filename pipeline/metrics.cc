@@ -136,6 +136,16 @@ RunMetrics metrics_fields(const json& j, const std::string& source) {
     }
   }
   if (!(m.test_acc >= 0 && m.test_acc <= 1)) fail("{}: test_acc {} is not a fraction in [0,1]", source, m.test_acc);
+  // Seconds come from a clock: not negative and under ~30 years, so the report's sums
+  // and ratios of them stay finite and meaningful.
+  const auto check_seconds = [&source](double seconds, const std::string& what) {
+    if (!(seconds >= 0 && seconds <= 1e9)) fail("{}: {} {} is not a duration in seconds (0 to 1e9)", source, what, seconds);
+  };
+  check_seconds(m.train_seconds, "train_seconds");
+  for (size_t e = 0; e < m.epochs.size(); ++e) check_seconds(m.epochs[e].seconds, fmt::format("epochs[{}].seconds", e));
+  if (!std::isnan(m.images_per_second) && !(m.images_per_second >= 0 && m.images_per_second <= 1e12)) {
+    fail("{}: images_per_second {} is not a rate (0 to 1e12)", source, m.images_per_second);
+  }
   return m;
 }
 

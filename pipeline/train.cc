@@ -20,6 +20,11 @@ using nlohmann::json;
 namespace pipeline {
 
 void Trainable::save_state(const fs::path&) const { fail("this model does not support checkpoints"); }
+
+std::string checkpoint_foreign_entries(const fs::path& dir, std::vector<std::string> state_files) {
+  state_files.emplace_back("loop.json");  // written by save_checkpoint()
+  return only_entries(dir, state_files);
+}
 void Trainable::load_state(const fs::path&) { fail("this model does not support checkpoints"); }
 
 ParameterSnapshot::ParameterSnapshot(std::vector<at::Tensor> parameters) : live_(std::move(parameters)) {
@@ -152,7 +157,7 @@ void save_checkpoint(const Trainable& model, const LoopState& state, const fs::p
                                {"members", members}}
                               .dump(1));
       },
-      [](const fs::path&) { return std::string(); });  // the run's own folder: always ours
+      [&model](const fs::path& existing) { return checkpoint_foreign_entries(existing, model.state_files()); });
 }
 
 // A finite number >= 0 at object[key]; throws Error naming the file otherwise.
@@ -212,7 +217,11 @@ bool load_checkpoint(Trainable& model, LoopState& state, const fs::path& dir, in
     const fs::path old = old_folder_of(fs::absolute(dir).lexically_normal());
     if (!fs::exists(old / "loop.json")) return false;
     std::error_code ec;
-    fs::remove_all(dir, ec);  // an incomplete folder (no loop.json) in the way
+    if (fs::exists(fs::symlink_status(dir, ec))) {
+      const std::string foreign = checkpoint_foreign_entries(dir, model.state_files());
+      if (!foreign.empty()) fail("cannot recover the checkpoint {} from {}: {} {}", dir.string(), old.string(), dir.string(), foreign);
+    }
+    fs::remove_all(dir, ec);  // an incomplete checkpoint (no loop.json) in the way
     fs::rename(old, dir, ec);
     if (ec) fail("cannot recover the checkpoint {} from {}: {}; run without --resume to start over", dir.string(), old.string(), ec.message());
   }

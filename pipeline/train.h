@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "pipeline/metrics.h"
@@ -58,7 +59,15 @@ class Trainable {
   // best snapshots). Only called when LoopOptions::checkpoint_dir is set.
   virtual void save_state(const std::filesystem::path& dir) const;
   virtual void load_state(const std::filesystem::path& dir);
+  // The names of the files save_state() writes into `dir`.
+  virtual std::vector<std::string> state_files() const { return {}; }
 };
+
+// For a checkpoint folder `dir` of a model whose save_state() writes `state_files`:
+// "" when it holds only those and the loop's own file (or nothing), else a sentence
+// naming the first other entry. A folder that holds anything else is the user's, and
+// the loop never replaces or removes it.
+std::string checkpoint_foreign_entries(const std::filesystem::path& dir, std::vector<std::string> state_files);
 
 // A copy of a model's parameters: what Trainable::keep_best/use_best keep for a model
 // trained through autograd. Holds the live parameter tensors (shared) and a copy.

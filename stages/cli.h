@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <exception>
+#include <filesystem>
 #include <string>
 
 #include "pipeline/device.h"
@@ -20,8 +21,33 @@
 namespace stages {
 
 // Adds --config FILE (TOML or INI, CLI11's format: `flag = value` lines) to `app`.
+// A key that names no flag is an error (exit 2), so a typo such as `epoch = 1` cannot
+// silently train with the default.
 inline void add_config_flag(CLI::App& app) {
   app.set_config("--config", "", "read flags from a TOML file (key = value per flag)", false);
+  app.allow_config_extras(false);
+}
+
+// "" when argv's --config (if any) is a regular file or absent, else why not: CLI11 would
+// read a FIFO (blocking forever) or /dev/zero (without end) before any check runs.
+inline std::string config_file_problem(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    std::string value;
+    if (arg == "--config" && i + 1 < argc) {
+      value = argv[i + 1];
+    } else if (arg.rfind("--config=", 0) == 0) {
+      value = arg.substr(9);
+    } else {
+      continue;
+    }
+    std::error_code ec;
+    const std::filesystem::file_status status = std::filesystem::status(value, ec);
+    if (std::filesystem::exists(status) && !std::filesystem::is_regular_file(status)) {
+      return "--config " + value + " is not a regular file (a folder, device, FIFO or socket); refusing to read it";
+    }
+  }
+  return "";
 }
 
 // --backbone, the same in every stage: one of the registered backbones.
@@ -94,6 +120,10 @@ template <typename Body>
 int run(CLI::App& app, int argc, char** argv, Body body) {
   spdlog::set_default_logger(spdlog::stderr_color_mt(app.get_name()));
   spdlog::set_pattern("[%H:%M:%S] [%^%l%$] %v");
+  if (const std::string problem = config_file_problem(argc, argv); !problem.empty()) {
+    spdlog::error("{}", problem);
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

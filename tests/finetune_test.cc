@@ -1,6 +1,8 @@
 #include "pipeline/finetune.h"
 
 #include <gtest/gtest.h>
+
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "pipeline/batches.h"
@@ -105,6 +107,28 @@ TEST(Finetune, ResNetResumeEqualsUninterruptedRunWithBatchNorm) {
     EXPECT_NEAR(resumed.metrics.epochs[e].val_loss, uninterrupted.metrics.epochs[e].val_loss, 1e-6) << e;
   }
   EXPECT_EQ(resumed.metrics.confusion, uninterrupted.metrics.confusion);
+}
+
+// A --out whose checkpoint/ holds a file of the user's: a fresh run would discard the
+// checkpoint, but this one is not the stage's, so it stops and removes nothing.
+TEST(Finetune, NeverDiscardsACheckpointFolderOfTheUsers) {
+  TempDir dir;
+  auto options = small_options(dir, 60, 20);
+  fs::create_directories(options.out / "checkpoint");
+  std::ofstream(options.out / "checkpoint" / "thesis.txt") << "years of work";
+  try {
+    pipeline::run_finetune(options);
+    ADD_FAILURE() << "a checkpoint folder holding a foreign file was accepted";
+  } catch (const pipeline::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("thesis.txt"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(fs::exists(options.out / "checkpoint" / "thesis.txt"));
+  // The same folder with only a checkpoint's own files is discarded as before.
+  fs::remove(options.out / "checkpoint" / "thesis.txt");
+  std::ofstream(options.out / "checkpoint" / "model.pt") << "an old checkpoint";
+  options.epochs = 1;
+  EXPECT_TRUE(pipeline::run_finetune(options).finished);
+  EXPECT_FALSE(fs::exists(options.out / "checkpoint"));
 }
 
 TEST(Finetune, UsesTheSameSplitAsTheHeadForOneSeed) {

@@ -447,10 +447,12 @@ const Flags kCompare("compare", {{"--head", "{in}/head"},
 
 const std::vector<std::string> kNoCifar = {"{out}/data/cifar-10-batches-bin/.verified", "{out}/data/cifar-10-batches-bin"};
 const std::vector<std::string> kNoCache = {"{out}/cache.h5"};
-const std::vector<std::string> kNoHeadRun = {"{out}/head/config.json", "{out}/head/metrics.json", "{out}/head/head.pt"};
+// A failed run leaves nothing in its folder, not even the lock it took (FolderLock).
+const std::vector<std::string> kNoHeadRun = {"{out}/head/config.json", "{out}/head/metrics.json", "{out}/head/head.pt",
+                                             "{out}/head/.lock"};
 const std::vector<std::string> kNoResumed = {"{in}/run/config.json", "{in}/run/metrics.json", "{in}/run/model.pt"};
 const std::vector<std::string> kNoFinetuneRun = {"{out}/run/config.json", "{out}/run/metrics.json",
-                                                 "{out}/run/checkpoint-config.json"};
+                                                 "{out}/run/checkpoint-config.json", "{out}/run/.lock"};
 const std::vector<std::string> kNoReport = {"{out}/compare/report.md", "{out}/compare/report.json"};
 
 std::vector<std::string> plus(std::vector<std::string> a, const std::vector<std::string>& b) {
@@ -713,6 +715,8 @@ std::vector<Case> all_cases() {
        kExtract.with("--weights", "{in}/fifo.pth"), one, {"fifo.pth"}, kNoCache})
       .may_hang();
   add({"extract_weights_missing", with_data(), kExtract.with("--weights", "{in}/none.pth"), one, {"none.pth"}, kNoCache});
+  add({"extract_out_inside_the_data_folder", with_data(), kExtract.with("--out", "{in}/data/cache.h5"), two, {"--out"},
+       {"{in}/data/cache.h5", "{in}/data/cache.h5.partial"}});
   add({"extract_out_is_a_batch_file", with_data(), kExtract.with("--out", "{in}/data/data_batch_1.bin"), either,
        {"data_batch_1.bin"}, {"{in}/data/data_batch_1.bin.partial"}});
   add({"extract_unknown_tap", with_data(), kExtract.with("--taps", "fc9"), two, {"fc9"}, kNoCache});
@@ -749,6 +753,15 @@ std::vector<Case> all_cases() {
   add({"head_epochs_zero", with_cache(), kHead.with("--epochs", "0"), two, {"--epochs"}, kNoHeadRun});
   add({"head_lr_negative", with_cache(), kHead.with("--lr", "=-1"), two, {"--lr"}, kNoHeadRun});
   add({"head_lr_nan", with_cache(), kHead.with("--lr", "nan"), two, {"--lr"}, kNoHeadRun});
+  add({"head_lr_infinite", with_cache(), kHead.with("--lr", "inf"), two, {"--lr"}, kNoHeadRun});
+  add({"head_sweep_lr_infinite", with_cache(), kHead.with("--sweep-lr", "1e-3,inf"), two, {"--sweep-lr"}, kNoHeadRun});
+  // --config: a FIFO would block CLI11's reader forever, a key that names no flag (a
+  // typo) would silently leave its setting at the default.
+  add({"head_config_is_a_fifo", with_cache([](Ctx& ctx) { make_fifo(ctx.in / "flags.toml"); }),
+       kHead.with("--config", "{in}/flags.toml"), two, {"flags.toml"}, kNoHeadRun})
+      .may_hang();
+  add({"head_config_unknown_key", with_cache([](Ctx& ctx) { write_file(ctx.in / "flags.toml", "epoch = 1\n"); }),
+       kHead.with("--config", "{in}/flags.toml"), two, {"epoch"}, kNoHeadRun});
   add({"head_val_fraction_above_one", with_cache(), kHead.with("--val-fraction", "1.5"), two, {"--val-fraction"},
        kNoHeadRun});
   add({"head_unknown_flag", with_cache(), kHead.with("--no-such-flag"), two, {"--no-such-flag"}, kNoHeadRun});
@@ -786,6 +799,10 @@ std::vector<Case> all_cases() {
        {"data_batch_1.bin"}, {}});
   add({"finetune_epochs_zero", with_data(), kFinetuneFlags.with("--epochs", "0"), two, {"--epochs"}, kNoFinetuneRun});
   add({"finetune_lr_nan", with_data(), kFinetuneFlags.with("--lr", "nan"), two, {"--lr"}, kNoFinetuneRun});
+  add({"finetune_lr_infinite", with_data(), kFinetuneFlags.with("--lr", "inf"), two, {"--lr"}, kNoFinetuneRun});
+  // --out naming the data's folder: the run's files would land among the batch files.
+  add({"finetune_out_is_the_data_folder", with_data(), kFinetuneFlags.with("--out", "{in}/data"), two,
+       {"data_batch_1.bin|data"}, {"{in}/data/config.json", "{in}/data/checkpoint-config.json", "{in}/data/.lock"}});
   add({"finetune_image_size_too_small", with_data(), kFinetuneFlags.with("--image-size", "10"), two, {"--image-size"},
        kNoFinetuneRun});
   add({"finetune_unknown_flag", with_data(), kFinetuneFlags.with("--no-such-flag"), two, {"--no-such-flag"},
@@ -807,6 +824,14 @@ std::vector<Case> all_cases() {
          edit_json(ctx.in / "finetune" / "metrics.json", [](json& j) { j["best_epoch"] = 1e300; });
        }),
        kCompare, one, {"metrics.json"}, kNoReport});
+  add({"compare_negative_train_seconds", with_runs([](Ctx& ctx) {
+         edit_json(ctx.in / "head" / "metrics.json", [](json& j) { j["train_seconds"] = -3; });
+       }),
+       kCompare, one, {"train_seconds"}, kNoReport});
+  add({"compare_train_seconds_1e308", with_runs([](Ctx& ctx) {
+         edit_json(ctx.in / "finetune" / "metrics.json", [](json& j) { j["train_seconds"] = 1e308; });
+       }),
+       kCompare, one, {"train_seconds"}, kNoReport});
   add({"compare_image_size_1e300", with_runs([](Ctx& ctx) {
          edit_json(ctx.in / "finetune" / "metrics.json", [](json& j) { j["settings"]["image_size"] = 1e300; });
          edit_json(ctx.in / "finetune" / "config.json", [](json& j) { j["image_size"] = 1e300; });
