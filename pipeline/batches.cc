@@ -9,10 +9,14 @@
 
 namespace pipeline {
 
-TrainValSplit split_train_val(int64_t n, double val_fraction, uint64_t seed) {
+void check_val_fraction(double val_fraction) {
   if (!(val_fraction >= 0.0 && val_fraction < 1.0)) {
     usage_fail("--val-fraction (the validation fraction) must be in [0, 1), got {}", val_fraction);
   }
+}
+
+TrainValSplit split_train_val(int64_t n, double val_fraction, uint64_t seed) {
+  check_val_fraction(val_fraction);
   std::vector<int64_t> rows(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) rows[i] = i;
   SplitMix64 rng(mix_seed(seed, 0x5911u));

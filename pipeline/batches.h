@@ -19,6 +19,10 @@ struct TrainValSplit {
   std::vector<int64_t> val;    // row indices, ascending
 };
 
+// Throws pipeline::UsageError naming --val-fraction unless val_fraction is in [0, 1):
+// stages call it among their settings' checks, before any file is touched.
+void check_val_fraction(double val_fraction);
+
 // Splits rows [0, n): round(n * val_fraction) rows, drawn by a seeded shuffle, go to
 // validation. val_fraction in [0, 1); throws pipeline::UsageError otherwise.
 TrainValSplit split_train_val(int64_t n, double val_fraction, uint64_t seed);

@@ -165,9 +165,7 @@ void validate(const FinetuneOptions& o) {
   if (o.epochs < 1) usage_fail("--epochs must be at least 1, got {}", o.epochs);
   if (!(o.lr > 0) || !std::isfinite(o.lr)) usage_fail("--lr must be a finite number > 0, got {}", o.lr);
   if (o.batch_size < 1) usage_fail("--batch-size must be at least 1, got {}", o.batch_size);
-  if (!(o.val_fraction >= 0.0 && o.val_fraction < 1.0)) {
-    usage_fail("--val-fraction (the validation fraction) must be in [0, 1), got {}", o.val_fraction);
-  }
+  check_val_fraction(o.val_fraction);
   check_image_size(backbone(o.backbone), o.image_size);
   normalization_by_name(o.normalize);
 }
@@ -243,16 +241,8 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
     spdlog::info("the checkpoint in {} is of other settings (or unreadable): starting over", options.out.string());
   }
   if (!resumable) {
-    if (fs::exists(fs::symlink_status(checkpoint, ignored))) {
-      // Only a checkpoint this stage wrote is discarded, never a folder of the user's.
-      const std::string foreign = checkpoint_foreign_entries(checkpoint, kStateFiles);
-      if (!foreign.empty()) {
-        fail("{} {}; it is not a checkpoint of this program, so it is not removed: move it away or choose another --out",
-             checkpoint.string(), foreign);
-      }
-      spdlog::info("starting over: discarding the checkpoint in {}", checkpoint.string());
-    }
-    fs::remove_all(checkpoint, ignored);
+    if (fs::exists(checkpoint, ignored)) spdlog::info("starting over: discarding the checkpoint in {}", checkpoint.string());
+    remove_checkpoint(checkpoint, kStateFiles);  // only a checkpoint this stage wrote, never a folder of the user's
     fs::remove(options.out / "config.json", ignored);
     write_file_atomic(checkpoint_config, json_file_text(config));
   }

@@ -58,8 +58,10 @@ struct FinetuneSummary {
   std::vector<double> step_seconds;  // every training step of this call in order, seconds (batch built + step)
 };
 
-// Throws UsageError for bad settings (unknown backbone, epochs < 1, lr <= 0, image size
-// below the backbone's minimum, fp16 on a CPU) and Error at run time.
+// Throws UsageError for bad settings (unknown backbone, epochs < 1, lr not finite and
+// > 0, val_fraction outside [0, 1), image size below the backbone's minimum, fp16 on a
+// CPU, an --out that is, lies in or holds an input or the data's folder) and Error at
+// run time (e.g. a checkpoint/ in --out that is not a checkpoint of this program).
 FinetuneSummary run_finetune(const FinetuneOptions& options);
 
 }  // namespace pipeline

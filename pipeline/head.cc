@@ -58,9 +58,7 @@ void validate(const HeadOptions& o) {
     usage_fail("the sweep asks for {} heads (--sweep-lr x --sweep-wd x --sweep-seeds); at most {} train at once",
                heads, kMaxHeads);
   }
-  if (!(o.val_fraction >= 0.0 && o.val_fraction < 1.0)) {
-    usage_fail("--val-fraction (the validation fraction) must be in [0, 1), got {}", o.val_fraction);
-  }
+  check_val_fraction(o.val_fraction);
   if (head_grid(o).size() > 1 && !(o.val_fraction > 0)) {
     usage_fail("a sweep ranks its heads on validation: --val-fraction must be > 0");
   }

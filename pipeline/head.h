@@ -66,7 +66,8 @@ struct HeadSummary {
 };
 
 // Trains the head(s) and writes the run folder. Throws UsageError for bad settings
-// (epochs < 1, lr <= 0, unknown tap), Error for a missing/incomplete cache.
+// (epochs < 1, lr or weight decay not finite or out of range, val_fraction outside
+// [0, 1), unknown tap), Error for a missing/incomplete cache.
 HeadSummary run_head(const HeadOptions& options);
 
 }  // namespace pipeline

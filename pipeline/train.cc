@@ -20,11 +20,6 @@ using nlohmann::json;
 namespace pipeline {
 
 void Trainable::save_state(const fs::path&) const { fail("this model does not support checkpoints"); }
-
-std::string checkpoint_foreign_entries(const fs::path& dir, std::vector<std::string> state_files) {
-  state_files.emplace_back("loop.json");  // written by save_checkpoint()
-  return only_entries(dir, state_files);
-}
 void Trainable::load_state(const fs::path&) { fail("this model does not support checkpoints"); }
 
 ParameterSnapshot::ParameterSnapshot(std::vector<at::Tensor> parameters) : live_(std::move(parameters)) {
@@ -137,6 +132,13 @@ struct LoopState {
   std::vector<double> best_val;
 };
 
+// "" when the checkpoint folder `dir` holds only `state_files` and loop.json (or
+// nothing), else a sentence naming the first other entry (only_entries()).
+std::string checkpoint_foreign_entries(const fs::path& dir, std::vector<std::string> state_files) {
+  state_files.emplace_back("loop.json");  // written by save_checkpoint()
+  return only_entries(dir, state_files);
+}
+
 void save_checkpoint(const Trainable& model, const LoopState& state, const fs::path& dir) {
   // Built in a temporary sibling and swapped in by renames (files.h): an interruption
   // at any point leaves either the previous complete checkpoint or the new one.
@@ -217,11 +219,7 @@ bool load_checkpoint(Trainable& model, LoopState& state, const fs::path& dir, in
     const fs::path old = old_folder_of(fs::absolute(dir).lexically_normal());
     if (!fs::exists(old / "loop.json")) return false;
     std::error_code ec;
-    if (fs::exists(fs::symlink_status(dir, ec))) {
-      const std::string foreign = checkpoint_foreign_entries(dir, model.state_files());
-      if (!foreign.empty()) fail("cannot recover the checkpoint {} from {}: {} {}", dir.string(), old.string(), dir.string(), foreign);
-    }
-    fs::remove_all(dir, ec);  // an incomplete checkpoint (no loop.json) in the way
+    remove_checkpoint(dir, model.state_files());  // an incomplete checkpoint (no loop.json) in the way
     fs::rename(old, dir, ec);
     if (ec) fail("cannot recover the checkpoint {} from {}: {}; run without --resume to start over", dir.string(), old.string(), ec.message());
   }
@@ -235,6 +233,18 @@ bool load_checkpoint(Trainable& model, LoopState& state, const fs::path& dir, in
 }
 
 }  // namespace
+
+void remove_checkpoint(const fs::path& dir, const std::vector<std::string>& state_files) {
+  std::error_code ec;
+  if (!fs::exists(fs::symlink_status(dir, ec))) return;
+  const std::string foreign = checkpoint_foreign_entries(dir, state_files);
+  if (!foreign.empty()) {
+    fail("{} {}; it is not a checkpoint of this program, so it is not removed: move it away or choose another --out",
+         dir.string(), foreign);
+  }
+  fs::remove_all(dir, ec);
+  if (ec) fail("cannot remove the old checkpoint {}: {}", dir.string(), ec.message());
+}
 
 LoopResult run_training(Trainable& model, const TrainData& data, const LoopOptions& options) {
   if (options.epochs < 1) usage_fail("--epochs must be at least 1, got {}", options.epochs);

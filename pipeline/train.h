@@ -63,11 +63,11 @@ class Trainable {
   virtual std::vector<std::string> state_files() const { return {}; }
 };
 
-// For a checkpoint folder `dir` of a model whose save_state() writes `state_files`:
-// "" when it holds only those and the loop's own file (or nothing), else a sentence
-// naming the first other entry. A folder that holds anything else is the user's, and
-// the loop never replaces or removes it.
-std::string checkpoint_foreign_entries(const std::filesystem::path& dir, std::vector<std::string> state_files);
+// Removes the checkpoint folder `dir` of a model whose save_state() writes
+// `state_files`, if it exists. A folder that holds anything but those and the loop's
+// own loop.json is the user's, not a checkpoint: pipeline::Error naming its first other
+// entry, and nothing is removed. (save_checkpoint() replaces a folder on the same terms.)
+void remove_checkpoint(const std::filesystem::path& dir, const std::vector<std::string>& state_files);
 
 // A copy of a model's parameters: what Trainable::keep_best/use_best keep for a model
 // trained through autograd. Holds the live parameter tensors (shared) and a copy.
