@@ -43,15 +43,6 @@ bool all_hex(const std::string& text) {
   return std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isxdigit(c) != 0; });
 }
 
-void ensure_dir(const fs::path& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec || !fs::is_directory(dir)) {
-    fail("cannot create the output folder {}: {}; choose a writable --out folder", dir.string(),
-         ec ? ec.message() : "a file of that name is in the way");
-  }
-}
-
 // The MD5 the folder's marker records, "" when there is no readable marker (a link
 // to a device, a huge file: never read past 4 KiB).
 std::string read_marker(const fs::path& dir) {
@@ -308,7 +299,8 @@ FetchResult fetch(const FetchOptions& options) {
   if (resolved.weights_url.empty()) resolved.weights_url = spec.weights().url;
   if (resolved.url.empty() && official) resolved.url = official->url;
   refuse_output_over_inputs(resolved.out_dir / kind.folder_name(), {options.archive, options.weights_file}, "--out");
-  ensure_dir(resolved.out_dir);
+  // A failed fetch (a damaged archive, no network) takes back the folders it made.
+  const MadeFolders out_dir(resolved.out_dir, "the --out folder");
 
   FetchResult result;
   if (!official) {

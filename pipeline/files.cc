@@ -20,6 +20,31 @@ namespace fs = std::filesystem;
 namespace pipeline {
 namespace {
 
+// The first of `names` present in `dir` (links not followed), or "".
+std::string first_present(const fs::path& dir, const std::vector<std::string>& names) {
+  std::error_code ec;
+  for (const std::string& name : names) {
+    if (fs::exists(fs::symlink_status(dir / name, ec))) return name;
+  }
+  return {};
+}
+
+// `dir`, after checking that it is not a folder of the user's: every run leaves its
+// .lock, so an existing folder without one is not a run folder, and its files of the
+// stage's output names are the user's, never to be overwritten or removed.
+const fs::path& checked_run_folder(const fs::path& dir, const std::vector<std::string>& outputs) {
+  std::error_code ec;
+  if (fs::is_directory(dir, ec) && !fs::exists(fs::symlink_status(dir / ".lock", ec))) {
+    const std::string theirs = first_present(dir, outputs);
+    if (!theirs.empty()) {
+      fail("{} holds {}, which no run of this program wrote there (the folder has no .lock file): choose another "
+           "--out, or move {} away (a run folder copied without its hidden .lock file: create an empty {})",
+           dir.string(), theirs, (dir / theirs).string(), (dir / ".lock").string());
+    }
+  }
+  return dir;
+}
+
 // `path` with every existing part's links resolved (the rest kept lexically).
 fs::path resolved(const fs::path& path) {
   std::error_code ec;
@@ -86,27 +111,43 @@ void refuse_output_over_inputs(const fs::path& output, const std::vector<fs::pat
   }
 }
 
-void prepare_output_file(const fs::path& path, const std::string& flag) {
+void check_output_file(const fs::path& path, const std::string& flag) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) fail("{} {} is a folder; name the file to write", flag, path.string());
-  const fs::path parent = fs::absolute(path).parent_path();
-  fs::create_directories(parent, ec);
-  if (!fs::is_directory(parent)) {
-    fail("{} {}: cannot create the folder {}: {}", flag, path.string(), parent.string(),
-         ec ? ec.message() : "a file is in the way");
+  fs::path folder = fs::absolute(path).parent_path();
+  while (!fs::exists(fs::symlink_status(folder, ec)) && folder != folder.parent_path()) folder = folder.parent_path();
+  if (!fs::is_directory(folder, ec)) {
+    fail("{} {}: cannot create a folder there: {} is a file, not a folder", flag, path.string(), folder.string());
   }
-  if (::access(parent.c_str(), W_OK) != 0) {
-    fail("{} {}: the folder {} is not writable: {}", flag, path.string(), parent.string(), std::strerror(errno));
+  if (::access(folder.c_str(), W_OK) != 0) {
+    fail("{} {}: the folder {} is not writable: {}", flag, path.string(), folder.string(), std::strerror(errno));
   }
 }
 
-FolderLock::FolderLock(const fs::path& dir) : dir_(dir), exceptions_(std::uncaught_exceptions()) {
+MadeFolders::MadeFolders(const fs::path& dir, const std::string& what) : exceptions_(std::uncaught_exceptions()) {
   std::error_code ec;
-  made_dir_ = !fs::exists(fs::symlink_status(dir, ec));
+  for (fs::path part = dir; !part.empty() && !fs::exists(fs::symlink_status(part, ec)); part = part.parent_path()) {
+    made_.push_back(part);
+    if (part == part.parent_path()) break;
+  }
   fs::create_directories(dir, ec);
   if (!fs::is_directory(dir)) {
-    fail("cannot create the run folder {}: {}", dir.string(), ec ? ec.message() : "a file of that name is in the way");
+    fail("cannot create {} {}: {}", what, dir.string(), ec ? ec.message() : "a file of that name is in the way");
   }
+}
+
+MadeFolders::~MadeFolders() {
+  if (std::uncaught_exceptions() <= exceptions_) return;
+  std::error_code ignored;
+  for (const fs::path& dir : made_) {
+    if (!fs::is_empty(dir, ignored) || !fs::remove(dir, ignored)) break;
+  }
+}
+
+FolderLock::FolderLock(const fs::path& dir, std::vector<std::string> outputs)
+    : dir_(dir), outputs_(std::move(outputs)), folders_(checked_run_folder(dir, outputs_), "the run folder"),
+      exceptions_(std::uncaught_exceptions()) {
+  std::error_code ec;
   const fs::path lock = dir / ".lock";
   made_lock_ = !fs::exists(fs::symlink_status(lock, ec));
   fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -115,7 +156,7 @@ FolderLock::FolderLock(const fs::path& dir) : dir_(dir), exceptions_(std::uncaug
     const int error = errno;
     ::close(fd_);
     fd_ = -1;
-    made_dir_ = made_lock_ = false;  // another run's: never taken back
+    made_lock_ = false;  // another run's: never taken back
     if (error == EWOULDBLOCK) {
       fail("{} is in use by another run (it holds {}); wait for it to finish or choose another --out", dir.string(),
            lock.string());
@@ -127,12 +168,12 @@ FolderLock::FolderLock(const fs::path& dir) : dir_(dir), exceptions_(std::uncaug
 FolderLock::~FolderLock() {
   if (fd_ < 0) return;
   if (std::uncaught_exceptions() > exceptions_) {
-    // A failed run leaves no trace of the lock: the .lock it made goes (while still
-    // held, so no other run can take it in between), then the folder, if it made it
-    // and nothing else was written there.
+    // A failed run that wrote nothing of its own leaves no trace of the lock: the
+    // .lock it made goes (while still held, so no other run can take it in between);
+    // then folders_ takes back the folders it made, if nothing else was written there.
+    // One that wrote some (a checkpoint to resume) keeps the mark of a run folder.
     std::error_code ignored;
-    if (made_lock_) fs::remove(dir_ / ".lock", ignored);
-    if (made_dir_ && fs::is_empty(dir_, ignored)) fs::remove(dir_, ignored);
+    if (made_lock_ && first_present(dir_, outputs_).empty()) fs::remove(dir_ / ".lock", ignored);
   }
   ::close(fd_);  // closing releases the flock
 }

@@ -33,20 +33,41 @@ void refuse_output_over_inputs(const std::filesystem::path& output, const std::v
                                const std::string& flag);
 
 // Checks, before any work, that a stage can later write the file `path` (named by
-// `flag`): creates its parent folders; throws pipeline::Error naming it when `path` is
-// a folder, or its folder cannot be created or written.
-void prepare_output_file(const std::filesystem::path& path, const std::string& flag);
+// `flag`), touching nothing: throws pipeline::Error naming it when `path` is a folder,
+// or its nearest existing folder is a file or not writable. The missing folders are
+// made only when the file is written, so a run that fails first leaves none behind.
+void check_output_file(const std::filesystem::path& path, const std::string& flag);
+
+// Makes the folder `dir` and its missing parents (like create_directories). Throws
+// pipeline::Error naming `dir` (called `what`, e.g. "the run folder") when it cannot.
+// Destroyed while an exception unwinds (a failed stage), it removes again, innermost
+// first, each folder it made that is still empty: a failed run leaves no empty folder.
+class MadeFolders {
+ public:
+  MadeFolders(const std::filesystem::path& dir, const std::string& what);
+  ~MadeFolders();
+  MadeFolders(const MadeFolders&) = delete;
+  MadeFolders& operator=(const MadeFolders&) = delete;
+
+ private:
+  std::vector<std::filesystem::path> made_;  // innermost first
+  int exceptions_ = 0;                       // std::uncaught_exceptions() when made
+};
 
 // An exclusive lock on a run folder (flock on `dir`/.lock), taken before a stage
 // writes into it, so two runs on one --out cannot corrupt each other's files. Creates
-// `dir` (so an unwritable --out fails before any work). Throws pipeline::Error naming
-// the folder when it cannot be made or another process holds the lock. Released (the
-// .lock file stays, empty) on destruction or when the process dies. Released while an
-// exception unwinds (a failed run), it takes back what it made: the .lock file if it
+// `dir` (so an unwritable --out fails before any work). The .lock also marks the folder
+// as a run folder: an existing `dir` without one that holds any of `outputs` (the
+// names the stage writes, replaces or removes there, e.g. "metrics.json") is the
+// user's, and is refused before anything in it is touched. Throws pipeline::Error
+// naming the folder when it cannot be made, is such a user's folder, or another
+// process holds the lock. Released (the .lock file stays, empty) on destruction or
+// when the process dies. Released while an exception unwinds (a failed run), it takes
+// back what it made unless the run wrote one of `outputs`: the .lock file if it
 // created it, and `dir` itself if it created it and the folder is empty again.
 class FolderLock {
  public:
-  explicit FolderLock(const std::filesystem::path& dir);
+  FolderLock(const std::filesystem::path& dir, std::vector<std::string> outputs);
   ~FolderLock();
   FolderLock(const FolderLock&) = delete;
   FolderLock& operator=(const FolderLock&) = delete;
@@ -54,7 +75,9 @@ class FolderLock {
  private:
   int fd_ = -1;
   std::filesystem::path dir_;
-  bool made_dir_ = false, made_lock_ = false;
+  std::vector<std::string> outputs_;
+  MadeFolders folders_;
+  bool made_lock_ = false;
   int exceptions_ = 0;  // std::uncaught_exceptions() when taken
 };
 

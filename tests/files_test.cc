@@ -9,7 +9,9 @@
 
 #include <filesystem>
 #include <iterator>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "pipeline/error.h"
 #include "test_util.h"
@@ -116,13 +118,49 @@ TEST_F(FilesTest, OnlyRegularFilesAreRead) {
 TEST_F(FilesTest, ARunFolderHasOneWriter) {
   const fs::path run = tmp_ / "run";
   {
-    const pipeline::FolderLock first(run);
-    const std::string message = error_of([&] { pipeline::FolderLock second(run); });
+    const pipeline::FolderLock first(run, {});
+    const std::string message = error_of([&] { pipeline::FolderLock second(run, {}); });
     EXPECT_NE(message.find("in use by another run"), std::string::npos) << message;
   }
-  EXPECT_NO_THROW(pipeline::FolderLock again(run));  // released with the first
+  EXPECT_NO_THROW(pipeline::FolderLock again(run, {}));  // released with the first
   write_bytes(tmp_ / "file", "x");
-  EXPECT_THROW(pipeline::FolderLock on_a_file(tmp_ / "file"), pipeline::Error);
+  EXPECT_THROW(pipeline::FolderLock on_a_file(tmp_ / "file", {}), pipeline::Error);
+}
+
+// A folder without a .lock is the user's: its files of a run's names are never taken.
+TEST_F(FilesTest, ARunFolderIsMarkedByItsLock) {
+  const std::vector<std::string> outputs = {"metrics.json", "head.pt"};
+  const fs::path mine = tmp_ / "mine", notes = tmp_ / "notes";
+  fs::create_directories(mine);
+  fs::create_directories(notes);
+  write_bytes(mine / "head.pt", "my own");
+  const std::string message = error_of([&] { pipeline::FolderLock lock(mine, outputs); });
+  EXPECT_NE(message.find("head.pt"), std::string::npos) << message;
+  EXPECT_NE(message.find(".lock"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(mine / ".lock"));
+  EXPECT_EQ(read_text(mine / "head.pt"), "my own");
+
+  // Other files are no obstacle, and a finished run's folder keeps its mark.
+  write_bytes(notes / "notes.txt", "n");
+  { const pipeline::FolderLock lock(notes, outputs); }
+  EXPECT_TRUE(fs::exists(notes / ".lock"));
+  write_bytes(notes / "head.pt", "written by the run");
+  EXPECT_NO_THROW(pipeline::FolderLock again(notes, outputs));
+
+  // A failed run takes its .lock back only when it wrote none of its outputs.
+  const auto fail_in = [&](const fs::path& dir, const std::string& writes) {
+    try {
+      const pipeline::FolderLock lock(dir, outputs);
+      if (!writes.empty()) write_bytes(dir / writes, "partial");
+      throw std::runtime_error("the run failed");
+    } catch (const std::runtime_error&) {
+    }
+  };
+  fail_in(tmp_ / "failed_early", "");
+  EXPECT_FALSE(fs::exists(tmp_ / "failed_early"));
+  fail_in(tmp_ / "failed_late", "metrics.json");
+  EXPECT_TRUE(fs::exists(tmp_ / "failed_late" / ".lock"));
+  EXPECT_NO_THROW(pipeline::FolderLock resume(tmp_ / "failed_late", outputs));
 }
 
 // A link planted under the temporary's name (run/config.json.tmp -> ~/.bashrc) is
@@ -149,12 +187,12 @@ TEST_F(FilesTest, StaleTemporaryFoldersOfAKilledRunAreRemoved) {
 }
 
 TEST_F(FilesTest, OutputFileIsCheckedBeforeWork) {
-  EXPECT_NO_THROW(pipeline::prepare_output_file(tmp_ / "new" / "cache.h5", "--out"));
-  EXPECT_TRUE(fs::is_directory(tmp_ / "new"));
-  EXPECT_NE(error_of([&] { pipeline::prepare_output_file(tmp_.path(), "--out"); }).find("is a folder"),
+  EXPECT_NO_THROW(pipeline::check_output_file(tmp_ / "new" / "deeper" / "cache.h5", "--out"));
+  EXPECT_FALSE(fs::exists(tmp_ / "new"));  // made only when the file is written
+  EXPECT_NE(error_of([&] { pipeline::check_output_file(tmp_.path(), "--out"); }).find("is a folder"),
             std::string::npos);
   write_bytes(tmp_ / "blocker", "x");
-  EXPECT_THROW(pipeline::prepare_output_file(tmp_ / "blocker" / "cache.h5", "--out"), pipeline::Error);
+  EXPECT_THROW(pipeline::check_output_file(tmp_ / "blocker" / "cache.h5", "--out"), pipeline::Error);
 }
 
 }  // namespace

@@ -116,6 +116,15 @@ TEST(Finetune, NeverDiscardsACheckpointFolderOfTheUsers) {
   auto options = small_options(dir, 60, 20);
   fs::create_directories(options.out / "checkpoint");
   std::ofstream(options.out / "checkpoint" / "thesis.txt") << "years of work";
+  // Not a run folder (no .lock): refused as a whole.
+  try {
+    pipeline::run_finetune(options);
+    ADD_FAILURE() << "a folder of the user's holding checkpoint/ was taken as a run folder";
+  } catch (const pipeline::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("checkpoint"), std::string::npos) << e.what();
+  }
+  // A run folder whose checkpoint/ holds a file of the user's.
+  std::ofstream(options.out / ".lock").flush();
   try {
     pipeline::run_finetune(options);
     ADD_FAILURE() << "a checkpoint folder holding a foreign file was accepted";

@@ -445,7 +445,9 @@ const Flags kCompare("compare", {{"--head", "{in}/head"},
                                  {"--extract-seconds", "1"},
                                  {"--gnuplot", "''"}});
 
-const std::vector<std::string> kNoCifar = {"{out}/data/cifar-10-batches-bin/.verified", "{out}/data/cifar-10-batches-bin"};
+// A failed fetch leaves not even the (empty) --out folder it made.
+const std::vector<std::string> kNoCifar = {"{out}/data/cifar-10-batches-bin/.verified", "{out}/data/cifar-10-batches-bin",
+                                          "{out}/data"};
 const std::vector<std::string> kNoCache = {"{out}/cache.h5"};
 // A failed run leaves nothing in its folder, not even the lock it took (FolderLock).
 const std::vector<std::string> kNoHeadRun = {"{out}/head/config.json", "{out}/head/metrics.json", "{out}/head/head.pt",
@@ -750,6 +752,15 @@ std::vector<Case> all_cases() {
   // no abort from LibTorch's stream writer, no temporary, no finished marker.
   add({"head_disk_full_at_head_pt", with_cache(), kHead, one, {"head.pt"}, {"{out}/head/config.json", "{out}/head/head.pt"}})
       .disk_full(128);
+  // --out naming a folder of the user's (no .lock: no run of ours was there) that holds
+  // files of a run's names: never overwritten or removed.
+  add({"head_out_is_a_users_folder", with_cache([](Ctx& ctx) {
+         write_file(ctx.in / "mine" / "metrics.json", "{\"my\": \"thesis\"}\n");
+         write_file(ctx.in / "mine" / "notes.txt", "mine\n");
+       }),
+       kHead.with("--out", "{in}/mine"), one, {"metrics.json", ".lock"}, {}});
+  add({"head_out_holds_a_users_sweep_csv", with_cache([](Ctx& ctx) { write_file(ctx.in / "mine" / "sweep.csv", "a,b\n"); }),
+       kHead.with("--out", "{in}/mine"), one, {"sweep.csv"}, {}});
   add({"head_epochs_zero", with_cache(), kHead.with("--epochs", "0"), two, {"--epochs"}, kNoHeadRun});
   add({"head_lr_negative", with_cache(), kHead.with("--lr", "=-1"), two, {"--lr"}, kNoHeadRun});
   add({"head_lr_nan", with_cache(), kHead.with("--lr", "nan"), two, {"--lr"}, kNoHeadRun});
@@ -803,6 +814,10 @@ std::vector<Case> all_cases() {
   // --out naming the data's folder: the run's files would land among the batch files.
   add({"finetune_out_is_the_data_folder", with_data(), kFinetuneFlags.with("--out", "{in}/data"), two,
        {"data_batch_1.bin|data"}, {"{in}/data/config.json", "{in}/data/checkpoint-config.json", "{in}/data/.lock"}});
+  add({"finetune_out_is_a_users_folder", with_data([](const fs::path&, Ctx& ctx) {
+         write_file(ctx.in / "mine" / "model.pt", "my own model\n");
+       }),
+       kFinetuneFlags.with("--out", "{in}/mine"), one, {"model.pt", ".lock"}, {}});
   add({"finetune_image_size_too_small", with_data(), kFinetuneFlags.with("--image-size", "10"), two, {"--image-size"},
        kNoFinetuneRun});
   add({"finetune_unknown_flag", with_data(), kFinetuneFlags.with("--no-such-flag"), two, {"--no-such-flag"},
