@@ -184,6 +184,8 @@ BackbonesReport write_backbones_report(const BackbonesReportOptions& options) {
   if (options.out.empty()) usage_fail("--out must not be empty");
   const fs::path out = output_path(options.out, "--out");
   refuse_output_over_inputs(out, options.heads, "--out");
+  // A report folder (never a folder of the user's files), this report's alone.
+  const FolderLock lock(out, {"report.md", "report.json", "backbones.csv", "plots.gp", kPlot});
   BackbonesReport report;
   std::vector<RunSettings> settings;
   for (const fs::path& run : options.heads) {
@@ -206,7 +208,6 @@ BackbonesReport write_backbones_report(const BackbonesReportOptions& options) {
     row.within_noise_of_best = std::isfinite(se) && best.test_acc - row.test_acc < 2 * se;
   }
 
-  fs::create_directories(out);
   write_file_atomic(out / "backbones.csv", csv_text(report.rows));
   write_file_atomic(out / "plots.gp", kScript);
   report.plots = draw_plots(out, options.gnuplot, "plots.gp", {kPlot}, {kPlot}, report.plots_error);

@@ -35,13 +35,16 @@ ReportResult write_report(const ReportOptions& options) {
   if (options.extract_seconds < 0) usage_fail("--extract-seconds must be >= 0, got {}", options.extract_seconds);
   // Checked before any reading or writing: the report may not land inside a run it reads.
   refuse_output_over_inputs(output_path(options.out, "--out"), {options.head, options.finetune}, "--out");
+  // A report folder (never a folder of the user's files), this report's alone.
+  const FolderLock lock(output_path(options.out, "--out"),
+                        {"report.md", "report.json", "plots.gp", "linear-probe-history.csv", "fine-tune-history.csv",
+                         "per-class.csv", kPlotNames[0], kPlotNames[1], kPlotNames[2], kPlotNames[3]});
   const ReportInputs in = read_inputs(options);
 
   ReportResult result;
   result.conclusion = conclude(in.probe, in.finetune);
   const std::vector<std::string> diffs = differences(in);
 
-  fs::create_directories(options.out);
   write_file_atomic(options.out / "linear-probe-history.csv",
                     plot_csv(in.head.epochs, std::isfinite(in.probe.extract_seconds) ? in.probe.extract_seconds : 0));
   write_file_atomic(options.out / "fine-tune-history.csv", plot_csv(in.tune.epochs, 0));

@@ -455,7 +455,8 @@ const std::vector<std::string> kNoHeadRun = {"{out}/head/config.json", "{out}/he
 const std::vector<std::string> kNoResumed = {"{in}/run/config.json", "{in}/run/metrics.json", "{in}/run/model.pt"};
 const std::vector<std::string> kNoFinetuneRun = {"{out}/run/config.json", "{out}/run/metrics.json",
                                                  "{out}/run/checkpoint-config.json", "{out}/run/.lock"};
-const std::vector<std::string> kNoReport = {"{out}/compare/report.md", "{out}/compare/report.json"};
+// A failed comparison leaves no report, and not the folder it made for one.
+const std::vector<std::string> kNoReport = {"{out}/compare/report.md", "{out}/compare/report.json", "{out}/compare"};
 
 std::vector<std::string> plus(std::vector<std::string> a, const std::vector<std::string>& b) {
   a.insert(a.end(), b.begin(), b.end());
@@ -867,6 +868,8 @@ std::vector<Case> all_cases() {
        {"{in}/finetune/report.md", "{in}/finetune/report.json"}});
   add({"compare_runs_swapped", with_runs(), kCompare.with("--head", "{in}/finetune").with("--finetune", "{in}/head"), two,
        {"--head"}, kNoReport});
+  add({"compare_out_is_a_users_folder", with_runs([](Ctx& ctx) { write_file(ctx.in / "docs" / "report.md", "# mine\n"); }),
+       kCompare.with("--out", "{in}/docs"), one, {"report.md", ".lock"}, {}});
   add({"compare_unknown_flag", with_runs(), kCompare.with("--no-such-flag"), two, {"--no-such-flag"}, kNoReport});
   add({"compare_extract_seconds_not_a_number", with_runs(), kCompare.with("--extract-seconds", "abc"), two,
        {"--extract-seconds"}, kNoReport});

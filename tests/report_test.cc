@@ -254,6 +254,7 @@ TEST(ReportTest, WithoutGnuplotTheReportSaysHowToGetThePlots) {
   ReportOptions o = options_in(tmp);
   o.gnuplot = (tmp / "no-such-dir" / "gnuplot").string();
   fs::create_directories(o.out);
+  pipeline::write_file_atomic(o.out / ".lock", "");  // an earlier report's folder
   pipeline::write_file_atomic(o.out / "loss.svg", "<svg>an old plot</svg>");
   const pipeline::ReportResult result = pipeline::write_report(o);
   EXPECT_TRUE(result.plots.empty());
