@@ -172,13 +172,15 @@ void fetch_data(const DatasetKind& kind, const DatasetArchive& official, const F
     archive = options.out_dir / file_name_of_url(options.url, "--url");
     if (fs::exists(archive)) {
       const std::string actual = file_digest(archive, DigestAlgorithm::Md5);
-      if (actual == md5) {
-        spdlog::info("reusing the downloaded archive {} (MD5 verified)", archive.string());
-      } else {
-        spdlog::warn("{} has MD5 {}, not {}; deleting it and downloading again", archive.string(), actual, md5);
-        std::error_code ec;
-        fs::remove(archive, ec);
+      if (actual != md5) {
+        // Downloads are verified before they get this name: this file is not one of
+        // ours (a partial download is NAME.part), so it is the user's to move.
+        fail("{} is in the way: its MD5 is {}, not the expected {}, so this program did not download it and will not "
+             "replace it: move it away to download the archive again, or pass --archive {} (with --md5 {} if it is a "
+             "deliberate repack)",
+             archive.string(), actual, md5, archive.string(), actual);
       }
+      spdlog::info("reusing the downloaded archive {} (MD5 verified)", archive.string());
     }
     if (!fs::exists(archive)) {
       DownloadOptions download_opts = download_options(options);
@@ -251,8 +253,10 @@ void fetch_weights(const FetchOptions& options, FetchResult& result) {
                    result.weights_sha256);
       return;
     } catch (const Error& e) {
-      spdlog::warn("{}; deleting it and fetching it again", e.what());
-      fs::remove(dest, ec);
+      // Every fetched file is verified before it gets this name: this one is not ours.
+      fail("{}\n{} is in the way, and this program did not write it, so it is not replaced: move it away to fetch the "
+           "weights again",
+           e.what(), dest.string());
     }
   }
 

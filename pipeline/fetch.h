@@ -65,9 +65,12 @@ struct FetchResult {
 // published MD5 differs (official archive only), an existing cifar-10-batches-bin/
 // holding files the archive does not (never replaced), an unwritable out_dir, weights
 // whose SHA-256 contradicts their name, an archive or weights file that is not a
-// regular file; UsageError for an unknown backbone. A weights file whose name does not
-// begin with the backbone's name gets a warning (the stages check that it fits). After a failure no folder or file that looks
-// finished is left behind: temporary folders are removed.
+// regular file, a file of the archive's or the weights' name already in out_dir that
+// fails its check (never written here, since downloads are verified before they get
+// their names: never replaced); UsageError for an unknown backbone. A weights file
+// whose name does not begin with the backbone's name gets a warning (the stages check
+// that it fits). After a failure no folder or file that looks finished is left behind:
+// temporary folders are removed, and so is out_dir if this call made it and it is empty.
 FetchResult fetch(const FetchOptions& options);
 
 // Checks that the torchvision naming convention holds: the hex digits after the last

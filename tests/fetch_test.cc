@@ -309,6 +309,20 @@ TEST_F(FetchTest, DownloadWithWrongMd5IsDeleted) {
   expect_failure("MD5");
 }
 
+// A file of the archive's name that is not the archive was never downloaded here (a
+// download gets its name only once verified): it is the user's, never deleted.
+TEST_F(FetchTest, AnArchiveNamedFileOfTheUsersIsNotReplaced) {
+  write_cifar_tar_gz(archive_, cifar_entries());
+  options_.url = "file://" + archive_.string();
+  options_.md5 = pipeline::file_digest(archive_, DigestAlgorithm::Md5);
+  fs::create_directories(options_.out_dir);
+  write_bytes(options_.out_dir / "cifar-10-binary.tar.gz", "my own file");
+  const std::string message = testutil::error_of([&] { pipeline::fetch(options_); });
+  EXPECT_NE(message.find("in the way"), std::string::npos) << message;
+  EXPECT_EQ(read_text(options_.out_dir / "cifar-10-binary.tar.gz"), "my own file");
+  EXPECT_FALSE(fs::exists(cifar_dir()));
+}
+
 TEST_F(FetchTest, MissingUrlIsAnError) {
   options_.url = "file://" + (dir_ / "absent.tar.gz").string();
   expect_failure("absent.tar.gz");
@@ -386,6 +400,18 @@ TEST_F(FetchWeightsTest, MismatchedDownloadIsDeleted) {
   options_.weights_url = "file://" + make_weights("", "alexnet-owt-7be5be79.pth").string();
   EXPECT_THROW(pipeline::fetch(options_), pipeline::Error);
   EXPECT_EQ(names_in(options_.out_dir), std::set<std::string>{"cifar-10-batches-bin"});
+}
+
+TEST_F(FetchWeightsTest, AWeightsNamedFileOfTheUsersIsNotReplaced) {
+  use_archive(cifar_entries());
+  options_.skip_weights = false;
+  options_.weights_url = "file://" + make_weights("alexnet-owt").string();
+  fs::create_directories(options_.out_dir);
+  const fs::path mine = options_.out_dir / fs::path(options_.weights_url).filename();
+  write_bytes(mine, "my own weights");
+  const std::string message = testutil::error_of([&] { pipeline::fetch(options_); });
+  EXPECT_NE(message.find("in the way"), std::string::npos) << message;
+  EXPECT_EQ(read_text(mine), "my own weights");
 }
 
 class FetchStageTest : public FetchTest {
