@@ -129,7 +129,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   if (!weights_source.random) inputs.push_back(weights_source.file);
   refuse_output_over_inputs(options.out, inputs, "--out");
   refuse_output_over_inputs(options.out.string() + ".partial", inputs, "--out");
-  check_output_file(options.out, "--out");
+  check_output_file(options.out, "--out", kHdf5Signature, "an HDF5 file (no feature cache)");
   const fs::path store = image_store_path(*dataset, options.image_store, options.out, /*out_is_folder=*/false, inputs);
   const std::vector<std::string> taps = parse_taps(spec, options.taps);
   const Normalization normalization = normalization_by_name(options.normalize);

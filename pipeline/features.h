@@ -64,6 +64,9 @@ FeatureDtype parse_feature_dtype(const std::string& name);
 std::string to_string(FeatureDtype dtype);
 
 inline constexpr int kCacheSchemaVersion = 1;
+// The first bytes of every HDF5 file without a user block, caches and image stores
+// included: an existing --out that lacks them is not one of ours, and is never replaced.
+inline const std::string kHdf5Signature("\x89HDF\r\n\x1a\n", 8);
 
 // The shape of a cache: rows per split and the tapped layers with their widths.
 struct CacheLayout {

@@ -111,9 +111,19 @@ void refuse_output_over_inputs(const fs::path& output, const std::vector<fs::pat
   }
 }
 
-void check_output_file(const fs::path& path, const std::string& flag) {
+void check_output_file(const fs::path& path, const std::string& flag, const std::string& signature,
+                       const std::string& kind) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) fail("{} {} is a folder; name the file to write", flag, path.string());
+  if (!signature.empty() && fs::exists(fs::symlink_status(path, ec))) {
+    std::string head(signature.size(), '\0');
+    std::ifstream in;
+    if (fs::is_regular_file(fs::symlink_status(path, ec))) in.open(path, std::ios::binary);
+    if (!in || !in.read(&head[0], static_cast<std::streamsize>(head.size())) || head != signature) {
+      fail("{} {} exists and is not {}, so it is not replaced: choose another {} or move the file away", flag,
+           path.string(), kind, flag);
+    }
+  }
   fs::path folder = fs::absolute(path).parent_path();
   while (!fs::exists(fs::symlink_status(folder, ec)) && folder != folder.parent_path()) folder = folder.parent_path();
   if (!fs::is_directory(folder, ec)) {

@@ -34,9 +34,12 @@ void refuse_output_over_inputs(const std::filesystem::path& output, const std::v
 
 // Checks, before any work, that a stage can later write the file `path` (named by
 // `flag`), touching nothing: throws pipeline::Error naming it when `path` is a folder,
-// or its nearest existing folder is a file or not writable. The missing folders are
-// made only when the file is written, so a run that fails first leaves none behind.
-void check_output_file(const std::filesystem::path& path, const std::string& flag);
+// or its nearest existing folder is a file or not writable, or (when `signature` is
+// given) it exists and does not begin with `signature`: then it is no file of the kind
+// the stage writes, but the user's, and never replaced. The missing folders are made
+// only when the file is written, so a run that fails first leaves none behind.
+void check_output_file(const std::filesystem::path& path, const std::string& flag, const std::string& signature = "",
+                       const std::string& kind = "");
 
 // Makes the folder `dir` and its missing parents (like create_directories). Throws
 // pipeline::Error naming `dir` (called `what`, e.g. "the run folder") when it cannot.

@@ -722,6 +722,9 @@ std::vector<Case> all_cases() {
        {"{in}/data/cache.h5", "{in}/data/cache.h5.partial"}});
   add({"extract_out_is_a_batch_file", with_data(), kExtract.with("--out", "{in}/data/data_batch_1.bin"), either,
        {"data_batch_1.bin"}, {"{in}/data/data_batch_1.bin.partial"}});
+  // --out naming a file of the user's (not HDF5): never replaced by the cache.
+  add({"extract_out_is_a_users_file", with_data([](const fs::path&, Ctx& ctx) { write_file(ctx.in / "notes.h5", "mine\n"); }),
+       kExtract.with("--out", "{in}/notes.h5"), one, {"notes.h5"}, {"{in}/notes.h5.partial"}});
   add({"extract_unknown_tap", with_data(), kExtract.with("--taps", "fc9"), two, {"fc9"}, kNoCache});
   add({"extract_unknown_flag", with_data(), kExtract.with("--no-such-flag"), two, {"--no-such-flag"}, kNoCache});
   add({"extract_threads_not_a_number", with_data(), kExtract.with("--threads", "abc"), two, {"--threads"}, kNoCache});
