@@ -118,6 +118,10 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   const Backbone& spec = backbone(options.backbone);
   options.weights = resolve_weights(options.weights, spec);
   if (options.taps.empty()) options.taps = spec.default_tap();
+  const std::string out_text = given.out.string();
+  if (!out_text.empty() && out_text.back() == '/') {
+    usage_fail("--out {} names a folder: name the cache file to write (e.g. {}cache.h5)", out_text, out_text);
+  }
   options.out = output_path(given.out, "--out");
   // The output is checked before any work: it may not overwrite an input, and its
   // folder must be writable (else an hour of extraction would end in a failed rename).
@@ -129,7 +133,7 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   if (!weights_source.random) inputs.push_back(weights_source.file);
   refuse_output_over_inputs(options.out, inputs, "--out");
   refuse_output_over_inputs(options.out.string() + ".partial", inputs, "--out");
-  check_output_file(options.out, "--out", kHdf5Signature, "an HDF5 file (no feature cache)");
+  check_cache_output(options.out, "--out", /*image_store=*/false);
   const fs::path store = image_store_path(*dataset, options.image_store, options.out, /*out_is_folder=*/false, inputs);
   const std::vector<std::string> taps = parse_taps(spec, options.taps);
   const Normalization normalization = normalization_by_name(options.normalize);

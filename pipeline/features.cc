@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "pipeline/error.h"
+#include "pipeline/files.h"
 #include "pipeline/isolate.h"
 #include "pipeline/metrics.h"  // integer_at
 
@@ -440,7 +441,8 @@ struct FeatureWriter::Impl {
   bool try_resume() {
     if (!fs::exists(partial_path)) return false;
     if (!fs::is_regular_file(partial_path)) {
-      fail("feature cache {} is not a regular file; remove it or rerun with --force", partial_path.string());
+      fail("feature cache {} is not a regular file (a folder or link of yours?), so it is not replaced: move it away",
+           partial_path.string());
     }
     // The partial file is checked read-only in a child process first (isolate.h): a
     // damaged file is started over, one that makes HDF5 loop or crash is an error.
@@ -908,6 +910,39 @@ void FeatureReader::require_settings(const json& expected) const {
   fail("feature cache {} was made with other settings:{}\nrerun transfer-extract with --force to rebuild it, "
        "or point at a cache made with these settings",
        r.path.string(), diffs);
+}
+
+void check_cache_output(const fs::path& path, const std::string& flag, bool image_store) {
+  check_output_file(path, flag);
+  std::error_code ec;
+  const fs::path partial = path.string() + ".partial";
+  if (fs::is_regular_file(fs::symlink_status(partial, ec)) && fs::file_size(partial, ec) > 0) {
+    // The first bytes of every HDF5 file without a user block, as FeatureWriter makes them.
+    check_output_file(partial, flag, std::string("\x89HDF\r\n\x1a\n", 8), "an HDF5 file (an interrupted write)");
+  }
+  const fs::file_status status = fs::symlink_status(path, ec);
+  if (!fs::exists(status)) return;
+  const char* kind = image_store ? "an image store" : "a feature cache";
+  if (fs::is_symlink(status)) {
+    fail("{} {} is a link, which the new {} would replace: name the file itself, or another {}", flag, path.string(),
+         kind, flag);
+  }
+  std::string why;
+  try {
+    const FeatureReader existing(path);
+    if ((existing.dtype() == FeatureDtype::UInt8) != image_store) {
+      why = image_store ? "it is a feature cache" : "it is an image store";
+    }
+  } catch (const std::exception& e) {
+    why = e.what();
+  } catch (const H5::Exception& e) {
+    why = e.getDetailMsg();
+  }
+  if (!why.empty()) {
+    fail("{} {} exists and is not {} this program can read ({}), so it is not replaced: choose another {} or move the "
+         "file away",
+         flag, path.string(), kind, why, flag);
+  }
 }
 
 bool cache_matches(const fs::path& path, const json& settings) {

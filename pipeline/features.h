@@ -64,9 +64,6 @@ FeatureDtype parse_feature_dtype(const std::string& name);
 std::string to_string(FeatureDtype dtype);
 
 inline constexpr int kCacheSchemaVersion = 1;
-// The first bytes of every HDF5 file without a user block, caches and image stores
-// included: an existing --out that lacks them is not one of ours, and is never replaced.
-inline const std::string kHdf5Signature("\x89HDF\r\n\x1a\n", 8);
 
 // The shape of a cache: rows per split and the tapped layers with their widths.
 struct CacheLayout {
@@ -185,6 +182,14 @@ class FeatureReader {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// Checks, before any work, that a cache (image_store false) or an image store (true)
+// may later be written at `path` (named by `flag`), touching nothing: check_output_file()'s
+// checks, then a file already at `path` must be one this program can read, of that
+// kind (it is then replaced), and one at `path`.partial an HDF5 file (or empty: it is
+// then resumed or started over). Otherwise it is the user's: throws pipeline::Error
+// naming it, and it is never replaced.
+void check_cache_output(const std::filesystem::path& path, const std::string& flag, bool image_store);
 
 // True when `path` is a complete cache of this schema version whose
 // provenance["settings"] equals `settings`; false otherwise (missing, not HDF5, partial,

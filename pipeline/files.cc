@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,7 +14,10 @@
 #include <iterator>
 #include <vector>
 
+#include <spdlog/spdlog.h>
+
 #include "pipeline/error.h"
+#include "pipeline/interrupt_cleanup.h"
 
 namespace fs = std::filesystem;
 
@@ -29,21 +33,63 @@ std::string first_present(const fs::path& dir, const std::vector<std::string>& n
   return {};
 }
 
-// `dir`, after checking that it is not a folder of the user's: every run leaves its
-// .lock, so an existing folder without one is not a run folder, and its files of the
-// stage's output names are the user's, never to be overwritten or removed.
-const fs::path& checked_run_folder(const fs::path& dir, const std::vector<std::string>& outputs) {
+// `dir`, after checking that it is not a folder of the user's or of another stage:
+// every run leaves its .lock naming its stage, so an existing folder without one is not
+// a run folder, and its files of the stage's output names (or their temporaries' names)
+// are the user's, never to be overwritten or removed.
+const fs::path& checked_run_folder(const fs::path& dir, const std::string& kind, const std::vector<std::string>& outputs) {
   std::error_code ec;
-  if (fs::is_directory(dir, ec) && !fs::exists(fs::symlink_status(dir / ".lock", ec))) {
-    const std::string theirs = first_present(dir, outputs);
-    if (!theirs.empty()) {
-      fail("{} holds {}, which no run of this program wrote there (the folder has no .lock file): choose another "
-           "--out, or move {} away (a run folder copied without its hidden .lock file: create an empty {})",
-           dir.string(), theirs, (dir / theirs).string(), (dir / ".lock").string());
+  if (!fs::is_directory(dir, ec)) return dir;
+  const fs::path lock = dir / ".lock";
+  const fs::file_status status = fs::symlink_status(lock, ec);
+  if (fs::exists(status)) {
+    if (!fs::is_regular_file(status)) {
+      fail("{} is not a regular file (a link, folder or FIFO), so {} is not a run folder this program made: choose "
+           "another --out, or remove {}",
+           lock.string(), dir.string(), lock.string());
     }
+    const std::string owner = read_file(lock, 4096);
+    if (!owner.empty() && owner != kind) {
+      fail("{} is a {} folder (its .lock says so), not one for {}: choose another --out", dir.string(), owner, kind);
+    }
+    return dir;
+  }
+  std::vector<std::string> names = outputs;
+  for (const std::string& name : outputs) names.push_back(name + ".tmp");
+  const std::string theirs = first_present(dir, names);
+  if (!theirs.empty()) {
+    fail("{} holds {}, which no run of this program wrote there (the folder has no .lock file): choose another "
+         "--out, or move {} away (a run folder copied without its hidden .lock file: create an empty {})",
+         dir.string(), theirs, (dir / theirs).string(), lock.string());
   }
   return dir;
 }
+
+// An exclusive flock on the folder `parent` itself (no file is made), held while a
+// folder in it is replaced; waits, saying so, while another run holds it.
+class ParentLock {
+ public:
+  ParentLock(const fs::path& parent, const fs::path& target)
+      : fd_(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) {
+    if (fd_ < 0) fail("cannot open the folder {}: {}", parent.string(), std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) return;
+    spdlog::info("waiting for another run that is writing a folder in {} to finish before {} is written",
+                 parent.string(), target.string());
+    while (::flock(fd_, LOCK_EX) != 0) {
+      if (errno != EINTR) {
+        const int error = errno;
+        ::close(fd_);
+        fail("cannot lock the folder {}: {}", parent.string(), std::strerror(error));
+      }
+    }
+  }
+  ~ParentLock() { ::close(fd_); }
+  ParentLock(const ParentLock&) = delete;
+  ParentLock& operator=(const ParentLock&) = delete;
+
+ private:
+  int fd_;
+};
 
 // `path` with every existing part's links resolved (the rest kept lexically).
 fs::path resolved(const fs::path& path) {
@@ -144,9 +190,11 @@ MadeFolders::MadeFolders(const fs::path& dir, const std::string& what) : excepti
   if (!fs::is_directory(dir)) {
     fail("cannot create {} {}: {}", what, dir.string(), ec ? ec.message() : "a file of that name is in the way");
   }
+  if (!made_.empty()) arm_interrupt_cleanup({}, {}, made_);
 }
 
 MadeFolders::~MadeFolders() {
+  if (!made_.empty()) disarm_interrupt_cleanup();
   if (std::uncaught_exceptions() <= exceptions_) return;
   std::error_code ignored;
   for (const fs::path& dir : made_) {
@@ -154,14 +202,18 @@ MadeFolders::~MadeFolders() {
   }
 }
 
-FolderLock::FolderLock(const fs::path& dir, std::vector<std::string> outputs)
-    : dir_(dir), outputs_(std::move(outputs)), folders_(checked_run_folder(dir, outputs_), "the run folder"),
+FolderLock::FolderLock(const fs::path& dir, const std::string& kind, std::vector<std::string> outputs)
+    : dir_(dir), outputs_(std::move(outputs)), folders_(checked_run_folder(dir, kind, outputs_), "the run folder"),
       exceptions_(std::uncaught_exceptions()) {
+  if (::access(dir.c_str(), W_OK) != 0) {
+    fail("the run folder {} is not writable: {}", dir.string(), std::strerror(errno));  // before any work
+  }
   std::error_code ec;
   const fs::path lock = dir / ".lock";
   made_lock_ = !fs::exists(fs::symlink_status(lock, ec));
-  fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd_ < 0) fail("cannot write into the run folder {}: {}", dir.string(), std::strerror(errno));
+  // O_NOFOLLOW: a link planted since the check above is refused, never followed.
+  fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail("cannot write the lock file {}: {}", lock.string(), std::strerror(errno));
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int error = errno;
     ::close(fd_);
@@ -173,10 +225,21 @@ FolderLock::FolderLock(const fs::path& dir, std::vector<std::string> outputs)
     }
     fail("cannot lock the run folder {}: {}", dir.string(), std::strerror(error));
   }
+  struct stat info {};
+  if (::fstat(fd_, &info) == 0 && info.st_size == 0) {
+    // Names its stage for the runs to come (see checked_run_folder).
+    if (::write(fd_, kind.data(), kind.size()) != static_cast<ssize_t>(kind.size())) {
+      fail("cannot write the lock file {}: {}", lock.string(), std::strerror(errno));
+    }
+  }
+  std::vector<fs::path> outputs_in_dir;
+  for (const std::string& name : outputs_) outputs_in_dir.push_back(dir / name);
+  arm_interrupt_cleanup(made_lock_ ? lock : fs::path(), outputs_in_dir, folders_.made());
 }
 
 FolderLock::~FolderLock() {
   if (fd_ < 0) return;
+  disarm_interrupt_cleanup();
   if (std::uncaught_exceptions() > exceptions_) {
     // A failed run that wrote nothing of its own leaves no trace of the lock: the
     // .lock it made goes (while still held, so no other run can take it in between);
@@ -203,6 +266,9 @@ void replace_atomically(const fs::path& path, const std::function<void(const fs:
   std::error_code error;
   if (path.has_parent_path()) fs::create_directories(path.parent_path(), error);
   const fs::path temporary = path.string() + ".tmp";
+  // Whatever has the temporary's name goes first (never followed: a planted link to a
+  // file elsewhere would otherwise be written through), so write() makes a fresh file.
+  fs::remove(temporary, error);
   try {
     write(temporary);
   } catch (...) {
@@ -272,10 +338,18 @@ void replace_folder_atomically(const fs::path& target, const std::function<void(
       fail("{} exists and {}; refusing to replace it (remove it by hand or choose another folder)", target.string(), why);
     }
   }
+  if (within(resolved(fs::current_path(ec)), resolved(target))) {
+    fail("{} is the current folder or holds it; refusing to replace it (name a new folder inside it)", target.string());
+  }
   const fs::path parent = target.parent_path();
   fs::create_directories(parent, ec);
   if (!fs::is_directory(parent)) fail("cannot create the folder {}: {}", parent.string(), ec ? ec.message() : "a file is in the way");
-  // Temporaries of an earlier run that was killed (a checkpoint's is ~1 GB) go first.
+  // One replacement at a time in this folder: a second run would otherwise take the
+  // first's temporary for a killed run's and remove it under its feet.
+  const ParentLock lock(parent, target);
+  // Temporaries of an earlier run that was killed (a checkpoint's is ~1 GB) go first:
+  // names of mkdtemp's pattern under this program's prefix, which the lock above keeps
+  // from being a running run's.
   const std::string prefix = "." + target.filename().string() + ".tmp-";
   for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
     if (it->path().filename().string().rfind(prefix, 0) == 0) {
@@ -283,11 +357,21 @@ void replace_folder_atomically(const fs::path& target, const std::function<void(
       fs::remove_all(it->path(), ignored);
     }
   }
+  // A previous folder a crash left aside goes only if it is one: a folder of that name
+  // holding anything else is the user's.
+  const fs::path old = old_folder_of(target);
+  const fs::file_status old_status = fs::symlink_status(old, ec);
+  if (fs::exists(old_status)) {
+    const std::string why = fs::is_directory(old_status) ? replaceable(old) : "is not a folder";
+    if (!why.empty()) fail("{} is in the way and {}: it is not removed (move it away)", old.string(), why);
+    fs::remove_all(old, ec);
+  }
   TempPath temporary(make_temp_dir(parent, prefix));
+  const mode_t mask = ::umask(0);  // mkdtemp makes 0700; the folder gets a new folder's mode
+  ::umask(mask);
+  ::chmod(temporary.path().c_str(), 0777 & ~mask);
   fill(temporary.path());
 
-  const fs::path old = old_folder_of(target);
-  fs::remove_all(old, ec);
   if (existed) {
     fs::rename(target, old, ec);
     if (ec) fail("cannot move {} aside to {}: {}", target.string(), old.string(), ec.message());

@@ -43,14 +43,16 @@ void check_output_file(const std::filesystem::path& path, const std::string& fla
 
 // Makes the folder `dir` and its missing parents (like create_directories). Throws
 // pipeline::Error naming `dir` (called `what`, e.g. "the run folder") when it cannot.
-// Destroyed while an exception unwinds (a failed stage), it removes again, innermost
-// first, each folder it made that is still empty: a failed run leaves no empty folder.
+// Destroyed while an exception unwinds (a failed stage), or ended by SIGINT, SIGTERM or
+// SIGHUP while it lives (interrupt_cleanup.h), it removes again, innermost first, each
+// folder it made that is still empty: a failed run leaves no empty folder.
 class MadeFolders {
  public:
   MadeFolders(const std::filesystem::path& dir, const std::string& what);
   ~MadeFolders();
   MadeFolders(const MadeFolders&) = delete;
   MadeFolders& operator=(const MadeFolders&) = delete;
+  const std::vector<std::filesystem::path>& made() const { return made_; }  // innermost first
 
  private:
   std::vector<std::filesystem::path> made_;  // innermost first
@@ -60,17 +62,23 @@ class MadeFolders {
 // An exclusive lock on a run folder (flock on `dir`/.lock), taken before a stage
 // writes into it, so two runs on one --out cannot corrupt each other's files. Creates
 // `dir` (so an unwritable --out fails before any work). The .lock also marks the folder
-// as a run folder: an existing `dir` without one that holds any of `outputs` (the
-// names the stage writes, replaces or removes there, e.g. "metrics.json") is the
-// user's, and is refused before anything in it is touched. Throws pipeline::Error
-// naming the folder when it cannot be made, is such a user's folder, or another
-// process holds the lock. Released (the .lock file stays, empty) on destruction or
-// when the process dies. Released while an exception unwinds (a failed run), it takes
-// back what it made unless the run wrote one of `outputs`: the .lock file if it
-// created it, and `dir` itself if it created it and the folder is empty again.
+// as a run folder of the stage `kind` (e.g. "transfer-head", its only content):
+//   - an existing `dir` without one that holds any of `outputs` (the names the stage
+//     writes, replaces or removes there, e.g. "metrics.json", or those names plus
+//     ".tmp", its temporaries) is the user's, and is refused before anything in it is
+//     touched;
+//   - one whose .lock names another kind is another stage's run, and is refused too
+//     (an empty .lock, from before locks named their stage, is taken as this kind's);
+//   - a .lock that is not a regular file (a link, a FIFO, a folder) is refused.
+// Throws pipeline::Error naming the folder when it cannot be made or written, is
+// refused as above, or another process holds the lock. Released (the .lock file stays)
+// on destruction or when the process dies. Released while an exception unwinds (a
+// failed run), or ended by SIGINT, SIGTERM or SIGHUP (Ctrl-C), it takes back what it
+// made unless the run wrote one of `outputs`: the .lock file if it created it, and
+// `dir` and its parents if it created them and they are empty again.
 class FolderLock {
  public:
-  FolderLock(const std::filesystem::path& dir, std::vector<std::string> outputs);
+  FolderLock(const std::filesystem::path& dir, const std::string& kind, std::vector<std::string> outputs);
   ~FolderLock();
   FolderLock(const FolderLock&) = delete;
   FolderLock& operator=(const FolderLock&) = delete;

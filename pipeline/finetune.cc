@@ -186,8 +186,9 @@ FinetuneSummary run_finetune(const FinetuneOptions& given) {
   inputs.push_back(options.weights);  // ignored when it is random:SEED (no such file)
   refuse_output_over_inputs(options.out, inputs, "--out");
   // Before any work: writable, a run folder (never the user's files), and this run's alone.
-  const FolderLock lock(options.out, {"config.json", "metrics.json", "history.csv", "model.pt", "checkpoint",
-                                      "checkpoint-config.json", ".checkpoint.old", "images.h5", "images.h5.partial"});
+  const FolderLock lock(options.out, "transfer-finetune run",
+                        {"config.json", "metrics.json", "history.csv", "model.pt", "checkpoint", "checkpoint-config.json",
+                         ".checkpoint.old", "images.h5", "images.h5.partial"});
   const fs::path store = image_store_path(*dataset, options.image_store, options.out, /*out_is_folder=*/true, inputs);
   const Compute compute = resolve_compute(options.compute);
   keep_freed_memory();  // batch after batch of activations: page faults otherwise (device.h)

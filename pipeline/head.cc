@@ -248,7 +248,7 @@ HeadSummary run_head(const HeadOptions& given) {
   options.out = output_path(given.out, "--out");
   refuse_output_over_inputs(options.out, {options.features}, "--out");
   // Before any work: writable, a run folder (never the user's files), and this run's alone.
-  const FolderLock lock(options.out, {"config.json", "metrics.json", "history.csv", "head.pt", "sweep.csv"});
+  const FolderLock lock(options.out, "transfer-head run", {"config.json", "metrics.json", "history.csv", "head.pt", "sweep.csv"});
   // Heads train on the CPU; fp16 there is a usage error.
   const Compute compute = resolve_compute({"cpu", options.precision, options.threads});
   keep_freed_memory();  // batch after batch (16 MB per gathered scoring batch): page faults otherwise (device.h)

@@ -92,7 +92,7 @@ fs::path image_store_path(const Dataset& dataset, const fs::path& given, const f
                                         store.lexically_relative(out).string().rfind("..", 0) != 0)
                                      : (store == out || store.string() == out.string() + ".partial");
   if (clashes) usage_fail("--image-store {} is one of the files --out {} is made of", store.string(), out.string());
-  check_output_file(store, "--image-store", kHdf5Signature, "an HDF5 file (no image store)");
+  check_cache_output(store, "--image-store", /*image_store=*/true);
   return store;
 }
 

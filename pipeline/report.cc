@@ -36,9 +36,9 @@ ReportResult write_report(const ReportOptions& options) {
   // Checked before any reading or writing: the report may not land inside a run it reads.
   refuse_output_over_inputs(output_path(options.out, "--out"), {options.head, options.finetune}, "--out");
   // A report folder (never a folder of the user's files), this report's alone.
-  const FolderLock lock(output_path(options.out, "--out"),
+  const FolderLock lock(output_path(options.out, "--out"), "transfer-compare report",
                         {"report.md", "report.json", "plots.gp", "linear-probe-history.csv", "fine-tune-history.csv",
-                         "per-class.csv", kPlotNames[0], kPlotNames[1], kPlotNames[2], kPlotNames[3]});
+                         "per-class.csv", ".gnuplot.log", kPlotNames[0], kPlotNames[1], kPlotNames[2], kPlotNames[3]});
   const ReportInputs in = read_inputs(options);
 
   ReportResult result;

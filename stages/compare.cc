@@ -5,6 +5,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <cmath>
+#include <filesystem>
+
 #include "pipeline/backbones_report.h"
 #include "pipeline/report.h"
 #include "stages/cli.h"
@@ -35,6 +38,18 @@ int main(int argc, char** argv) {
   stages::add_config_flag(app);
 
   return stages::run(app, argc, argv, [&] {
+    for (const std::filesystem::path& folder : backbone_runs) {
+      const std::string run = folder.string();
+      if (run.empty() || run.rfind("-", 0) == 0) {
+        throw pipeline::UsageError(fmt::format("--backbones: '{}' is no run folder: give a comma list of transfer-head "
+                                               "run folders, e.g. --backbones runs/a,runs/b",
+                                               run));
+      }
+    }
+    if (seconds->count() > 0 && !std::isfinite(options.extract_seconds)) {
+      throw pipeline::UsageError(fmt::format("--extract-seconds must be a finite number of seconds, not {}",
+                                             options.extract_seconds));
+    }
     if (!backbone_runs.empty()) {
       const pipeline::BackbonesReport report =
           pipeline::write_backbones_report({backbone_runs, options.out, options.gnuplot});

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pipeline/error.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -359,6 +360,26 @@ TEST_F(FeatureCache, FinishReplacesAnOldCache) {
   }
   EXPECT_TRUE(pipeline::cache_matches(path_, settings(64)));
   EXPECT_FALSE(pipeline::cache_matches(path_, settings(224)));
+}
+
+// Only a file this program can read, of the kind the stage writes, is replaced.
+TEST_F(FeatureCache, OnlyACacheOfTheKindIsReplaced) {
+  write_complete(small_layout());
+  EXPECT_NO_THROW(pipeline::check_cache_output(path_, "--out", /*image_store=*/false));
+  const std::string kind = testutil::error_of([&] { pipeline::check_cache_output(path_, "--image-store", true); });
+  EXPECT_NE(kind.find("it is a feature cache"), std::string::npos) << kind;
+
+  const fs::path mine = dir_ / "mine.h5";
+  testutil::write_bytes(mine, "\x89HDF\r\n\x1a\nnot a cache at all");
+  const std::string message = testutil::error_of([&] { pipeline::check_cache_output(mine, "--out", false); });
+  EXPECT_NE(message.find("mine.h5"), std::string::npos) << message;
+  EXPECT_EQ(testutil::read_text(mine), "\x89HDF\r\n\x1a\nnot a cache at all");
+
+  // An interrupted write's name holding something else is the user's too.
+  testutil::write_bytes(dir_ / "new.h5.partial", "my notes");
+  EXPECT_THROW(pipeline::check_cache_output(dir_ / "new.h5", "--out", false), pipeline::Error);
+  testutil::write_bytes(dir_ / "empty.h5.partial", "");  // killed as it was created
+  EXPECT_NO_THROW(pipeline::check_cache_output(dir_ / "empty.h5", "--out", false));
 }
 
 TEST_F(FeatureCache, ReaderRefusesIncompleteCache) {

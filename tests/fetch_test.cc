@@ -414,6 +414,32 @@ TEST_F(FetchWeightsTest, AWeightsNamedFileOfTheUsersIsNotReplaced) {
   EXPECT_EQ(read_text(mine), "my own weights");
 }
 
+// A link planted under the copy's temporary name is replaced, never written through.
+TEST_F(FetchWeightsTest, APlantedTemporaryLinkIsNotWrittenThrough) {
+  use_archive(cifar_entries());
+  options_.skip_weights = false;
+  const fs::path source = make_weights("alexnet-owt");
+  options_.weights_file = source;
+  fs::create_directories(options_.out_dir);
+  write_bytes(dir_ / "victim.txt", "elsewhere");
+  fs::create_symlink(dir_ / "victim.txt", options_.out_dir / (source.filename().string() + ".tmp"));
+  const auto result = pipeline::fetch(options_);
+  EXPECT_EQ(read_text(dir_ / "victim.txt"), "elsewhere");
+  EXPECT_FALSE(fs::is_symlink(result.weights_path));
+  EXPECT_EQ(read_text(result.weights_path), read_text(source));
+}
+
+// The user's own image folder is an input: weights never land among the images.
+TEST_F(FetchWeightsTest, WeightsNeverGoIntoTheImageFolder) {
+  options_.skip_weights = false;
+  options_.weights_file = make_weights("alexnet-owt");
+  fs::create_directories(dir_ / "images" / "train" / "cat");
+  options_.dataset = "folder:" + (dir_ / "images").string();
+  options_.out_dir = dir_ / "images" / "train" / "cat";
+  EXPECT_THROW(pipeline::fetch(options_), pipeline::UsageError);
+  EXPECT_EQ(names_in(dir_ / "images" / "train" / "cat"), std::set<std::string>{});
+}
+
 class FetchStageTest : public FetchTest {
  protected:
   // transfer-fetch's exit code with `flags`, writing into options_.out_dir.

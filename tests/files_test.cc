@@ -4,7 +4,9 @@
 #include "pipeline/files.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -73,6 +75,32 @@ TEST_F(FilesTest, ReplaceFolderRefusesForeignFoldersFilesAndLinks) {
   EXPECT_TRUE(fs::exists(target / "thesis.tex"));
 }
 
+// A folder of the user's under the name a crash would leave the previous folder at is
+// theirs; the current folder is never replaced (it would vanish under the shell); the
+// new folder gets a new folder's mode, not mkdtemp's 0700.
+TEST_F(FilesTest, ReplaceFolderKeepsTheUsersOldFolderAndTheCurrentFolder) {
+  const fs::path target = tmp_ / "data";
+  const auto fill = [](const fs::path& dir) { write_bytes(dir / "data_batch_1.bin", "new"); };
+  const auto ours = [](const fs::path& dir) { return pipeline::only_entries(dir, {"data_batch_1.bin"}); };
+  fs::create_directories(tmp_ / ".data.old");
+  write_bytes(tmp_ / ".data.old" / "mine.txt", "mine");
+  const std::string message = error_of([&] { pipeline::replace_folder_atomically(target, fill, ours); });
+  EXPECT_NE(message.find("mine.txt"), std::string::npos) << message;
+  EXPECT_EQ(read_text(tmp_ / ".data.old" / "mine.txt"), "mine");
+  fs::remove_all(tmp_ / ".data.old");
+
+  const mode_t mask = ::umask(022);
+  pipeline::replace_folder_atomically(target, fill, ours);
+  ::umask(mask);
+  EXPECT_EQ(fs::status(target).permissions(), static_cast<fs::perms>(0755));
+
+  const fs::path cwd = fs::current_path();
+  fs::current_path(target);
+  const std::string here = error_of([&] { pipeline::replace_folder_atomically(target, fill, ours); });
+  fs::current_path(cwd);
+  EXPECT_NE(here.find("current folder"), std::string::npos) << here;
+}
+
 TEST_F(FilesTest, ReplaceFolderFailureLeavesTheOldFolder) {
   const fs::path target = tmp_ / "folder";
   fs::create_directories(target);
@@ -118,13 +146,13 @@ TEST_F(FilesTest, OnlyRegularFilesAreRead) {
 TEST_F(FilesTest, ARunFolderHasOneWriter) {
   const fs::path run = tmp_ / "run";
   {
-    const pipeline::FolderLock first(run, {});
-    const std::string message = error_of([&] { pipeline::FolderLock second(run, {}); });
+    const pipeline::FolderLock first(run, "test run", {});
+    const std::string message = error_of([&] { pipeline::FolderLock second(run, "test run", {}); });
     EXPECT_NE(message.find("in use by another run"), std::string::npos) << message;
   }
-  EXPECT_NO_THROW(pipeline::FolderLock again(run, {}));  // released with the first
+  EXPECT_NO_THROW(pipeline::FolderLock again(run, "test run", {}));  // released with the first
   write_bytes(tmp_ / "file", "x");
-  EXPECT_THROW(pipeline::FolderLock on_a_file(tmp_ / "file", {}), pipeline::Error);
+  EXPECT_THROW(pipeline::FolderLock on_a_file(tmp_ / "file", "test run", {}), pipeline::Error);
 }
 
 // A folder without a .lock is the user's: its files of a run's names are never taken.
@@ -134,7 +162,7 @@ TEST_F(FilesTest, ARunFolderIsMarkedByItsLock) {
   fs::create_directories(mine);
   fs::create_directories(notes);
   write_bytes(mine / "head.pt", "my own");
-  const std::string message = error_of([&] { pipeline::FolderLock lock(mine, outputs); });
+  const std::string message = error_of([&] { pipeline::FolderLock lock(mine, "test run", outputs); });
   EXPECT_NE(message.find("head.pt"), std::string::npos) << message;
   EXPECT_NE(message.find(".lock"), std::string::npos) << message;
   EXPECT_FALSE(fs::exists(mine / ".lock"));
@@ -142,15 +170,15 @@ TEST_F(FilesTest, ARunFolderIsMarkedByItsLock) {
 
   // Other files are no obstacle, and a finished run's folder keeps its mark.
   write_bytes(notes / "notes.txt", "n");
-  { const pipeline::FolderLock lock(notes, outputs); }
+  { const pipeline::FolderLock lock(notes, "test run", outputs); }
   EXPECT_TRUE(fs::exists(notes / ".lock"));
   write_bytes(notes / "head.pt", "written by the run");
-  EXPECT_NO_THROW(pipeline::FolderLock again(notes, outputs));
+  EXPECT_NO_THROW(pipeline::FolderLock again(notes, "test run", outputs));
 
   // A failed run takes its .lock back only when it wrote none of its outputs.
   const auto fail_in = [&](const fs::path& dir, const std::string& writes) {
     try {
-      const pipeline::FolderLock lock(dir, outputs);
+      const pipeline::FolderLock lock(dir, "test run", outputs);
       if (!writes.empty()) write_bytes(dir / writes, "partial");
       throw std::runtime_error("the run failed");
     } catch (const std::runtime_error&) {
@@ -160,7 +188,49 @@ TEST_F(FilesTest, ARunFolderIsMarkedByItsLock) {
   EXPECT_FALSE(fs::exists(tmp_ / "failed_early"));
   fail_in(tmp_ / "failed_late", "metrics.json");
   EXPECT_TRUE(fs::exists(tmp_ / "failed_late" / ".lock"));
-  EXPECT_NO_THROW(pipeline::FolderLock resume(tmp_ / "failed_late", outputs));
+  EXPECT_NO_THROW(pipeline::FolderLock resume(tmp_ / "failed_late", "test run", outputs));
+
+  // The .lock names its stage: another stage's run folder is refused.
+  EXPECT_EQ(read_text(notes / ".lock"), "test run");
+  EXPECT_NE(error_of([&] { pipeline::FolderLock other(notes, "other run", outputs); }).find("test run folder"),
+            std::string::npos);
+  // A temporary's name of the user's is theirs too; a .lock that is no file is refused.
+  const fs::path temps = tmp_ / "temps", linked = tmp_ / "linked";
+  fs::create_directories(temps);
+  write_bytes(temps / "metrics.json.tmp", "mine");
+  EXPECT_THROW(pipeline::FolderLock lock(temps, "test run", outputs), pipeline::Error);
+  fs::create_directories(linked);
+  fs::create_symlink(tmp_ / "elsewhere", linked / ".lock");
+  EXPECT_NE(error_of([&] { pipeline::FolderLock lock(linked, "test run", outputs); }).find("not a regular file"),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists(tmp_ / "elsewhere"));
+}
+
+// Ctrl-C unwinds no stack: the signal handler takes back what the run made before its
+// outputs, and the process still ends by that signal.
+TEST_F(FilesTest, AnInterruptedRunTakesBackItsLockAndFolders) {
+  const std::vector<std::string> outputs = {"metrics.json"};
+  const auto interrupted = [&](const fs::path& dir, const std::string& writes, int sig) {
+    const pid_t child = ::fork();
+    if (child == 0) {
+      const pipeline::FolderLock lock(dir, "test run", outputs);
+      if (!writes.empty()) write_bytes(dir / writes, "partial");
+      ::raise(sig);
+      ::_exit(0);  // not reached
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == sig) << "status " << status;
+  };
+  interrupted(tmp_ / "new" / "run", "", SIGINT);
+  EXPECT_FALSE(fs::exists(tmp_ / "new"));
+  fs::create_directories(tmp_ / "mine");
+  write_bytes(tmp_ / "mine" / "notes.txt", "n");
+  interrupted(tmp_ / "mine", "", SIGTERM);
+  EXPECT_FALSE(fs::exists(tmp_ / "mine" / ".lock"));
+  EXPECT_TRUE(fs::exists(tmp_ / "mine" / "notes.txt"));
+  interrupted(tmp_ / "started", "metrics.json", SIGINT);  // resumable: stays a run folder
+  EXPECT_TRUE(fs::exists(tmp_ / "started" / ".lock"));
 }
 
 // A link planted under the temporary's name (run/config.json.tmp -> ~/.bashrc) is

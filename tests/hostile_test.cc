@@ -725,6 +725,8 @@ std::vector<Case> all_cases() {
   // --out naming a file of the user's (not HDF5): never replaced by the cache.
   add({"extract_out_is_a_users_file", with_data([](const fs::path&, Ctx& ctx) { write_file(ctx.in / "notes.h5", "mine\n"); }),
        kExtract.with("--out", "{in}/notes.h5"), one, {"notes.h5"}, {"{in}/notes.h5.partial"}});
+  add({"extract_out_ends_in_a_slash", with_data(), kExtract.with("--out", "{out}/newcache/"), two, {"names a folder"},
+       {"{out}/newcache"}});
   add({"extract_unknown_tap", with_data(), kExtract.with("--taps", "fc9"), two, {"fc9"}, kNoCache});
   add({"extract_unknown_flag", with_data(), kExtract.with("--no-such-flag"), two, {"--no-such-flag"}, kNoCache});
   add({"extract_threads_not_a_number", with_data(), kExtract.with("--threads", "abc"), two, {"--threads"}, kNoCache});
@@ -873,6 +875,10 @@ std::vector<Case> all_cases() {
        {"--head"}, kNoReport});
   add({"compare_out_is_a_users_folder", with_runs([](Ctx& ctx) { write_file(ctx.in / "docs" / "report.md", "# mine\n"); }),
        kCompare.with("--out", "{in}/docs"), one, {"report.md", ".lock"}, {}});
+  add({"compare_extract_seconds_nan", with_runs(), kCompare.with("--extract-seconds", "nan"), two, {"--extract-seconds"},
+       kNoReport});
+  add({"compare_backbones_lone_comma", with_runs(), Flags("compare", {{"--backbones", ","}, {"--out", "{out}/compare"}}),
+       two, {"--backbones"}, kNoReport});
   add({"compare_unknown_flag", with_runs(), kCompare.with("--no-such-flag"), two, {"--no-such-flag"}, kNoReport});
   add({"compare_extract_seconds_not_a_number", with_runs(), kCompare.with("--extract-seconds", "abc"), two,
        {"--extract-seconds"}, kNoReport});
