@@ -328,6 +328,16 @@ std::string only_entries(const fs::path& dir, const std::vector<std::string>& na
 void replace_folder_atomically(const fs::path& target, const std::function<void(const fs::path& temporary)>& fill,
                                const std::function<std::string(const fs::path& existing)>& replaceable) {
   std::error_code ec;
+  if (within(resolved(fs::current_path(ec)), resolved(target))) {
+    fail("{} is the current folder or holds it; refusing to replace it (name a new folder inside it)", target.string());
+  }
+  const fs::path parent = target.parent_path();
+  fs::create_directories(parent, ec);
+  if (!fs::is_directory(parent)) fail("cannot create the folder {}: {}", parent.string(), ec ? ec.message() : "a file is in the way");
+  // One replacement at a time in this folder: a second run would otherwise take the
+  // first's temporary for a killed run's and remove it under its feet. The target is
+  // checked once the lock is held, so a run that waited sees the first one's folder.
+  const ParentLock lock(parent, target);
   const fs::file_status status = fs::symlink_status(target, ec);
   const bool existed = fs::exists(status);
   if (existed) {
@@ -338,15 +348,6 @@ void replace_folder_atomically(const fs::path& target, const std::function<void(
       fail("{} exists and {}; refusing to replace it (remove it by hand or choose another folder)", target.string(), why);
     }
   }
-  if (within(resolved(fs::current_path(ec)), resolved(target))) {
-    fail("{} is the current folder or holds it; refusing to replace it (name a new folder inside it)", target.string());
-  }
-  const fs::path parent = target.parent_path();
-  fs::create_directories(parent, ec);
-  if (!fs::is_directory(parent)) fail("cannot create the folder {}: {}", parent.string(), ec ? ec.message() : "a file is in the way");
-  // One replacement at a time in this folder: a second run would otherwise take the
-  // first's temporary for a killed run's and remove it under its feet.
-  const ParentLock lock(parent, target);
   // Temporaries of an earlier run that was killed (a checkpoint's is ~1 GB) go first:
   // names of mkdtemp's pattern under this program's prefix, which the lock above keeps
   // from being a running run's.

@@ -651,7 +651,7 @@ std::vector<Case> all_cases() {
          write_file(ctx.in / "notes" / "notes.txt", "the user's notes\n");
          ctx.cwd = ctx.in / "notes";
        },
-       kSynth.with("--out", "."), one, {"notes.txt"}, {"{in}/notes/data_batch_1.bin"}});
+       kSynth.with("--out", "."), one, {"current folder"}, {"{in}/notes/data_batch_1.bin"}});
   add({"synth_out_existing_foreign_folder", foreign, kSynth.with("--out", "{in}/mine"), one, {"notes.txt"},
        {"{in}/mine/data_batch_1.bin"}});
   add({"synth_out_foreign_folder_trailing_slash", foreign, kSynth.with("--out", "{in}/mine/"), one, {"notes.txt"},
