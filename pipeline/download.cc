@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -166,8 +167,12 @@ bool open_part(Attempt& attempt) {
     spdlog::info("the server ignored the request to resume at byte {} (HTTP {}); downloading from the start",
                  attempt.offset, attempt.status);
   }
-  attempt.file = std::fopen(attempt.part.c_str(), attempt.appending ? "ab" : "wb");
+  // O_NOFOLLOW: a link planted at the .part name is refused, never written through.
+  const int fd = ::open(attempt.part.c_str(),
+                        O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (attempt.appending ? O_APPEND : O_TRUNC), 0644);
+  attempt.file = fd < 0 ? nullptr : ::fdopen(fd, attempt.appending ? "ab" : "wb");
   if (attempt.file == nullptr) {
+    if (fd >= 0) ::close(fd);
     attempt.write_error = fmt::format("cannot open {} for writing: {}", attempt.part.string(), std::strerror(errno));
     return false;
   }
@@ -361,6 +366,14 @@ DownloadResult download(const std::string& url, const fs::path& dest, const Down
   const fs::path part = fs::path(dest).concat(".part");
   Progress progress(dest.filename().string(), options.show_progress, options.progress_interval_seconds);
   DownloadResult result;
+  std::error_code part_error;
+  const fs::file_status part_status = fs::symlink_status(part, part_error);
+  if (fs::exists(part_status) && !fs::is_regular_file(part_status)) {
+    // The .part name is this program's: a link (or anything but a file) there is neither
+    // resumed nor written through, only removed (a folder of the user's is an error).
+    if (fs::is_directory(part_status)) fail("{} is a folder, in the way of the download", part.string());
+    fs::remove(part, part_error);
+  }
   if (size_or_zero(part) > 0 && is_http(url)) {
     spdlog::info("resuming {} from {} already in {}", url, human_bytes(static_cast<double>(size_or_zero(part))),
                  part.string());

@@ -119,8 +119,10 @@ ExtractSummary run_extract(const ExtractOptions& given) {
   options.weights = resolve_weights(options.weights, spec);
   if (options.taps.empty()) options.taps = spec.default_tap();
   const std::string out_text = given.out.string();
-  if (!out_text.empty() && out_text.back() == '/') {
-    usage_fail("--out {} names a folder: name the cache file to write (e.g. {}cache.h5)", out_text, out_text);
+  const fs::path last = given.out.filename();  // "" for "x/", "." or ".." for "x/." or "x/y/.."
+  if (!out_text.empty() && (last.empty() || last == "." || last == "..")) {
+    usage_fail("--out {} names a folder: name the cache file to write (e.g. {})", out_text,
+               (given.out / "cache.h5").lexically_normal().string());
   }
   options.out = output_path(given.out, "--out");
   // The output is checked before any work: it may not overwrite an input, and its

@@ -439,8 +439,9 @@ struct FeatureWriter::Impl {
 
   // Tries to reopen an interrupted write of the same cache; false if it is not one.
   bool try_resume() {
-    if (!fs::exists(partial_path)) return false;
-    if (!fs::is_regular_file(partial_path)) {
+    const fs::file_status status = fs::symlink_status(partial_path);
+    if (!fs::exists(status)) return false;
+    if (!fs::is_regular_file(status)) {  // links not followed: never written through
       fail("feature cache {} is not a regular file (a folder or link of yours?), so it is not replaced: move it away",
            partial_path.string());
     }
@@ -916,7 +917,13 @@ void check_cache_output(const fs::path& path, const std::string& flag, bool imag
   check_output_file(path, flag);
   std::error_code ec;
   const fs::path partial = path.string() + ".partial";
-  if (fs::is_regular_file(fs::symlink_status(partial, ec)) && fs::file_size(partial, ec) > 0) {
+  const fs::file_status partial_status = fs::symlink_status(partial, ec);
+  if (fs::exists(partial_status) && !fs::is_regular_file(partial_status)) {
+    fail("{} {}: {} is not a regular file (a link, folder or FIFO of yours?), so it is not resumed or replaced: move "
+         "it away",
+         flag, path.string(), partial.string());
+  }
+  if (fs::is_regular_file(partial_status) && fs::file_size(partial, ec) > 0) {
     // The first bytes of every HDF5 file without a user block, as FeatureWriter makes them.
     check_output_file(partial, flag, std::string("\x89HDF\r\n\x1a\n", 8), "an HDF5 file (an interrupted write)");
   }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <exception>
@@ -48,7 +49,14 @@ const fs::path& checked_run_folder(const fs::path& dir, const std::string& kind,
            "another --out, or remove {}",
            lock.string(), dir.string(), lock.string());
     }
-    const std::string owner = read_file(lock, 4096);
+    std::string owner = read_file(lock, 4096);
+    while (!owner.empty() && std::isspace(static_cast<unsigned char>(owner.back()))) owner.pop_back();
+    const bool printable =
+        std::all_of(owner.begin(), owner.end(), [](unsigned char c) { return c >= 0x20 && c < 0x7f; });
+    if (!printable) {
+      fail("{} holds text this program does not write, so {} is not a run folder it made: choose another --out",
+           lock.string(), dir.string());
+    }
     if (!owner.empty() && owner != kind) {
       fail("{} is a {} folder (its .lock says so), not one for {}: choose another --out", dir.string(), owner, kind);
     }
@@ -90,6 +98,15 @@ class ParentLock {
  private:
   int fd_;
 };
+
+// True for PREFIX + mkdtemp's six letters or digits, optionally after "unpack-" (the
+// names make_temp_dir gives this program's temporaries): other names are the user's.
+bool is_temporary_name(const std::string& name, const std::string& prefix) {
+  if (name.rfind(prefix, 0) != 0) return false;
+  std::string rest = name.substr(prefix.size());
+  if (rest.rfind("unpack-", 0) == 0) rest = rest.substr(7);
+  return rest.size() == 6 && std::all_of(rest.begin(), rest.end(), [](unsigned char c) { return std::isalnum(c) != 0; });
+}
 
 // `path` with every existing part's links resolved (the rest kept lexically).
 fs::path resolved(const fs::path& path) {
@@ -225,9 +242,9 @@ FolderLock::FolderLock(const fs::path& dir, const std::string& kind, std::vector
     }
     fail("cannot lock the run folder {}: {}", dir.string(), std::strerror(error));
   }
-  struct stat info {};
-  if (::fstat(fd_, &info) == 0 && info.st_size == 0) {
-    // Names its stage for the runs to come (see checked_run_folder).
+  if (made_lock_) {
+    // Names its stage for the runs to come (see checked_run_folder). An empty .lock of
+    // an older run stays as it is: any stage's, as before.
     if (::write(fd_, kind.data(), kind.size()) != static_cast<ssize_t>(kind.size())) {
       fail("cannot write the lock file {}: {}", lock.string(), std::strerror(errno));
     }
@@ -353,7 +370,7 @@ void replace_folder_atomically(const fs::path& target, const std::function<void(
   // from being a running run's.
   const std::string prefix = "." + target.filename().string() + ".tmp-";
   for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->path().filename().string().rfind(prefix, 0) == 0) {
+    if (is_temporary_name(it->path().filename().string(), prefix)) {
       std::error_code ignored;
       fs::remove_all(it->path(), ignored);
     }

@@ -121,7 +121,8 @@ int run_program(const std::filesystem::path& dir, const std::string& program, co
   if (pid < 0) return 127;
   if (pid == 0) {  // only async-signal-safe calls until exec
     if (::chdir(dir_text.c_str()) != 0) ::_exit(127);
-    const int out = ::open(log_text.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::unlink(log_text.c_str());  // a fresh file, never through a planted link
+    const int out = ::open(log_text.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0644);
     const int in = ::open("/dev/null", O_RDONLY);
     if (out >= 0) {
       ::dup2(out, 1);

@@ -20,7 +20,11 @@ namespace {
 // The program's path: as given when it holds a '/', else the first executable on PATH;
 // empty when there is none.
 std::string find_program(const std::string& program) {
-  if (program.find('/') != std::string::npos) return ::access(program.c_str(), X_OK) == 0 ? program : "";
+  if (program.find('/') != std::string::npos) {
+    // Absolute: the program runs in the report folder, but `./plot.sh` means the caller's.
+    const std::string absolute = fs::absolute(program).string();
+    return ::access(absolute.c_str(), X_OK) == 0 ? absolute : "";
+  }
   const char* path = std::getenv("PATH");
   std::istringstream dirs(path ? path : "/usr/local/bin:/usr/bin:/bin");
   std::string dir;

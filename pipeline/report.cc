@@ -34,7 +34,8 @@ ReportResult write_report(const ReportOptions& options) {
   }
   if (options.extract_seconds < 0) usage_fail("--extract-seconds must be >= 0, got {}", options.extract_seconds);
   // Checked before any reading or writing: the report may not land inside a run it reads.
-  refuse_output_over_inputs(output_path(options.out, "--out"), {options.head, options.finetune}, "--out");
+  refuse_output_over_inputs(output_path(options.out, "--out"), {options.head, options.finetune, options.features},
+                            "--out");
   // A report folder (never a folder of the user's files), this report's alone.
   const FolderLock lock(output_path(options.out, "--out"), "transfer-compare report",
                         {"report.md", "report.json", "plots.gp", "linear-probe-history.csv", "fine-tune-history.csv",

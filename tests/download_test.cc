@@ -220,6 +220,19 @@ TEST_F(DownloadTest, ContinuesPartLeftByEarlierRun) {
   EXPECT_EQ(range_of(requests[0]), 12345);
 }
 
+// A link planted at the .part name is removed, never resumed nor written through.
+TEST_F(DownloadTest, APlantedPartLinkIsNotWrittenThrough) {
+  const std::string body = random_bytes(50000, 4);
+  TestServer server({body});
+  const fs::path dest = dir_ / "file.bin";
+  write_bytes(dir_ / "victim.txt", "elsewhere");
+  fs::create_symlink(dir_ / "victim.txt", dir_ / "file.bin.part");
+  pipeline::download(server.url("/file.bin"), dest, options_);
+  EXPECT_EQ(read_text(dir_ / "victim.txt"), "elsewhere");
+  EXPECT_FALSE(fs::is_symlink(dest));
+  EXPECT_EQ(read_text(dest), body);
+}
+
 TEST_F(DownloadTest, CompletePartAnswered416StartsOver) {
   const std::string body = random_bytes(5000, 4);
   TestServer server({body});

@@ -380,6 +380,8 @@ TEST_F(FeatureCache, OnlyACacheOfTheKindIsReplaced) {
   EXPECT_THROW(pipeline::check_cache_output(dir_ / "new.h5", "--out", false), pipeline::Error);
   testutil::write_bytes(dir_ / "empty.h5.partial", "");  // killed as it was created
   EXPECT_NO_THROW(pipeline::check_cache_output(dir_ / "empty.h5", "--out", false));
+  fs::create_symlink(path_, dir_ / "linked.h5.partial");  // would be resumed through the link
+  EXPECT_THROW(pipeline::check_cache_output(dir_ / "linked.h5", "--out", false), pipeline::Error);
 }
 
 TEST_F(FeatureCache, ReaderRefusesIncompleteCache) {

@@ -190,8 +190,15 @@ TEST_F(FilesTest, ARunFolderIsMarkedByItsLock) {
   EXPECT_TRUE(fs::exists(tmp_ / "failed_late" / ".lock"));
   EXPECT_NO_THROW(pipeline::FolderLock resume(tmp_ / "failed_late", "test run", outputs));
 
-  // The .lock names its stage: another stage's run folder is refused.
+  // The .lock names its stage: another stage's run folder is refused. An empty one (an
+  // older run's) stays any stage's, even after a run of one failed in it.
   EXPECT_EQ(read_text(notes / ".lock"), "test run");
+  const fs::path older = tmp_ / "older";
+  fs::create_directories(older);
+  write_bytes(older / ".lock", "\n");
+  fail_in(older, "");
+  EXPECT_EQ(read_text(older / ".lock"), "\n");
+  EXPECT_NO_THROW(pipeline::FolderLock other(older, "other run", outputs));
   EXPECT_NE(error_of([&] { pipeline::FolderLock other(notes, "other run", outputs); }).find("test run folder"),
             std::string::npos);
   // A temporary's name of the user's is theirs too; a .lock that is no file is refused.
@@ -250,9 +257,11 @@ TEST_F(FilesTest, StaleTemporaryFoldersOfAKilledRunAreRemoved) {
   const fs::path target = tmp_ / "checkpoint";
   fs::create_directories(tmp_ / ".checkpoint.tmp-abc123");
   write_bytes(tmp_ / ".checkpoint.tmp-abc123" / "model.pt", "half of a gigabyte");
+  fs::create_directories(tmp_ / ".checkpoint.tmp-important");  // not mkdtemp's pattern: the user's
   pipeline::replace_folder_atomically(
       target, [](const fs::path& t) { write_bytes(t / "loop.json", "{}"); }, [](const fs::path&) { return std::string(); });
   EXPECT_FALSE(fs::exists(tmp_ / ".checkpoint.tmp-abc123"));
+  EXPECT_TRUE(fs::exists(tmp_ / ".checkpoint.tmp-important"));
   EXPECT_TRUE(fs::exists(target / "loop.json"));
 }
 
