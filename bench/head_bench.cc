@@ -121,7 +121,7 @@ StageRun run_head_stage(const fs::path& cache, const fs::path& out, const std::v
   args.insert(args.end(), flags.begin(), flags.end());
   int status = 0;
   StageRun run;
-  run.process_seconds = bench::seconds([&] { status = pipeline::run_program(out.parent_path(), stage, args, log); });
+  run.process_seconds = bench::seconds([&] { status = pipeline::run_program(out.parent_path(), stage, args, log, /*seconds=*/3600); });
   if (status != 0) {
     std::fprintf(stderr, "bench-head: transfer-head exited with %d; its output is in %s\n", status, log.c_str());
     std::exit(1);

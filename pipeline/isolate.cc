@@ -110,7 +110,7 @@ Isolated run_isolated(const std::function<void()>& work, double seconds) {
 }
 
 int run_program(const std::filesystem::path& dir, const std::string& program, const std::vector<std::string>& args,
-                const std::filesystem::path& log) {
+                const std::filesystem::path& log, double seconds) {
   std::vector<std::string> words{program};
   words.insert(words.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -132,9 +132,19 @@ int run_program(const std::filesystem::path& dir, const std::string& program, co
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return 127;
+  for (;;) {
+    const pid_t done = ::waitpid(pid, &status, WNOHANG);
+    if (done == pid) break;
+    if (done < 0 && errno != EINTR) return 127;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ::kill(pid, SIGKILL);
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      return kTimedOut;
+    }
+    ::usleep(20000);  // a plot takes about a second: 20 ms of polling costs nothing
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

@@ -37,9 +37,12 @@ Isolated run_isolated(const std::function<void()>& work, double seconds);
 
 // Runs the program at path `program` (no PATH search) with `args` inside `dir`, stdin
 // from /dev/null and stdout+stderr into `log` (a relative `program` or `log` is taken
-// inside `dir`), and waits for it. No shell: arguments are passed as they are. Returns
-// its exit status: 127 when it could not be started, -1 when a signal ended it.
+// inside `dir`), and waits for it, at most `seconds`: then it is killed (SIGKILL), so
+// a program that hangs cannot hang the stage. No shell: arguments are passed as they
+// are. Returns its exit status: 127 when it could not be started, -1 when a signal
+// ended it, kTimedOut when it was killed at the deadline.
+inline constexpr int kTimedOut = -2;
 int run_program(const std::filesystem::path& dir, const std::string& program, const std::vector<std::string>& args,
-                const std::filesystem::path& log);
+                const std::filesystem::path& log, double seconds);
 
 }  // namespace pipeline

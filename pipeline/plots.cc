@@ -73,7 +73,10 @@ std::vector<std::string> draw_plots(const fs::path& out, const std::string& gnup
                 : fmt::format("No plots: `{}` was not found on PATH.", gnuplot);
   } else {
     const fs::path log = out / ".gnuplot.log";
-    const int status = run_program(out, program, {"-e", "suffix='.tmp'", script}, log);
+    // gnuplot draws these plots in about a second; one that hangs (or a --gnuplot that
+    // waits for input) must not hang the report.
+    constexpr double kPlotSeconds = 120;
+    const int status = run_program(out, program, {"-e", "suffix='.tmp'", script}, log, kPlotSeconds);
     std::string messages;
     try {
       messages = read_file(log);
@@ -83,7 +86,9 @@ std::vector<std::string> draw_plots(const fs::path& out, const std::string& gnup
     fs::remove(log, ignored);
     if (status != 0) {
       error = fmt::format("No plots: `{}` failed ({}){}", program,
-                          status == 127 ? "it could not be started" : fmt::format("exit status {}", status),
+                          status == 127         ? "it could not be started"
+                          : status == kTimedOut ? fmt::format("it did not finish in {:.0f} s and was stopped", kPlotSeconds)
+                                                : fmt::format("exit status {}", status),
                           messages.empty() ? "." : ": " + first_lines(messages, 3));
     } else {
       for (const std::string& name : wanted) {

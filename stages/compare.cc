@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
   seconds->excludes(features);
   backbones->excludes(head)->excludes(finetune)->excludes(seconds)->excludes(features);
   app.add_option("--out", options.out, "report folder")->capture_default_str();
-  app.add_option("--gnuplot", options.gnuplot, "gnuplot program that draws the plots (empty: no plots)")
+  app.add_option("--gnuplot", options.gnuplot,
+                 "gnuplot program that draws the plots (empty: no plots; stopped after 120 s, the report then has none)")
       ->capture_default_str();
   stages::add_config_flag(app);
 

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "pipeline/error.h"
+#include "test_util.h"
 
 namespace {
 
@@ -51,3 +52,11 @@ TEST(Isolate, InlineModeRunsHereAndPropagates) {
 }
 
 }  // namespace
+
+// A program that hangs is stopped at its deadline (gnuplot for the report's plots).
+TEST(RunProgram, AProgramThatHangsIsStoppedAtItsDeadline) {
+  testutil::TempDir dir;
+  // Killed, not waited for: sleep would end with status 0.
+  EXPECT_EQ(pipeline::run_program(dir.path(), "/bin/sleep", {"30"}, "log.txt", 0.3), pipeline::kTimedOut);
+  EXPECT_EQ(pipeline::run_program(dir.path(), "/bin/sh", {"-c", "exit 3"}, "log.txt", 30), 3);
+}
