@@ -186,7 +186,7 @@ BackbonesReport write_backbones_report(const BackbonesReportOptions& options) {
   refuse_output_over_inputs(out, options.heads, "--out");
   // A report folder (never a folder of the user's files), this report's alone.
   const FolderLock lock(out, "transfer-compare --backbones report",
-                        {"report.md", "report.json", "backbones.csv", "plots.gp", kPlot, ".gnuplot.log"});
+                        {"report.md", "report.json", "backbones.csv", "plots.gp", kPlot, kPlotLog});
   BackbonesReport report;
   std::vector<RunSettings> settings;
   for (const fs::path& run : options.heads) {

@@ -172,8 +172,9 @@ bool open_part(Attempt& attempt) {
                         O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (attempt.appending ? O_APPEND : O_TRUNC), 0644);
   attempt.file = fd < 0 ? nullptr : ::fdopen(fd, attempt.appending ? "ab" : "wb");
   if (attempt.file == nullptr) {
+    const int error = errno;
     if (fd >= 0) ::close(fd);
-    attempt.write_error = fmt::format("cannot open {} for writing: {}", attempt.part.string(), std::strerror(errno));
+    attempt.write_error = fmt::format("cannot open {} for writing: {}", attempt.part.string(), std::strerror(error));
     return false;
   }
   return true;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <set>
 #include <system_error>
@@ -925,7 +926,13 @@ void check_cache_output(const fs::path& path, const std::string& flag, bool imag
   }
   if (fs::is_regular_file(partial_status) && fs::file_size(partial, ec) > 0) {
     // The first bytes of every HDF5 file without a user block, as FeatureWriter makes them.
-    check_output_file(partial, flag, std::string("\x89HDF\r\n\x1a\n", 8), "an HDF5 file (an interrupted write)");
+    const std::string signature("\x89HDF\r\n\x1a\n", 8);
+    std::string head(signature.size(), '\0');
+    std::ifstream in(partial, std::ios::binary);
+    if (!in.read(&head[0], static_cast<std::streamsize>(head.size())) || head != signature) {
+      fail("{} {}: {} is not an HDF5 file (an interrupted write), so it is not resumed or replaced: move it away", flag,
+           path.string(), partial.string());
+    }
   }
   const fs::file_status status = fs::symlink_status(path, ec);
   if (!fs::exists(status)) return;

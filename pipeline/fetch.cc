@@ -238,10 +238,8 @@ void fetch_weights(const FetchOptions& options, FetchResult& result) {
   }
   const fs::path dest = options.out_dir / name;
   result.weights_path = dest;
-  if (options.dataset.rfind("folder:", 0) == 0) {
-    // The user's own image folder is an input: the weights never land among the images.
-    refuse_output_over_inputs(dest, {fs::path(options.dataset.substr(7))}, "--out");
-  }
+  // The user's own image folder is an input: the weights never land among the images.
+  refuse_output_over_inputs(dest, {image_folder_of(options.dataset)}, "--out");
 
   std::error_code ec;
   if (fs::exists(dest)) {

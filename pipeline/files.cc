@@ -174,19 +174,9 @@ void refuse_output_over_inputs(const fs::path& output, const std::vector<fs::pat
   }
 }
 
-void check_output_file(const fs::path& path, const std::string& flag, const std::string& signature,
-                       const std::string& kind) {
+void check_output_file(const fs::path& path, const std::string& flag) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) fail("{} {} is a folder; name the file to write", flag, path.string());
-  if (!signature.empty() && fs::exists(fs::symlink_status(path, ec))) {
-    std::string head(signature.size(), '\0');
-    std::ifstream in;
-    if (fs::is_regular_file(fs::symlink_status(path, ec))) in.open(path, std::ios::binary);
-    if (!in || !in.read(&head[0], static_cast<std::streamsize>(head.size())) || head != signature) {
-      fail("{} {} exists and is not {}, so it is not replaced: choose another {} or move the file away", flag,
-           path.string(), kind, flag);
-    }
-  }
   fs::path folder = fs::absolute(path).parent_path();
   while (!fs::exists(fs::symlink_status(folder, ec)) && folder != folder.parent_path()) folder = folder.parent_path();
   if (!fs::is_directory(folder, ec)) {
@@ -246,7 +236,11 @@ FolderLock::FolderLock(const fs::path& dir, const std::string& kind, std::vector
     // Names its stage for the runs to come (see checked_run_folder). An empty .lock of
     // an older run stays as it is: any stage's, as before.
     if (::write(fd_, kind.data(), kind.size()) != static_cast<ssize_t>(kind.size())) {
-      fail("cannot write the lock file {}: {}", lock.string(), std::strerror(errno));
+      const int error = errno;  // a full disk: no destructor runs, so undo here
+      ::unlink(lock.c_str());
+      ::close(fd_);
+      fd_ = -1;
+      fail("cannot write the lock file {}: {}", lock.string(), std::strerror(error));
     }
   }
   std::vector<fs::path> outputs_in_dir;
@@ -302,9 +296,8 @@ void replace_atomically(const fs::path& path, const std::function<void(const fs:
 
 void write_file_atomic(const fs::path& path, const std::string& content) {
   replace_atomically(path, [&](const fs::path& temporary) {
-    // A fresh file, never through whatever has the temporary's name (a planted link).
-    std::error_code ignored;
-    fs::remove(temporary, ignored);
+    // A fresh file (replace_atomically cleared the name; O_EXCL | O_NOFOLLOW refuse one
+    // planted since), never through a link.
     const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) fail("cannot create {}: {}", temporary.string(), std::strerror(errno));
     size_t done = 0;

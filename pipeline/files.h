@@ -34,12 +34,9 @@ void refuse_output_over_inputs(const std::filesystem::path& output, const std::v
 
 // Checks, before any work, that a stage can later write the file `path` (named by
 // `flag`), touching nothing: throws pipeline::Error naming it when `path` is a folder,
-// or its nearest existing folder is a file or not writable, or (when `signature` is
-// given) it exists and does not begin with `signature`: then it is no file of the kind
-// the stage writes, but the user's, and never replaced. The missing folders are made
-// only when the file is written, so a run that fails first leaves none behind.
-void check_output_file(const std::filesystem::path& path, const std::string& flag, const std::string& signature = "",
-                       const std::string& kind = "");
+// or its nearest existing folder is a file or not writable. The missing folders are
+// made only when the file is written, so a run that fails first leaves none behind.
+void check_output_file(const std::filesystem::path& path, const std::string& flag);
 
 // Makes the folder `dir` and its missing parents (like create_directories). Throws
 // pipeline::Error naming `dir` (called `what`, e.g. "the run folder") when it cannot.
@@ -62,7 +59,7 @@ class MadeFolders {
 // An exclusive lock on a run folder (flock on `dir`/.lock), taken before a stage
 // writes into it, so two runs on one --out cannot corrupt each other's files. Creates
 // `dir` (so an unwritable --out fails before any work). The .lock also marks the folder
-// as a run folder of the stage `kind` (e.g. "transfer-head", its only content):
+// as a run folder of the stage `kind` (e.g. "transfer-head run", its only content):
 //   - an existing `dir` without one that holds any of `outputs` (the names the stage
 //     writes, replaces or removes there, e.g. "metrics.json", or those names plus
 //     ".tmp", its temporaries) is the user's, and is refused before anything in it is

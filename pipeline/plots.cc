@@ -72,7 +72,7 @@ std::vector<std::string> draw_plots(const fs::path& out, const std::string& gnup
                 ? fmt::format("No plots: the gnuplot program {} does not exist or is not executable.", gnuplot)
                 : fmt::format("No plots: `{}` was not found on PATH.", gnuplot);
   } else {
-    const fs::path log = out / ".gnuplot.log";
+    const fs::path log = out / kPlotLog;
     // gnuplot draws these plots in about a second; one that hangs (or a --gnuplot that
     // waits for input) must not hang the report.
     constexpr double kPlotSeconds = 120;

@@ -9,9 +9,13 @@
 
 namespace pipeline {
 
-// Runs `gnuplot` (looked up on PATH unless it holds a '/') on `script`, a file inside
-// `out`, from inside `out`. Returns the names drawn (`wanted`). On any failure -- no
-// such program, a non-zero exit, a missing or empty plot -- returns {} with `error`
+// gnuplot's messages while it runs, in the report folder (removed after).
+inline constexpr const char* kPlotLog = ".gnuplot.log";
+
+// Runs `gnuplot` (looked up on PATH unless it holds a '/', then taken from the
+// caller's folder) on `script`, a file inside `out`, from inside `out`, for at most
+// 120 s. Returns the names drawn (`wanted`). On any failure -- no such program, a
+// non-zero exit, the deadline, a missing or empty plot -- returns {} with `error`
 // saying why (gnuplot's first lines included) and removes every file of `owned` (plots
 // of an earlier report would not match this one). Files of `owned` not in `wanted` are
 // removed too. Throws pipeline::Error only when a rename fails.

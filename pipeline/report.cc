@@ -34,12 +34,13 @@ ReportResult write_report(const ReportOptions& options) {
   }
   if (options.extract_seconds < 0) usage_fail("--extract-seconds must be >= 0, got {}", options.extract_seconds);
   // Checked before any reading or writing: the report may not land inside a run it reads.
-  refuse_output_over_inputs(output_path(options.out, "--out"), {options.head, options.finetune, options.features},
-                            "--out");
+  const fs::path out = output_path(options.out, "--out");
+  refuse_output_over_inputs(out, {options.head, options.finetune, options.features}, "--out");
   // A report folder (never a folder of the user's files), this report's alone.
-  const FolderLock lock(output_path(options.out, "--out"), "transfer-compare report",
-                        {"report.md", "report.json", "plots.gp", "linear-probe-history.csv", "fine-tune-history.csv",
-                         "per-class.csv", ".gnuplot.log", kPlotNames[0], kPlotNames[1], kPlotNames[2], kPlotNames[3]});
+  std::vector<std::string> files(std::begin(kPlotNames), std::end(kPlotNames));
+  files.insert(files.end(), {"report.md", "report.json", "plots.gp", "linear-probe-history.csv",
+                             "fine-tune-history.csv", "per-class.csv", kPlotLog});
+  const FolderLock lock(out, "transfer-compare report", files);
   const ReportInputs in = read_inputs(options);
 
   ReportResult result;

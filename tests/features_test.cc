@@ -380,6 +380,12 @@ TEST_F(FeatureCache, OnlyACacheOfTheKindIsReplaced) {
   EXPECT_THROW(pipeline::check_cache_output(dir_ / "new.h5", "--out", false), pipeline::Error);
   testutil::write_bytes(dir_ / "empty.h5.partial", "");  // killed as it was created
   EXPECT_NO_THROW(pipeline::check_cache_output(dir_ / "empty.h5", "--out", false));
+  // A file of the user's in the cache's place is never replaced; a link to a cache neither.
+  testutil::write_bytes(dir_ / "thesis.h5", "my thesis");
+  const std::string thesis = testutil::error_of([&] { pipeline::check_cache_output(dir_ / "thesis.h5", "--out", false); });
+  EXPECT_NE(thesis.find("thesis.h5"), std::string::npos) << thesis;
+  fs::create_symlink(path_, dir_ / "link.h5");  // replacing it would drop the user's link
+  EXPECT_THROW(pipeline::check_cache_output(dir_ / "link.h5", "--out", false), pipeline::Error);
   fs::create_symlink(path_, dir_ / "linked.h5.partial");  // would be resumed through the link
   EXPECT_THROW(pipeline::check_cache_output(dir_ / "linked.h5", "--out", false), pipeline::Error);
 }

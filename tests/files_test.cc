@@ -272,14 +272,6 @@ TEST_F(FilesTest, OutputFileIsCheckedBeforeWork) {
             std::string::npos);
   write_bytes(tmp_ / "blocker", "x");
   EXPECT_THROW(pipeline::check_output_file(tmp_ / "blocker" / "cache.h5", "--out"), pipeline::Error);
-  // A file of the user's in the output's place is never replaced; one of the kind is.
-  write_bytes(tmp_ / "thesis.h5", "my thesis");
-  const std::string message = error_of([&] { pipeline::check_output_file(tmp_ / "thesis.h5", "--out", "\x89HDF", "HDF5"); });
-  EXPECT_NE(message.find("thesis.h5"), std::string::npos) << message;
-  write_bytes(tmp_ / "old.h5", "\x89HDF and the rest of an old cache");
-  EXPECT_NO_THROW(pipeline::check_output_file(tmp_ / "old.h5", "--out", "\x89HDF", "HDF5"));
-  fs::create_symlink(tmp_ / "old.h5", tmp_ / "link.h5");  // replacing it would drop the user's link
-  EXPECT_THROW(pipeline::check_output_file(tmp_ / "link.h5", "--out", "\x89HDF", "HDF5"), pipeline::Error);
 }
 
 }  // namespace

@@ -143,6 +143,10 @@ nlohmann::json unrecorded_dataset();
 // pipeline::Error naming `where` otherwise.
 nlohmann::json recorded_dataset(const nlohmann::json& value, const std::string& where);
 
+// PATH of a --dataset "folder:PATH" (the user's image folder), "" for a named dataset.
+// Throws pipeline::UsageError for "folder:" without a path.
+std::filesystem::path image_folder_of(const std::string& dataset);
+
 // dataset_kind(name).open(DIR, labels), DIR being data/<folder name> when that folder
 // exists (data a root such as transfer-fetch's --out), else data.
 std::unique_ptr<Dataset> open_dataset(const DatasetOptions& options);

@@ -49,13 +49,16 @@ void check_cifar_reading(const DatasetOptions& options, const std::string& title
   }
 }
 
+std::filesystem::path image_folder_of(const std::string& dataset) {
+  if (dataset.rfind("folder:", 0) != 0) return {};
+  const std::string path = dataset.substr(7);
+  if (path.empty()) usage_fail("--dataset folder:PATH needs the folder's path, e.g. folder:photos");
+  return path;
+}
+
 std::unique_ptr<Dataset> open_dataset(const DatasetOptions& options) {
-  // "folder:PATH": the user's image folder at PATH.
-  if (options.name.rfind("folder:", 0) == 0) {
-    const std::string path = options.name.substr(7);
-    if (path.empty()) usage_fail("--dataset folder:PATH needs the folder's path, e.g. folder:photos");
-    return dataset_kind("folder").open(path, options);
-  }
+  const std::filesystem::path images = image_folder_of(options.name);
+  if (!images.empty()) return dataset_kind("folder").open(images, options);
   const DatasetKind& kind = dataset_kind(options.name);
   std::filesystem::path dir = options.data.empty() ? std::filesystem::path("data") : options.data;
   // A data root (what transfer-fetch --out was) holding the dataset's folder means that folder.
